@@ -1,0 +1,97 @@
+"""The one settings class.
+
+Values come, highest first, from: keyword arguments, environment variables
+prefixed ``ORCHESTRATOR_``, a TOML settings file (``ORCHESTRATOR_CONFIG``,
+default ``./orchestrator.toml`` when it exists), then the embedded defaults
+below, which need no server: a SQLite file under ``./data``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+def _config_file() -> Path:
+    return Path(os.environ.get("ORCHESTRATOR_CONFIG", "orchestrator.toml"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", extra="forbid")
+
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR, description="Folder for the embedded database and run data."
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means a SQLite file data_dir/orchestrator.db.",
+    )
+    district_timezone: str = Field(
+        default="America/New_York",
+        description="IANA zone in which dates (sunsets, windows) are read.",
+    )
+    sunset_lead_days: list[int] = Field(
+        default=[90, 30, 14, 7, 1], description="Days before a sunset at which owners are warned."
+    )
+    sunset_check_time: str = Field(
+        default="02:00", description="Local time (HH:MM) of the scheduler's daily sunset check."
+    )
+    user: str = Field(default="", description="Who the CLI acts as when --as is not given.")
+
+    @field_validator("district_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("sunset_check_time")
+    @classmethod
+    def _hh_mm(cls, value: str) -> str:
+        hh, sep, mm = value.partition(":")
+        if not (sep and hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60):
+            raise ValueError(f"{value!r} is not a time of day HH:MM")
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.district_timezone)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'orchestrator.db').resolve()}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_file()
+        if path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

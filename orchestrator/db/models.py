@@ -1,0 +1,264 @@
+"""SQLModel tables. Schema changes go through Alembic (``db/migrations``).
+
+Enumerations are stored as their string values and checked by constraints,
+so the same schema works on SQLite and PostgreSQL. Every timestamp is UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+from orchestrator.domain.states import Kind, Level, Platform, Role, State
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite keeps no zone of its own)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _in(column: str, values: Any) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+def _utc() -> Any:
+    return sa.Column(UTCDateTime(), nullable=False)
+
+
+def _json(default: Any) -> Any:
+    return sa.Column(sa.JSON(), nullable=False, default=default)
+
+
+class Building(SQLModel, table=True):
+    __tablename__ = "building"
+    __table_args__ = (sa.CheckConstraint(_in("level", Level), name="building_level"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=6, unique=True)
+    name: str = Field(max_length=120)
+    level: str = Field(max_length=16)
+
+
+class Person(SQLModel, table=True):
+    __tablename__ = "person"
+    __table_args__ = (sa.CheckConstraint(_in("role", Role), name="person_role"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True)
+    display_name: str = Field(max_length=120)
+    role: str = Field(max_length=16)
+    active: bool = Field(default=True)
+
+
+class PersonBuilding(SQLModel, table=True):
+    """The buildings a building-scoped person (SecTec, BTC, principal) covers."""
+
+    __tablename__ = "person_building"
+
+    person_id: int = Field(foreign_key="person.id", primary_key=True)
+    building_id: int = Field(foreign_key="building.id", primary_key=True)
+
+
+class HardwareModel(SQLModel, table=True):
+    """An entry of the Approved Technology List."""
+
+    __tablename__ = "hardware_model"
+    __table_args__ = (
+        sa.UniqueConstraint("vendor", "model", name="hardware_model_vendor_model"),
+        sa.CheckConstraint(_in("platform", Platform), name="hardware_model_platform"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    vendor: str = Field(max_length=60)
+    model: str = Field(max_length=120)
+    platform: str = Field(max_length=8)
+    approved: bool = Field(default=True)
+    end_of_support: date | None = Field(default=None)
+
+
+class Releasable(SQLModel, table=True):
+    """A base image, customized image or software package, with its chain state.
+
+    One table for the three kinds so that the lifecycle, the compare-and-set
+    transitions, decisions and audit treat them alike; kind-specific columns
+    are nullable and checked per kind.
+    """
+
+    __tablename__ = "releasable"
+    __table_args__ = (
+        sa.UniqueConstraint("kind", "scope_key", "name", "version", name="releasable_identity"),
+        sa.CheckConstraint(_in("kind", Kind), name="releasable_kind"),
+        sa.CheckConstraint(_in("state", State), name="releasable_state"),
+        sa.CheckConstraint(_in("platform", Platform), name="releasable_platform"),
+        sa.CheckConstraint(
+            "kind <> 'base_image' OR (level IS NOT NULL AND sunset_date IS NOT NULL "
+            "AND os_version IS NOT NULL AND building_id IS NULL)",
+            name="releasable_base_columns",
+        ),
+        sa.CheckConstraint(
+            "kind <> 'custom_image' OR (base_id IS NOT NULL AND building_id IS NOT NULL)",
+            name="releasable_custom_columns",
+        ),
+        sa.CheckConstraint(
+            "kind <> 'package' OR audience IS NOT NULL", name="releasable_package_columns"
+        ),
+        sa.Index("releasable_kind_state", "kind", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)
+    name: str = Field(max_length=63)
+    version: str = Field(max_length=32)
+    version_key: str = Field(max_length=64, description="zero-padded version for ordering")
+    scope_key: str = Field(max_length=8, description="building number, or '*' district-wide")
+    building_id: int | None = Field(default=None, foreign_key="building.id")
+    platform: str = Field(max_length=8)
+    level: str | None = Field(default=None, max_length=16)
+    os_version: str | None = Field(default=None, max_length=60)
+    base_id: int | None = Field(default=None, foreign_key="releasable.id")
+    audience: str | None = Field(default=None, max_length=16)
+    artifact_ref: str | None = Field(default=None, max_length=500)
+    artifact_sha256: str | None = Field(default=None, max_length=64)
+    settings: dict[str, str] = Field(default_factory=dict, sa_column=_json(dict))
+    detection_rule: str | None = Field(default=None, max_length=500)
+    sunset_date: date | None = Field(default=None)
+    notes: str = Field(default="", max_length=2000)
+
+    state: str = Field(max_length=16)
+    state_version: int = Field(default=0, description="bumped by every compare-and-set write")
+    digest: str = Field(max_length=71)
+    author_id: int = Field(foreign_key="person.id")
+    revised_by_id: int | None = Field(default=None, foreign_key="person.id")
+    needs_rebase: bool = Field(default=False)
+    supersedes_id: int | None = Field(default=None, foreign_key="releasable.id")
+    created_at: datetime = Field(sa_column=_utc())
+    updated_at: datetime = Field(sa_column=_utc())
+    published_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+
+
+class ReleasableModel(SQLModel, table=True):
+    """Hardware models an image (or package) declares it supports."""
+
+    __tablename__ = "releasable_model"
+
+    releasable_id: int = Field(foreign_key="releasable.id", primary_key=True)
+    hardware_model_id: int = Field(foreign_key="hardware_model.id", primary_key=True)
+
+
+class ImagePackage(SQLModel, table=True):
+    """Software packages a customized image carries."""
+
+    __tablename__ = "image_package"
+
+    image_id: int = Field(foreign_key="releasable.id", primary_key=True)
+    package_id: int = Field(foreign_key="releasable.id", primary_key=True)
+
+
+class ChainStepRow(SQLModel, table=True):
+    """The approval chain policies, as data (see domain.policy)."""
+
+    __tablename__ = "chain_step"
+
+    kind: str = Field(max_length=16, primary_key=True)
+    position: int = Field(primary_key=True)
+    step: str = Field(max_length=16)
+    roles: dict[str, str] = Field(default_factory=dict, sa_column=_json(dict))
+    author_may_act: bool = Field(default=False)
+    needs_evidence: bool = Field(default=False)
+
+
+class Decision(SQLModel, table=True):
+    """An approval or rejection of one chain step, bound to the digest it judged."""
+
+    __tablename__ = "decision"
+
+    id: int | None = Field(default=None, primary_key=True)
+    releasable_id: int = Field(foreign_key="releasable.id", index=True)
+    step: str = Field(max_length=16)
+    outcome: str = Field(max_length=8)
+    actor_id: int = Field(foreign_key="person.id")
+    role: str = Field(max_length=16)
+    reason: str = Field(default="", max_length=2000)
+    digest: str = Field(max_length=71)
+    at: datetime = Field(sa_column=_utc())
+
+
+class TestRun(SQLModel, table=True):
+    """A recorded test of an image or package with one persona's login."""
+
+    __tablename__ = "test_run"
+    __test__ = False  # not a pytest class
+
+    id: int | None = Field(default=None, primary_key=True)
+    releasable_id: int = Field(foreign_key="releasable.id", index=True)
+    persona: str = Field(max_length=8)
+    account: str = Field(default="", max_length=64)
+    passed: bool
+    checks: list[dict[str, Any]] = Field(default_factory=list, sa_column=_json(list))
+    evidence: str = Field(default="", max_length=4000)
+    attachments: list[dict[str, Any]] = Field(default_factory=list, sa_column=_json(list))
+    actor_id: int = Field(foreign_key="person.id")
+    role: str = Field(max_length=16)
+    digest: str = Field(max_length=71)
+    at: datetime = Field(sa_column=_utc())
+
+
+class AuditEntry(SQLModel, table=True):
+    """Append-only, hash-chained record of every change and decision.
+
+    Database triggers refuse UPDATE and DELETE; ``hash`` covers every column
+    and ``prev_hash``, so a changed, removed or inserted row breaks the chain.
+    """
+
+    __tablename__ = "audit_entry"
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    at: datetime = Field(sa_column=_utc())
+    actor: str = Field(max_length=64)
+    role: str = Field(max_length=16)
+    action: str = Field(max_length=40)
+    object_kind: str = Field(max_length=24)
+    object_id: int | None = Field(default=None)
+    object_ref: str = Field(max_length=200)
+    building: str | None = Field(default=None, max_length=6, index=True)
+    before: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON()))
+    after: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON()))
+    digest: str | None = Field(default=None, max_length=71)
+    reason: str = Field(default="", max_length=2000)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64, unique=True)
+
+
+class Notice(SQLModel, table=True):
+    """A warning for people (sunset lead times, rebase needed); written once per key."""
+
+    __tablename__ = "notice"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=120, unique=True)
+    at: datetime = Field(sa_column=_utc())
+    releasable_id: int | None = Field(default=None, foreign_key="releasable.id")
+    building: str | None = Field(default=None, max_length=6)
+    recipients: list[str] = Field(default_factory=list, sa_column=_json(list))
+    message: str = Field(max_length=500)

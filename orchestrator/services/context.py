@@ -1,0 +1,37 @@
+"""What every use case needs: the database, the clock and the district's zone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.engine import Engine
+
+from orchestrator.clock import Clock, system_clock
+from orchestrator.config import Settings
+from orchestrator.db.session import make_engine
+from orchestrator.domain.sunset import DEFAULT_LEAD_DAYS, district_today
+
+
+@dataclass
+class Context:
+    engine: Engine
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("America/New_York"))
+    clock: Clock = system_clock
+    lead_days: tuple[int, ...] = DEFAULT_LEAD_DAYS
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def today(self) -> date:
+        return district_today(self.clock(), self.zone)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock = system_clock) -> Context:
+        return cls(
+            engine=make_engine(settings.resolved_database_url),
+            zone=settings.zone,
+            clock=clock,
+            lead_days=tuple(settings.sunset_lead_days),
+        )
