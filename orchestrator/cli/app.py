@@ -73,6 +73,12 @@ class State:
             self._ctx = Context.from_settings(self.settings)
         return self._ctx
 
+    def checked_ctx(self) -> Context:
+        from orchestrator.services.bootstrap import require_current_schema
+
+        require_current_schema(self.ctx)
+        return self.ctx
+
     def actor(self) -> Actor:
         username = self.as_user or self.settings.user
         if not username:
@@ -80,7 +86,7 @@ class State:
                 "say who you are: --as USERNAME (or set ORCHESTRATOR_USER); "
                 "'orchestrator people' lists who can act"
             )
-        return directory.actor(self.ctx, username)
+        return directory.actor(self.checked_ctx(), username)
 
 
 state = State()

@@ -136,7 +136,7 @@ def buildings(as_json: bool = JSON_OPTION) -> None:
 @app.command()
 def people(as_json: bool = JSON_OPTION) -> None:
     """Who can act in the orchestrator (use with --as)."""
-    rows = directory.people(state.ctx)
+    rows = directory.people(state.checked_ctx())
     if as_json:
         print_json(rows)
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.db import migrate
+from orchestrator.errors import OrchestratorError
 from orchestrator.db.session import transaction
 from orchestrator.services.chain import seed_policies
 from orchestrator.services.context import Context
@@ -17,3 +18,20 @@ def init_database(ctx: Context) -> str | None:
     with transaction(ctx.engine) as session:
         seed_policies(session)
     return migrate.current_revision(ctx.engine)
+
+
+class SchemaNotCurrent(OrchestratorError):
+    code = "schema_not_current"
+    http_status = 503
+    exit_code = 7
+
+
+def require_current_schema(ctx: Context) -> None:
+    """Raises: SchemaNotCurrent, naming the database and the command that fixes it."""
+    current, head = migrate.current_revision(ctx.engine), migrate.head_revision()
+    if current != head:
+        url = ctx.engine.url.render_as_string(hide_password=True)
+        state = "has no orchestrator schema" if current is None else f"is at schema {current}"
+        raise SchemaNotCurrent(
+            f"the database {url} {state}; this version needs {head}: run 'orchestrator init'"
+        )
