@@ -57,7 +57,14 @@ class State:
     """Per-invocation state: settings, the service context, the acting person."""
 
     def __init__(self) -> None:
-        self.as_user: str | None = None
+        self.reset()
+
+    def reset(self, as_user: str | None = None) -> None:
+        """Forget what an earlier invocation in this process loaded."""
+        ctx = getattr(self, "_ctx", None)
+        if ctx is not None:
+            ctx.engine.dispose()
+        self.as_user = as_user
         self._settings: Settings | None = None
         self._ctx: Context | None = None
 

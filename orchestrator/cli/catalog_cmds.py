@@ -12,7 +12,7 @@ import typer
 from orchestrator.cli import render
 from orchestrator.cli.app import JSON_OPTION, HandledGroup, console, parse_date, print_json, state
 from orchestrator.domain import validation
-from orchestrator.domain.states import Kind, Level, Platform
+from orchestrator.domain.states import Kind, Level, Platform, Step
 from orchestrator.domain.states import State as LifecycleState
 from orchestrator.errors import InvalidInput
 from orchestrator.services import catalog, chain
@@ -103,19 +103,32 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
         _show_view(v, as_json, f"submitted {v.ref}: now [bold]{v.state.value}[/]")
 
     @app.command()
-    def approve(ref: Ref, reason: Reason = "", as_json: bool = JSON_OPTION) -> None:
-        """Approve the pending review or test step."""
-        v = chain.approve(state.ctx, state.actor(), kind, ref, reason)
+    def approve(
+        ref: Ref,
+        step: Annotated[
+            str, typer.Option(help="The step you judged: review, or test (sign-off).")
+        ],
+        reason: Reason = "",
+        as_json: bool = JSON_OPTION,
+    ) -> None:
+        """Approve the review step, or sign off the tests."""
+        chosen = _enum(Step, step, "step")
+        v = chain.approve(state.ctx, state.actor(), kind, ref, reason, step=chosen)
         _show_view(v, as_json, f"approved {v.ref}: now [bold]{v.state.value}[/]")
 
     @app.command()
     def reject(
         ref: Ref,
         reason: Annotated[str, typer.Option("--reason", "-r", help="Why (required).")],
+        step: Annotated[
+            str | None, typer.Option(help="Only if it still waits for this step.")
+        ] = None,
         as_json: bool = JSON_OPTION,
     ) -> None:
         """Reject the pending step; it goes back to draft."""
-        v = chain.reject(state.ctx, state.actor(), kind, ref, reason)
+        v = chain.reject(
+            state.ctx, state.actor(), kind, ref, reason, step=_enum(Step, step, "step")
+        )
         _show_view(v, as_json, f"rejected {v.ref}: back to [bold]{v.state.value}[/]")
 
     @app.command("record-test")
@@ -153,7 +166,7 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
                 f"({len(run.checks)} checks, {len(run.attachments)} attachments)"
             )
 
-    def _publish(ref: str, reason: str, as_json: bool) -> None:
+    def _publish(ref: Ref, reason: Reason = "", as_json: bool = JSON_OPTION) -> None:
         v = chain.publish(state.ctx, state.actor(), kind, ref, reason)
         _show_view(v, as_json, f"{publish_verb}d {v.ref}: now [bold]{v.state.value}[/]")
 

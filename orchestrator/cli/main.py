@@ -57,7 +57,7 @@ def root(
     if version:
         console.print(f"orchestrator {__version__}")
         raise typer.Exit()
-    state.as_user = as_user
+    state.reset(as_user)
 
 
 def _init(sample_district: bool) -> None:

@@ -483,27 +483,27 @@ def _decide(
     *,
     outcome: Outcome,
     reason: str,
-    want_publish: bool,
+    expect: Step | None,
 ) -> catalog.ReleasableView:
     reason = validation.text(reason, field="reason", required=outcome is Outcome.REJECT)
     publish_verb = "publish" if kind is Kind.BASE_IMAGE else "release"
-    verb = publish_verb if want_publish else "approve"
-    doing = "reject" if outcome is Outcome.REJECT else verb
+    if outcome is Outcome.REJECT:
+        doing = "reject"
+    else:
+        doing = publish_verb if expect is Step.PUBLISH else "approve"
     with transaction(ctx.engine) as session:
         row = catalog.resolve(session, actor, kind, ref)
         policy = load_policy(session, kind)
         step = _pending(policy, row, doing)
-        if outcome is Outcome.APPROVE:
-            if want_publish and step.step is not Step.PUBLISH:
-                raise Conflict(
-                    f"cannot {verb} {catalog.ref_of(row)} yet: it is {row.state}, waiting for "
-                    f"its {step.step.value} step"
-                )
-            if not want_publish and step.step is Step.PUBLISH:
-                raise Conflict(
-                    f"{catalog.ref_of(row)} has passed review and tests; "
-                    f"{publish_verb} it instead"
-                )
+        if expect is not None and step.step is not expect:
+            raise Conflict(
+                f"cannot {doing} the {expect.value} step of {catalog.ref_of(row)}: it is "
+                f"{row.state}, waiting for its {step.step.value} step"
+            )
+        if outcome is Outcome.APPROVE and expect is not Step.PUBLISH and step.step is Step.PUBLISH:
+            raise Conflict(
+                f"{catalog.ref_of(row)} has passed review and tests; {publish_verb} it instead"
+            )
         authorize_step(
             actor, policy, step.step,
             building=catalog.building_of(row), authors=catalog.authors_of(row),
@@ -533,24 +533,36 @@ def _decide(
         return catalog.view_of(session, row, ctx.today())
 
 
-def approve(ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str = "") -> catalog.ReleasableView:
-    """Approve the pending review or test step (the test step needs passing
-    student and staff tests of the current digest).
+def approve(
+    ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str = "", *,
+    step: Step | None = None,
+) -> catalog.ReleasableView:
+    """Approve the review or test step (the test step needs passing student and
+    staff tests of the current digest).
+
+    ``step`` names the step the approver judged; if the item has moved on since,
+    the approval is refused rather than applied to the next step. (None: the
+    step pending now; for scripts that just read it in the same breath.)
 
     Raises:
-        Refused, NotFound, Conflict (nothing to approve, or missing evidence),
-        SunsetReached, StaleState.
+        Refused, NotFound, Conflict (not waiting for that step, or missing
+        evidence), SunsetReached, StaleState.
     """
-    return _decide(ctx, actor, kind, ref, outcome=Outcome.APPROVE, reason=reason, want_publish=False)
+    if step is Step.PUBLISH:
+        raise InvalidInput("the publish step is decided with publish/release", field="step")
+    return _decide(ctx, actor, kind, ref, outcome=Outcome.APPROVE, reason=reason, expect=step)
 
 
-def reject(ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str) -> catalog.ReleasableView:
-    """Reject the pending step, with a reason: the item goes back to draft.
+def reject(
+    ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str, *, step: Step | None = None
+) -> catalog.ReleasableView:
+    """Reject the pending step (or, if given, only that step), with a reason:
+    the item goes back to draft.
 
     Raises:
         Refused, NotFound, InvalidInput (no reason), Conflict, StaleState.
     """
-    return _decide(ctx, actor, kind, ref, outcome=Outcome.REJECT, reason=reason, want_publish=False)
+    return _decide(ctx, actor, kind, ref, outcome=Outcome.REJECT, reason=reason, expect=step)
 
 
 def publish(ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str = "") -> catalog.ReleasableView:
@@ -563,7 +575,9 @@ def publish(ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str = "") 
         Refused, NotFound, Conflict (not approved yet; base or packages not
         released), SunsetReached, StaleState.
     """
-    return _decide(ctx, actor, kind, ref, outcome=Outcome.APPROVE, reason=reason, want_publish=True)
+    return _decide(
+        ctx, actor, kind, ref, outcome=Outcome.APPROVE, reason=reason, expect=Step.PUBLISH
+    )
 
 
 def _check_publishable(session: Session, ctx: Context, row: Releasable) -> None:

@@ -20,7 +20,7 @@ from orchestrator.clock import FixedClock
 from orchestrator.db.models import Building, Person, PersonBuilding
 from orchestrator.db.session import transaction
 from orchestrator.domain.policy import SYSTEM_ACTOR, Actor
-from orchestrator.domain.states import Kind, Level, Role
+from orchestrator.domain.states import Kind, Level, Role, Step
 from orchestrator.services import audit, catalog, chain, directory, hardware, sunset
 from orchestrator.services.catalog import BaseImageSpec, CustomImageSpec, PackageSpec
 from orchestrator.services.chain import CheckResult
@@ -235,7 +235,10 @@ class _Story:
         if stop == "in_review":
             return
         if kind is not Kind.PACKAGE:
-            chain.approve(self.at(days + 1), self.a(reviewer), kind, ref, "fits instruction")
+            chain.approve(
+                self.at(days + 1), self.a(reviewer), kind, ref, "fits instruction",
+                step=Step.REVIEW,
+            )
         if stop == "testing":
             return
         for persona, account in (("student", "s.test101"), ("staff", "t.test101")):
@@ -249,7 +252,7 @@ class _Story:
                 ],
                 evidence=f"signed in as {account} on the test bench",
             )
-        chain.approve(self.at(days + 3), self.a(tester), kind, ref, "tests pass")
+        chain.approve(self.at(days + 3), self.a(tester), kind, ref, "tests pass", step=Step.TEST)
         if stop == "approved":
             return
         chain.publish(self.at(days + 4), self.a(publisher), kind, ref)

@@ -1,0 +1,229 @@
+"""The command line, through Typer's runner, on the sample district (both backends)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner, Result
+
+from orchestrator.cli.main import app
+from tests.conftest import POSTGRES_URL
+
+Invoke = Callable[..., Result]
+
+
+@pytest.fixture
+def orchestrator(
+    engine: sa.Engine, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Invoke:
+    """Run the CLI against the test database, loaded with the sample district."""
+    if engine.dialect.name == "postgresql":
+        schema = request.getfixturevalue("postgres_schema")
+        url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    else:
+        url = engine.url.render_as_string(hide_password=False)
+    monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", url)
+    monkeypatch.setenv("ORCHESTRATOR_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.delenv("ORCHESTRATOR_USER", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+
+    def invoke(*args: str, expect: int = 0) -> Result:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == expect, (
+            f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+            f"\n{result.exception!r}"
+        )
+        return result
+
+    invoke("init", "--sample-district")
+    return invoke
+
+
+def as_json(result: Result) -> Any:
+    return json.loads(result.stdout)
+
+
+def test_init_reports_the_schema_and_a_second_run_changes_nothing(orchestrator: Invoke) -> None:
+    again = orchestrator("init", "--sample-district")
+    assert "database ready" in again.stdout
+    assert "already has buildings" in again.stdout
+
+
+def test_btc_is_refused_test_sign_off_with_the_chains_reason(orchestrator: Invoke) -> None:
+    result = orchestrator(
+        "--as", "btc.lincoln", "image", "approve", "101/lab@1.1", "--step", "test", expect=3
+    )
+    assert result.stderr.strip() == (
+        "refused: BTC cannot sign off image tests "
+        "(the chain gives testing to EdTech or a SecTec of the building)"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_edtech_records_tests_signs_off_and_the_building_tech_releases(
+    orchestrator: Invoke, tmp_path: Path
+) -> None:
+    shot = tmp_path / "student-desktop.png"
+    shot.write_bytes(b"\x89PNG fake screenshot")
+    for persona, account in (("student", "s.test101"), ("staff", "t.test101")):
+        out = orchestrator(
+            "--as", "edtech.okafor", "image", "record-test", "101/lab@1.1",
+            "--persona", persona, "--account", account,
+            "--check", "sign-in succeeds=pass", "--check", "printers reachable=pass",
+            "--evidence", "all good", "--attach", str(shot),
+        )
+        assert "passed" in out.stdout
+    orchestrator("--as", "edtech.okafor", "image", "approve", "101/lab@1.1", "--step", "test")
+    released = as_json(
+        orchestrator("--as", "btc.lincoln", "image", "release", "101/lab@1.1", "--json")
+    )
+    assert released["state"] == "published"
+
+    status = as_json(orchestrator("--as", "principal.lincoln", "image", "status", "101/lab@1.1",
+                                  "--json"))
+    assert [s["status"] for s in status["steps"]] == ["done", "done", "done"]
+    current = [t for t in status["tests"] if t["current"]]
+    assert {t["persona"] for t in current} == {"student", "staff"}
+    assert current[0]["attachments"][0]["sha256"]
+
+    log = as_json(orchestrator("--as", "it.rivera", "audit", "--item", "image:101/lab@1.1",
+                               "--json"))
+    assert [e["action"] for e in log][-2:] == [
+        "custom_image.test.approve", "custom_image.publish.approve",
+    ]
+    assert log[-1]["actor"] == "btc.lincoln" and log[-1]["role"] == "btc"
+    assert log[-1]["digest"] == released["digest"]
+    assert "audit log intact" in orchestrator("--as", "it.rivera", "audit", "verify").stdout
+
+
+def test_a_failing_check_blocks_the_sign_off_and_says_which(orchestrator: Invoke) -> None:
+    orchestrator(
+        "--as", "edtech.okafor", "image", "record-test", "101/lab@1.1", "--persona", "student",
+        "--check", "sign-in succeeds=pass", "--check", "admin tools hidden=fail",
+    )
+    orchestrator(
+        "--as", "edtech.okafor", "image", "record-test", "101/lab@1.1", "--persona", "staff",
+        "--check", "sign-in succeeds=pass",
+    )
+    result = orchestrator(
+        "--as", "edtech.okafor", "image", "approve", "101/lab@1.1", "--step", "test", expect=5
+    )
+    assert "latest student test failed (admin tools hidden)" in result.stderr
+
+
+def test_it_creates_a_base_image_from_a_local_wim_and_bad_input_names_the_field(
+    orchestrator: Invoke, tmp_path: Path
+) -> None:
+    wim = tmp_path / "pc-high-2027.1.wim"
+    wim.write_bytes(b"MSWIM\0" + b"x" * 1000)
+    base = [
+        "--as", "it.rivera", "base", "create", "--platform", "pc", "--level", "high",
+        "--os", "Windows 11 25H2", "--sunset", "2099-06-30", "--artifact", str(wim),
+        "--model", "Dell:Latitude 3420",
+    ]
+    created = as_json(orchestrator(*base, "--version", "2027.1", "--json"))
+    assert created["state"] == "draft" and created["artifact_sha256"]
+
+    dup = orchestrator(*base, "--version", "2027.1", expect=2)
+    assert "pc-high@2027.1 already exists" in dup.stderr
+    bad_version = orchestrator(*base, "--version", "v2027", expect=2)
+    assert bad_version.stderr.startswith("version: 'v2027' is not a version")
+    bad_date = orchestrator(*base[:-4], "--version", "2027.2", "--sunset", "30/06/2099",
+                            "--artifact", str(wim), expect=2)
+    assert "sunset: '30/06/2099' is not a date" in bad_date.stderr
+    old_model = orchestrator(*base[:-1], "Dell:OptiPlex 7010", "--version", "2027.3", expect=2)
+    assert "past its end of support" in old_model.stderr
+    listed = as_json(orchestrator("--as", "it.rivera", "base", "list", "--json"))
+    assert [v["ref"] for v in listed].count("pc-high@2027.1") == 1
+    assert "pc-high@2027.2" not in {v["ref"] for v in listed}
+
+
+def test_building_tech_creates_a_customized_image_only_in_its_building(
+    orchestrator: Invoke,
+) -> None:
+    args = ["image", "create", "--name", "stem", "--version", "1.0",
+            "--base", "pc-elementary@2026.1", "--package", "firefox@128.0",
+            "--setting", "wallpaper=lions"]
+    created = as_json(orchestrator("--as", "btc.lincoln", *args, "--building", "101", "--json"))
+    assert created["ref"] == "101/stem@1.0" and created["packages"] == ["firefox@128.0"]
+    other = orchestrator("--as", "btc.lincoln", *args, "--building", "102", expect=3)
+    assert "cannot create, revise, rebase or retire customized images in building 102" in (
+        other.stderr
+    )
+    wrong_level = orchestrator(
+        "--as", "sectec.kim", "image", "create", "--building", "301", "--name", "x",
+        "--version", "1.0", "--base", "pc-elementary@2026.1", expect=2,
+    )
+    assert "is for elementary schools; building 301" in wrong_level.stderr
+
+
+def test_sunset_lists_by_days_and_the_derivatives_to_rebase(orchestrator: Invoke) -> None:
+    report = as_json(orchestrator("--as", "edtech.okafor", "sunset", "--json"))
+    days = [i["days_to_sunset"] for i in report["items"]]
+    assert days == sorted(days) and days[0] < 0
+    rebase = {r["item"]["ref"]: r["status"] for r in report["must_rebase"]}
+    assert rebase["302/journalism@1.0"] == "rebase needed"
+    assert rebase["101/lab@1.0"].startswith("rebase in progress: 101/lab@1.1")
+    soon = as_json(orchestrator("--as", "edtech.okafor", "sunset", "--within", "30", "--json"))
+    assert all(i["days_to_sunset"] <= 30 for i in soon["items"])
+
+
+def test_rebase_from_the_command_line_starts_the_chain_again(orchestrator: Invoke) -> None:
+    out = orchestrator("--as", "sectec.kim", "image", "rebase", "302/journalism@1.0")
+    assert "rebased 302/journalism@1.0 onto mac-high@2026.1 as 302/journalism@1.1 (draft)" in (
+        out.stdout.replace("\n", " ")
+    )
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [
+        ["base", "list"], ["image", "list"], ["package", "list"], ["hardware", "list"],
+        ["buildings"], ["people"], ["audit"], ["sunset"], ["chain"], ["queue"], ["notices"],
+        ["whoami"],
+    ],
+    ids=lambda a: "-".join(a),
+)
+def test_every_listing_prints_json_with_json(orchestrator: Invoke, listing: list[str]) -> None:
+    out = orchestrator("--as", "edtech.okafor", *listing, "--json")
+    assert isinstance(json.loads(out.stdout), list | dict)
+
+
+def test_building_staff_see_only_their_buildings(orchestrator: Invoke) -> None:
+    images = as_json(orchestrator("--as", "btc.lincoln", "image", "list", "--json"))
+    assert {v["building"] for v in images} == {"101"}
+    hidden = orchestrator("--as", "btc.lincoln", "image", "show", "301/stem-lab@2.0", expect=4)
+    assert "no customized image '301/stem-lab@2.0'" in hidden.stderr
+
+
+def test_edtech_queue_lists_what_waits_for_review(orchestrator: Invoke) -> None:
+    queue = as_json(orchestrator("--as", "edtech.okafor", "queue", "--json"))
+    waiting = {(q["item"]["ref"], q["step"]) for q in queue}
+    assert ("301/stem-lab@2.0", "review") in waiting
+    assert ("pc-high@2026.2", "review") in waiting
+
+
+def test_who_acts_must_be_said_and_must_exist(orchestrator: Invoke) -> None:
+    missing = orchestrator("image", "list", expect=2)
+    assert "say who you are: --as USERNAME" in missing.stderr
+    unknown = orchestrator("--as", "nobody", "image", "list", expect=4)
+    assert "no active person 'nobody'" in unknown.stderr
+
+
+def test_malformed_options_are_refused_without_a_traceback(orchestrator: Invoke) -> None:
+    for args in (
+        ["image", "record-test", "101/lab@1.1", "--persona", "student", "--check", "sign-in"],
+        ["image", "record-test", "101/lab@1.1", "--persona", "teacher", "--check", "a=pass"],
+        ["image", "approve", "101/lab@1.1", "--step", "sideways"],
+        ["image", "list", "--state", "cooking"],
+        ["audit", "--item", "lab"],
+    ):
+        result = orchestrator("--as", "edtech.okafor", *args, expect=2)
+        assert result.stderr.strip() and "Traceback" not in result.stderr

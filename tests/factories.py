@@ -1,0 +1,195 @@
+"""A small district for tests, and helpers that walk items through the chain
+with the real services."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from sqlmodel import select
+
+from orchestrator.db.models import Building, Person, PersonBuilding
+from orchestrator.db.session import transaction
+from orchestrator.domain.policy import Actor
+from orchestrator.domain.states import Kind, Level, Role, State, Step
+from orchestrator.services import catalog, chain, directory, hardware
+from orchestrator.services.catalog import BaseImageSpec, CustomImageSpec, PackageSpec
+from orchestrator.services.chain import CheckResult
+from orchestrator.services.context import Context
+
+BUILDINGS = [
+    ("101", "Lincoln Elementary", Level.ELEMENTARY),
+    ("102", "Washington Elementary", Level.ELEMENTARY),
+    ("201", "Jefferson Middle", Level.MIDDLE),
+    ("301", "Kennedy High", Level.HIGH),
+    ("302", "Madison High", Level.HIGH),
+]
+
+PEOPLE = [
+    ("it.ana", Role.IT, []),
+    ("it.wei", Role.IT, []),
+    ("edtech.grace", Role.EDTECH, []),
+    ("edtech.marco", Role.EDTECH, []),
+    ("sectec.kim", Role.SECTEC, ["301"]),
+    ("sectec.lee", Role.SECTEC, ["301"]),
+    ("sectec.patel", Role.SECTEC, ["302", "201"]),
+    ("btc.lincoln", Role.BTC, ["101"]),
+    ("btc.garcia", Role.BTC, ["102"]),
+    ("principal.lincoln", Role.PRINCIPAL, ["101"]),
+]
+
+PC = "Dell:Latitude 3420"
+PC2 = "HP:ProBook 450 G8"
+MAC = "Apple:MacBookAir10,1"
+PC_OLD = "Dell:OptiPlex 7010"
+PC_UNAPPROVED = "Lenovo:ThinkPad 11e"
+
+
+def sha(label: str) -> str:
+    return hashlib.sha256(label.encode()).hexdigest()
+
+
+@dataclass
+class District:
+    ctx: Context
+    actors: dict[str, Actor] = field(default_factory=dict)
+
+    def __getitem__(self, username: str) -> Actor:
+        return self.actors[username]
+
+    @property
+    def today(self) -> date:
+        return self.ctx.today()
+
+    def days(self, n: int) -> date:
+        return self.today + timedelta(days=n)
+
+    # -- creating -----------------------------------------------------------
+
+    def base(
+        self, platform: str = "pc", level: str = "elementary", version: str = "2026.1", *,
+        sunset_in: int = 365, models: list[str] | None = None, to: State = State.PUBLISHED,
+        by: str = "it.ana",
+    ) -> str:
+        v = catalog.create_base_image(
+            self.ctx, self[by],
+            BaseImageSpec(
+                platform=platform, level=level, version=version,
+                os_version="Windows 11 24H2" if platform == "pc" else "macOS 15.3",
+                sunset_date=self.days(sunset_in),
+                artifact=f"https://dist.test/{platform}-{level}-{version}.wim",
+                artifact_sha256=sha(f"{platform}-{level}-{version}"),
+                models=models if models is not None else ([PC, PC2] if platform == "pc" else [MAC]),
+            ),
+        )
+        self.walk(Kind.BASE_IMAGE, v.ref, to)
+        return v.ref
+
+    def custom(
+        self, building: str = "101", name: str = "lab", version: str = "1.0", *,
+        base: str | None = None, by: str | None = None, to: State = State.DRAFT,
+        packages: list[str] | None = None, settings: dict[str, str] | None = None,
+    ) -> str:
+        author = by or {"101": "btc.lincoln", "102": "btc.garcia", "301": "sectec.kim"}.get(
+            building, "sectec.patel"
+        )
+        v = catalog.create_custom_image(
+            self.ctx, self[author],
+            CustomImageSpec(
+                building=building, name=name, version=version,
+                base=base or "pc-elementary@2026.1", packages=packages or [],
+                settings=settings or {"wallpaper": "school"},
+            ),
+        )
+        self.walk(Kind.CUSTOM_IMAGE, v.ref, to, author=author)
+        return v.ref
+
+    def package(
+        self, name: str = "firefox", version: str = "128.0", *, platform: str = "pc",
+        audience: str = "instructional", building: str | None = None, by: str = "edtech.grace",
+        to: State = State.DRAFT,
+    ) -> str:
+        v = catalog.create_package(
+            self.ctx, self[by],
+            PackageSpec(
+                name=name, version=version, platform=platform, audience=audience,
+                installer=f"https://dist.test/{name}-{version}.msi",
+                installer_sha256=sha(f"{name}-{version}"), building=building,
+                detection_rule=f"registry:{name}>={version}",
+            ),
+        )
+        self.walk(Kind.PACKAGE, v.ref, to, author=by)
+        return v.ref
+
+    # -- walking the chain --------------------------------------------------
+
+    def tester_for(self, kind: Kind, author: str) -> str:
+        return "edtech.marco" if author == "edtech.grace" else "edtech.grace"
+
+    def record_passing_tests(self, kind: Kind, ref: str, tester: str) -> None:
+        for persona in ("student", "staff"):
+            chain.record_test(
+                self.ctx, self[tester], kind, ref, persona=persona,
+                checks=[CheckResult("sign-in succeeds", True), CheckResult("apps start", True)],
+                evidence=f"{persona} login fine",
+            )
+
+    def walk(self, kind: Kind, ref: str, to: State, *, author: str = "it.ana") -> None:
+        """Move a fresh draft along the happy path until it is in ``to``."""
+        order = [State.DRAFT, State.IN_REVIEW, State.TESTING, State.APPROVED, State.PUBLISHED]
+        if to not in order:
+            raise ValueError(f"walk cannot reach {to}")
+        target = order.index(to)
+        if target == 0:
+            return
+        chain.submit(self.ctx, self[author], kind, ref)
+        state = State(catalog.show(self.ctx, self[author], kind, ref).state)
+        if state is State.IN_REVIEW and target > 1:
+            chain.approve(
+                self.ctx, self["edtech.marco"], kind, ref, "ok for instruction", step=Step.REVIEW
+            )
+        if target <= 2:
+            return
+        tester = self.tester_for(kind, author)
+        self.record_passing_tests(kind, ref, tester)
+        chain.approve(self.ctx, self[tester], kind, ref, "tests pass", step=Step.TEST)
+        if target <= 3:
+            return
+        publisher = {
+            Kind.BASE_IMAGE: "it.wei",
+            Kind.CUSTOM_IMAGE: author,
+            Kind.PACKAGE: "it.wei",
+        }[kind]
+        chain.publish(self.ctx, self[publisher], kind, ref)
+
+
+def make_district(ctx: Context) -> District:
+    """Buildings, people and the Approved Technology List, written directly."""
+    with transaction(ctx.engine) as session:
+        for number, name, level in BUILDINGS:
+            session.add(Building(number=number, name=name, level=level.value))
+        session.flush()
+        ids = {b.number: b.id for b in session.exec(select(Building))}
+        for username, role, numbers in PEOPLE:
+            p = Person(username=username, display_name=username.title(), role=role.value)
+            session.add(p)
+            session.flush()
+            for n in numbers:
+                assert p.id is not None and ids[n] is not None
+                session.add(PersonBuilding(person_id=p.id, building_id=ids[n]))
+    d = District(ctx)
+    d.actors = {u: directory.actor(ctx, u) for u, *_ in PEOPLE}
+    for ref, platform, eos, approved in (
+        (PC, "pc", 900, True),
+        (PC2, "pc", 900, True),
+        (MAC, "mac", 900, True),
+        (PC_OLD, "pc", -10, True),
+        (PC_UNAPPROVED, "pc", 900, False),
+    ):
+        vendor, _, model = ref.partition(":")
+        hardware.add_model(
+            ctx, d["it.ana"], vendor=vendor, model=model, platform=platform,
+            end_of_support=d.days(eos), approved=approved,
+        )
+    return d
