@@ -68,14 +68,23 @@ class District:
     # -- creating -----------------------------------------------------------
 
     def base(
-        self, platform: str = "pc", level: str = "elementary", version: str = "2026.1", *,
-        sunset_in: int = 365, models: list[str] | None = None, to: State = State.PUBLISHED,
+        self,
+        platform: str = "pc",
+        level: str = "elementary",
+        version: str = "2026.1",
+        *,
+        sunset_in: int = 365,
+        models: list[str] | None = None,
+        to: State = State.PUBLISHED,
         by: str = "it.ana",
     ) -> str:
         v = catalog.create_base_image(
-            self.ctx, self[by],
+            self.ctx,
+            self[by],
             BaseImageSpec(
-                platform=platform, level=level, version=version,
+                platform=platform,
+                level=level,
+                version=version,
                 os_version="Windows 11 24H2" if platform == "pc" else "macOS 15.3",
                 sunset_date=self.days(sunset_in),
                 artifact=f"https://dist.test/{platform}-{level}-{version}.wim",
@@ -87,18 +96,29 @@ class District:
         return v.ref
 
     def custom(
-        self, building: str = "101", name: str = "lab", version: str = "1.0", *,
-        base: str | None = None, by: str | None = None, to: State = State.DRAFT,
-        packages: list[str] | None = None, settings: dict[str, str] | None = None,
+        self,
+        building: str = "101",
+        name: str = "lab",
+        version: str = "1.0",
+        *,
+        base: str | None = None,
+        by: str | None = None,
+        to: State = State.DRAFT,
+        packages: list[str] | None = None,
+        settings: dict[str, str] | None = None,
     ) -> str:
         author = by or {"101": "btc.lincoln", "102": "btc.garcia", "301": "sectec.kim"}.get(
             building, "sectec.patel"
         )
         v = catalog.create_custom_image(
-            self.ctx, self[author],
+            self.ctx,
+            self[author],
             CustomImageSpec(
-                building=building, name=name, version=version,
-                base=base or "pc-elementary@2026.1", packages=packages or [],
+                building=building,
+                name=name,
+                version=version,
+                base=base or "pc-elementary@2026.1",
+                packages=packages or [],
                 settings=settings or {"wallpaper": "school"},
             ),
         )
@@ -106,16 +126,27 @@ class District:
         return v.ref
 
     def package(
-        self, name: str = "firefox", version: str = "128.0", *, platform: str = "pc",
-        audience: str = "instructional", building: str | None = None, by: str = "edtech.grace",
+        self,
+        name: str = "firefox",
+        version: str = "128.0",
+        *,
+        platform: str = "pc",
+        audience: str = "instructional",
+        building: str | None = None,
+        by: str = "edtech.grace",
         to: State = State.DRAFT,
     ) -> str:
         v = catalog.create_package(
-            self.ctx, self[by],
+            self.ctx,
+            self[by],
             PackageSpec(
-                name=name, version=version, platform=platform, audience=audience,
+                name=name,
+                version=version,
+                platform=platform,
+                audience=audience,
                 installer=f"https://dist.test/{name}-{version}.msi",
-                installer_sha256=sha(f"{name}-{version}"), building=building,
+                installer_sha256=sha(f"{name}-{version}"),
+                building=building,
                 detection_rule=f"registry:{name}>={version}",
             ),
         )
@@ -130,7 +161,11 @@ class District:
     def record_passing_tests(self, kind: Kind, ref: str, tester: str) -> None:
         for persona in ("student", "staff"):
             chain.record_test(
-                self.ctx, self[tester], kind, ref, persona=persona,
+                self.ctx,
+                self[tester],
+                kind,
+                ref,
+                persona=persona,
                 checks=[CheckResult("sign-in succeeds", True), CheckResult("apps start", True)],
                 evidence=f"{persona} login fine",
             )
@@ -189,7 +224,12 @@ def make_district(ctx: Context) -> District:
     ):
         vendor, _, model = ref.partition(":")
         hardware.add_model(
-            ctx, d["it.ana"], vendor=vendor, model=model, platform=platform,
-            end_of_support=d.days(eos), approved=approved,
+            ctx,
+            d["it.ana"],
+            vendor=vendor,
+            model=model,
+            platform=platform,
+            end_of_support=d.days(eos),
+            approved=approved,
         )
     return d

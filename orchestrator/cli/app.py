@@ -15,7 +15,6 @@ from datetime import date, datetime
 from enum import Enum
 from typing import Any
 
-
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
@@ -34,7 +33,7 @@ err_console = Console(stderr=True)
 class HandledGroup(TyperGroup):
     """Turns the orchestrator's errors into one clear line and an exit code."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # a click Context (vendored inside typer)
         try:
             return super().invoke(ctx)
         except OrchestratorError as exc:

@@ -67,7 +67,9 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
     ) -> None:
         """List versions, newest first, that you may see."""
         items = catalog.list_releasables(
-            state.ctx, state.actor(), kind,
+            state.ctx,
+            state.actor(),
+            kind,
             state=_enum(LifecycleState, state_, "state"),
             building=building,
             platform=_enum(Platform, platform, "platform"),
@@ -105,9 +107,7 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
     @app.command()
     def approve(
         ref: Ref,
-        step: Annotated[
-            str, typer.Option(help="The step you judged: review, or test (sign-off).")
-        ],
+        step: Annotated[str, typer.Option(help="The step you judged: review, or test (sign-off).")],
         reason: Reason = "",
         as_json: bool = JSON_OPTION,
     ) -> None:
@@ -154,8 +154,15 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
                 raise InvalidInput(f"{item!r} is not NAME=pass or NAME=fail", field="check")
             checks.append(CheckResult(name, result.lower() == "pass"))
         run = chain.record_test(
-            state.ctx, state.actor(), kind, ref, persona=persona, checks=checks,
-            evidence=evidence, attachments=attach or [], account=account,
+            state.ctx,
+            state.actor(),
+            kind,
+            ref,
+            persona=persona,
+            checks=checks,
+            evidence=evidence,
+            attachments=attach or [],
+            account=account,
         )
         if as_json:
             print_json(run)
@@ -206,13 +213,21 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
     ) -> None:
         """Change content (the chain starts over) or the sunset date and notes."""
         result = catalog.revise(
-            state.ctx, state.actor(), kind, ref,
+            state.ctx,
+            state.actor(),
+            kind,
+            ref,
             Revision(
-                artifact=artifact, artifact_sha256=artifact_sha256, models=model,
+                artifact=artifact,
+                artifact_sha256=artifact_sha256,
+                models=model,
                 packages=package,
                 settings=validation.parse_key_values(setting, field="setting")
-                if setting is not None else None,
-                detection_rule=detection, sunset_date=parse_date(sunset, "sunset"), notes=notes,
+                if setting is not None
+                else None,
+                detection_rule=detection,
+                sunset_date=parse_date(sunset, "sunset"),
+                notes=notes,
             ),
         )
         msg = f"revised {result.view.ref}"
@@ -223,8 +238,11 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
         _show_view(result.view, as_json, msg)
 
 
-for _app, _kind in ((base_app, Kind.BASE_IMAGE), (image_app, Kind.CUSTOM_IMAGE),
-                    (package_app, Kind.PACKAGE)):
+for _app, _kind in (
+    (base_app, Kind.BASE_IMAGE),
+    (image_app, Kind.CUSTOM_IMAGE),
+    (package_app, Kind.PACKAGE),
+):
     add_chain_commands(_app, _kind)
 
 
@@ -249,11 +267,18 @@ def base_create(
     sunset_date = parse_date(sunset, "sunset")
     assert sunset_date is not None
     v = catalog.create_base_image(
-        state.ctx, state.actor(),
+        state.ctx,
+        state.actor(),
         BaseImageSpec(
-            platform=platform, level=level, version=version, os_version=os,
-            sunset_date=sunset_date, artifact=artifact, artifact_sha256=artifact_sha256,
-            models=model or [], notes=notes,
+            platform=platform,
+            level=level,
+            version=version,
+            os_version=os,
+            sunset_date=sunset_date,
+            artifact=artifact,
+            artifact_sha256=artifact_sha256,
+            models=model or [],
+            notes=notes,
         ),
     )
     _show_view(v, as_json, f"created {v.ref} (draft); next: 'orchestrator base submit {v.ref}'")
@@ -265,7 +290,9 @@ def image_create(
     name: Annotated[str, typer.Option(help="e.g. lab, library, carts")],
     version: Annotated[str, typer.Option(help="e.g. 1.0")],
     base: Annotated[str, typer.Option(help="Published base, e.g. pc-elementary@2026.1")],
-    platform: Annotated[str | None, typer.Option(help="pc or mac (checked against the base)")] = None,
+    platform: Annotated[
+        str | None, typer.Option(help="pc or mac (checked against the base)")
+    ] = None,
     package: Annotated[list[str] | None, typer.Option(help="Package ref; repeatable.")] = None,
     setting: Annotated[list[str] | None, typer.Option(help="KEY=VALUE; repeatable.")] = None,
     overlay: Annotated[str | None, typer.Option(help="Captured overlay: path or URL.")] = None,
@@ -282,13 +309,21 @@ def image_create(
 ) -> None:
     """Create a customized image for your building from a published base."""
     v = catalog.create_custom_image(
-        state.ctx, state.actor(),
+        state.ctx,
+        state.actor(),
         CustomImageSpec(
-            building=building, name=name, version=version, base=base, platform=platform,
+            building=building,
+            name=name,
+            version=version,
+            base=base,
+            platform=platform,
             packages=package or [],
             settings=validation.parse_key_values(setting or [], field="setting"),
-            overlay=overlay, overlay_sha256=overlay_sha256, models=model,
-            sunset_date=parse_date(sunset, "sunset"), notes=notes,
+            overlay=overlay,
+            overlay_sha256=overlay_sha256,
+            models=model,
+            sunset_date=parse_date(sunset, "sunset"),
+            notes=notes,
         ),
     )
     _show_view(v, as_json, f"created {v.ref} (draft); next: 'orchestrator image submit {v.ref}'")
@@ -332,11 +367,19 @@ def package_create(
 ) -> None:
     """Package an installer, as a draft."""
     v = catalog.create_package(
-        state.ctx, state.actor(),
+        state.ctx,
+        state.actor(),
         PackageSpec(
-            name=name, version=version, platform=platform, audience=audience,
-            installer=installer, installer_sha256=installer_sha256, detection_rule=detection,
-            building=building, models=model or [], sunset_date=parse_date(sunset, "sunset"),
+            name=name,
+            version=version,
+            platform=platform,
+            audience=audience,
+            installer=installer,
+            installer_sha256=installer_sha256,
+            detection_rule=detection,
+            building=building,
+            models=model or [],
+            sunset_date=parse_date(sunset, "sunset"),
             notes=notes,
         ),
     )

@@ -50,7 +50,9 @@ app.add_typer(package_app, name="package")
 def root(
     as_user: Annotated[
         str | None,
-        typer.Option("--as", help="Act as this person (e.g. btc.lincoln).", envvar="ORCHESTRATOR_USER"),
+        typer.Option(
+            "--as", help="Act as this person (e.g. btc.lincoln).", envvar="ORCHESTRATOR_USER"
+        ),
     ] = None,
     version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
 ) -> None:
@@ -148,7 +150,9 @@ def people(as_json: bool = JSON_OPTION) -> None:
     console.print(t)
 
 
-hardware_app = typer.Typer(cls=HandledGroup, help="The Approved Technology List.", no_args_is_help=True)
+hardware_app = typer.Typer(
+    cls=HandledGroup, help="The Approved Technology List.", no_args_is_help=True
+)
 app.add_typer(hardware_app, name="hardware")
 
 
@@ -168,8 +172,10 @@ def hardware_list(as_json: bool = JSON_OPTION) -> None:
         if m.end_of_support and m.end_of_support <= today:
             eos = f"[red]{eos} (past)[/]"
         t.add_row(
-            escape(hardware.model_ref(m)), m.platform,
-            "yes" if m.approved else "[red]no[/]", eos,
+            escape(hardware.model_ref(m)),
+            m.platform,
+            "yes" if m.approved else "[red]no[/]",
+            eos,
         )
     console.print(t)
 
@@ -188,8 +194,13 @@ def hardware_add(
 ) -> None:
     """Add a model (IT records the Hardware Standards Committee's decision)."""
     m = hardware.add_model(
-        state.ctx, state.actor(), vendor=vendor, model=model, platform=platform,
-        end_of_support=parse_date(end_of_support, "end-of-support"), approved=not not_approved,
+        state.ctx,
+        state.actor(),
+        vendor=vendor,
+        model=model,
+        platform=platform,
+        end_of_support=parse_date(end_of_support, "end-of-support"),
+        approved=not not_approved,
     )
     console.print(f"added {escape(hardware.model_ref(m))}")
 
@@ -202,7 +213,10 @@ def hardware_update(
 ) -> None:
     """Change a model's approval or end-of-support date."""
     m = hardware.update_model(
-        state.ctx, state.actor(), ref, approved=approved,
+        state.ctx,
+        state.actor(),
+        ref,
+        approved=approved,
         end_of_support=parse_date(end_of_support, "end-of-support"),
     )
     console.print(f"updated {escape(hardware.model_ref(m))}")
@@ -259,8 +273,12 @@ def audit_list(
         kind = _KIND_ALIASES[alias]
         object_id = catalog.show(state.ctx, state.actor(), kind, ref).id
     entries = audit.entries(
-        state.ctx, state.actor(), object_kind=kind.value if kind else None,
-        object_id=object_id, building=building, limit=limit,
+        state.ctx,
+        state.actor(),
+        object_kind=kind.value if kind else None,
+        object_id=object_id,
+        building=building,
+        limit=limit,
     )
     if as_json:
         print_json([e.model_dump(mode="json") for e in entries])
@@ -300,12 +318,16 @@ def sunset_report(
             }
         )
         return
-    console.print(render.releasables(f"by days to sunset (today {rep.today})", [r.item for r in rep.items]))
+    console.print(
+        render.releasables(f"by days to sunset (today {rep.today})", [r.item for r in rep.items])
+    )
     t = Table(title="derivatives that must be rebased", title_justify="left")
     for c in ("ref", "state", "on base", "status"):
         t.add_column(c)
     for r in rep.must_rebase:
-        t.add_row(escape(r.item.ref), render.state_text(r.item.state), r.item.base or "", r.rebase or "")
+        t.add_row(
+            escape(r.item.ref), render.state_text(r.item.state), r.item.base or "", r.rebase or ""
+        )
     console.print(t if rep.must_rebase else "no derivative needs a rebase")
 
 
@@ -335,7 +357,10 @@ def chain_policies(as_json: bool = JSON_OPTION) -> None:
             t.add_column(c)
         for i, s in enumerate(p.steps, 1):
             t.add_row(
-                str(i), s.step.value, s.who(), "yes" if s.author_may_act else "no",
+                str(i),
+                s.step.value,
+                s.who(),
+                "yes" if s.author_may_act else "no",
                 "student + staff" if s.needs_evidence else "",
             )
         console.print(t)

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.db.models import AuditEntry
 from orchestrator.domain.states import State
+from orchestrator.services.audit import AuditEntry
 from orchestrator.services.catalog import ReleasableView
 from orchestrator.services.chain import ChainStatus
 
@@ -53,9 +53,13 @@ def releasables(title: str, items: Sequence[ReleasableView]) -> Table:
     for v in items:
         detail = v.base or (v.audience.value if v.audience else (v.os_version or ""))
         t.add_row(
-            escape(v.ref), _SHORT_KIND[v.kind.value], state_text(v.state), escape(detail),
+            escape(v.ref),
+            _SHORT_KIND[v.kind.value],
+            state_text(v.state),
+            escape(detail),
             v.effective_sunset.isoformat() if v.effective_sunset else "-",
-            days_text(v.days_to_sunset), "[red]rebase[/]" if v.needs_rebase else "",
+            days_text(v.days_to_sunset),
+            "[red]rebase[/]" if v.needs_rebase else "",
         )
     return t
 
@@ -113,8 +117,11 @@ def chain_status(st: ChainStatus) -> list[Table]:
     style = {"done": "green", "pending": "yellow", "waiting": "dim"}
     for s in st.steps:
         steps.add_row(
-            s.step.value, f"[{style.get(s.status, 'white')}]{s.status}[/]", escape(s.who),
-            s.decided_by or "", s.at.isoformat(timespec="seconds") if s.at else "",
+            s.step.value,
+            f"[{style.get(s.status, 'white')}]{s.status}[/]",
+            escape(s.who),
+            s.decided_by or "",
+            s.at.isoformat(timespec="seconds") if s.at else "",
             escape(s.reason),
         )
     out = [steps]
@@ -127,9 +134,13 @@ def chain_status(st: ChainStatus) -> list[Table]:
                 f"{c['name']}: {'pass' if c['passed'] else 'FAIL'}" for c in r.checks
             )
             tests.add_row(
-                str(r.id), r.persona.value, escape(r.account),
-                "[green]pass[/]" if r.passed else "[red]fail[/]", escape(checks),
-                r.actor, "yes" if r.current else "[dim]no (content changed since)[/]",
+                str(r.id),
+                r.persona.value,
+                escape(r.account),
+                "[green]pass[/]" if r.passed else "[red]fail[/]",
+                escape(checks),
+                r.actor,
+                "yes" if r.current else "[dim]no (content changed since)[/]",
             )
         out.append(tests)
     if st.decisions:
@@ -138,8 +149,13 @@ def chain_status(st: ChainStatus) -> list[Table]:
             d.add_column(c)
         for row in st.decisions:
             d.add_row(
-                row["step"], row["outcome"], row["by"], row["role"], escape(row["reason"]),
-                "yes" if row["current"] else "[dim]no[/]", row["at"].isoformat(timespec="seconds"),
+                row["step"],
+                row["outcome"],
+                row["by"],
+                row["role"],
+                escape(row["reason"]),
+                "yes" if row["current"] else "[dim]no[/]",
+                row["at"].isoformat(timespec="seconds"),
             )
         out.append(d)
     return out
@@ -158,7 +174,13 @@ def audit_entries(entries: Sequence[AuditEntry]) -> Table:
         if e.reason:
             change = f"{change} ({e.reason})" if change else e.reason
         t.add_row(
-            str(e.seq), e.at.strftime("%Y-%m-%d %H:%M"), e.actor, e.role, e.action,
-            escape(e.object_ref), (e.digest or "")[7:19], escape(change),
+            str(e.seq),
+            e.at.strftime("%Y-%m-%d %H:%M"),
+            e.actor,
+            e.role,
+            e.action,
+            escape(e.object_ref),
+            (e.digest or "")[7:19],
+            escape(change),
         )
     return t

@@ -78,6 +78,5 @@ def transaction(engine: Engine) -> Iterator[Session]:
                 raise
     except OperationalError as exc:
         raise DatabaseUnavailable(
-            f"database unavailable ({engine.url.render_as_string(hide_password=True)}): "
-            f"{exc.orig}"
+            f"database unavailable ({engine.url.render_as_string(hide_password=True)}): {exc.orig}"
         ) from exc

@@ -349,9 +349,7 @@ def validate_policy(policy: ChainPolicy) -> None:
         if s.step is Step.TEST and not s.needs_evidence:
             raise InvalidInput(f"{where}: the test step must require student and staff evidence")
         if s.step in (Step.REVIEW, Step.TEST) and s.author_may_act:
-            raise InvalidInput(
-                f"{where}: no one approves a review or test step of their own work"
-            )
+            raise InvalidInput(f"{where}: no one approves a review or test step of their own work")
 
 
 def _roles(**kw: Scope) -> Mapping[Role, Scope]:

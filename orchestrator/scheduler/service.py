@@ -30,8 +30,10 @@ def daily_sunset_check(ctx: Context) -> sunset.DailyCheck:
     result = sunset.run_daily_check(ctx)
     log.info(
         "sunset check: %d reached sunset (%s), %d warned (%s)",
-        len(result.sunset), ", ".join(result.sunset) or "-",
-        len(result.warned), ", ".join(result.warned) or "-",
+        len(result.sunset),
+        ", ".join(result.sunset) or "-",
+        len(result.warned),
+        ", ".join(result.warned) or "-",
     )
     return result
 

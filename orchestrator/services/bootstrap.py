@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from orchestrator.db import migrate
-from orchestrator.errors import OrchestratorError
 from orchestrator.db.session import transaction
+from orchestrator.errors import OrchestratorError
 from orchestrator.services.chain import seed_policies
 from orchestrator.services.context import Context
 

@@ -99,8 +99,7 @@ def resolve(session: Session, actor: Actor, kind: Kind, ref: str) -> Releasable:
         m = _REF.fullmatch(ref)
         if not m:
             raise InvalidInput(
-                f"{ref!r} is not a {kind.label} reference "
-                f"(e.g. {_example(kind)}, or #ID)",
+                f"{ref!r} is not a {kind.label} reference (e.g. {_example(kind)}, or #ID)",
                 field="ref",
             )
         row = session.exec(
@@ -171,8 +170,7 @@ def views(session: Session, rows: Sequence[Releasable], today: date) -> list[Rel
     pkg_links = session.exec(select(ImagePackage).where(col(ImagePackage.image_id).in_(ids))).all()
     related_ids |= {p.package_id for p in pkg_links}
     related = {
-        r.id: r
-        for r in session.exec(select(Releasable).where(col(Releasable.id).in_(related_ids)))
+        r.id: r for r in session.exec(select(Releasable).where(col(Releasable.id).in_(related_ids)))
     }
     people = {
         p.id: p.username
@@ -190,8 +188,8 @@ def views(session: Session, rows: Sequence[Releasable], today: date) -> list[Rel
     ):
         models.setdefault(link.releasable_id, []).append(hardware.model_ref(m))
     packages: dict[int, list[str]] = {}
-    for link in pkg_links:
-        packages.setdefault(link.image_id, []).append(ref_of(related[link.package_id]))
+    for pkg_link in pkg_links:
+        packages.setdefault(pkg_link.image_id, []).append(ref_of(related[pkg_link.package_id]))
 
     out = []
     for r in rows:
@@ -275,9 +273,7 @@ def list_releasables(
             col(Releasable.version_key).desc(),
         )
         rows = [
-            r
-            for r in session.exec(q)
-            if may(actor, Action.READ_CATALOG, building=building_of(r))
+            r for r in session.exec(q) if may(actor, Action.READ_CATALOG, building=building_of(r))
         ]
         return views(session, rows, ctx.today())
 
@@ -475,8 +471,13 @@ def _finish_create(
     session.add(row)
     session.flush()
     audit.append(
-        session, at=ctx.now(), actor=actor, action=action, subject=subject(row),
-        after=snapshot(row), digest=row.digest,
+        session,
+        at=ctx.now(),
+        actor=actor,
+        action=action,
+        subject=subject(row),
+        after=snapshot(row),
+        digest=row.digest,
     )
     return view_of(session, row, ctx.today())
 
@@ -531,10 +532,19 @@ def create_base_image(ctx: Context, actor: Actor, spec: BaseImageSpec) -> Releas
         _check_not_duplicate(session, Kind.BASE_IMAGE, DISTRICT_SCOPE, name, spec.version)
         models = _resolve_models(session, spec.models, platform, today)
         row = _new_row(
-            ctx, actor, kind=Kind.BASE_IMAGE.value, name=name, version=spec.version,
-            scope_key=DISTRICT_SCOPE, platform=platform.value, level=level.value,
-            os_version=os_version, artifact_ref=art.ref, artifact_sha256=art.sha256,
-            sunset_date=spec.sunset_date, notes=notes,
+            ctx,
+            actor,
+            kind=Kind.BASE_IMAGE.value,
+            name=name,
+            version=spec.version,
+            scope_key=DISTRICT_SCOPE,
+            platform=platform.value,
+            level=level.value,
+            os_version=os_version,
+            artifact_ref=art.ref,
+            artifact_sha256=art.sha256,
+            sunset_date=spec.sunset_date,
+            notes=notes,
         )
         session.add(row)
         session.flush()
@@ -631,9 +641,15 @@ def create_custom_image(ctx: Context, actor: Actor, spec: CustomImageSpec) -> Re
         assert base.id is not None
         base_models = _model_refs(session, base.id)
         wanted = spec.models if spec.models is not None else base_models
-        models = _resolve_models(session, wanted, platform, today) if spec.models is not None else [
-            m for m in (hardware.find_model(session, r) for r in base_models) if _usable(m, today)
-        ]
+        models = (
+            _resolve_models(session, wanted, platform, today)
+            if spec.models is not None
+            else [
+                m
+                for m in (hardware.find_model(session, r) for r in base_models)
+                if _usable(m, today)
+            ]
+        )
         unsupported = sorted({hardware.model_ref(m) for m in models} - set(base_models))
         if unsupported:
             raise InvalidInput(
@@ -641,12 +657,22 @@ def create_custom_image(ctx: Context, actor: Actor, spec: CustomImageSpec) -> Re
                 field="models",
             )
         row = _new_row(
-            ctx, actor, kind=Kind.CUSTOM_IMAGE.value, name=name, version=spec.version,
-            scope_key=building.number, building_id=building.id, platform=platform.value,
-            level=building.level, os_version=base.os_version, base_id=base.id,
+            ctx,
+            actor,
+            kind=Kind.CUSTOM_IMAGE.value,
+            name=name,
+            version=spec.version,
+            scope_key=building.number,
+            building_id=building.id,
+            platform=platform.value,
+            level=building.level,
+            os_version=base.os_version,
+            base_id=base.id,
             artifact_ref=overlay.ref if overlay else None,
             artifact_sha256=overlay.sha256 if overlay else None,
-            settings=settings, sunset_date=spec.sunset_date, notes=notes,
+            settings=settings,
+            sunset_date=spec.sunset_date,
+            notes=notes,
         )
         session.add(row)
         session.flush()
@@ -715,11 +741,20 @@ def create_package(ctx: Context, actor: Actor, spec: PackageSpec) -> ReleasableV
         _check_not_duplicate(session, Kind.PACKAGE, scope_key, name, spec.version)
         models = _resolve_models(session, spec.models, platform, today)
         row = _new_row(
-            ctx, actor, kind=Kind.PACKAGE.value, name=name, version=spec.version,
-            scope_key=scope_key, building_id=building_id, platform=platform.value,
-            audience=audience.value, artifact_ref=installer.ref,
-            artifact_sha256=installer.sha256, detection_rule=detection or None,
-            sunset_date=spec.sunset_date, notes=notes,
+            ctx,
+            actor,
+            kind=Kind.PACKAGE.value,
+            name=name,
+            version=spec.version,
+            scope_key=scope_key,
+            building_id=building_id,
+            platform=platform.value,
+            audience=audience.value,
+            artifact_ref=installer.ref,
+            artifact_sha256=installer.sha256,
+            detection_rule=detection or None,
+            sunset_date=spec.sunset_date,
+            notes=notes,
         )
         session.add(row)
         session.flush()
@@ -841,8 +876,14 @@ def revise(ctx: Context, actor: Actor, kind: Kind, ref: str, rev: Revision) -> R
         session.add(row)
         session.flush()
         audit.append(
-            session, at=ctx.now(), actor=actor, action=f"{kind.value}.revise",
-            subject=subject(row), before=before, after=snapshot(row), digest=row.digest,
+            session,
+            at=ctx.now(),
+            actor=actor,
+            action=f"{kind.value}.revise",
+            subject=subject(row),
+            before=before,
+            after=snapshot(row),
+            digest=row.digest,
             reason="content changed: the approval chain starts over" if restarted else "",
         )
         return RevisionResult(view_of(session, row, today), changed, restarted)
@@ -910,20 +951,35 @@ def rebase(
         _check_not_duplicate(session, Kind.CUSTOM_IMAGE, old.scope_key, old.name, new_version)
         assert new_base.id is not None
         new_base_models = set(_model_refs(session, new_base.id))
-        kept_models, dropped_models = [], []
+        kept_models: list[HardwareModel] = []
+        dropped_models: list[HardwareModel] = []
         for r in _model_refs(session, old.id):
             m = hardware.find_model(session, r)
-            (kept_models if r in new_base_models and _usable(m, today) else dropped_models).append(m)
-        kept_pkgs, dropped_pkgs = [], []
+            (kept_models if r in new_base_models and _usable(m, today) else dropped_models).append(
+                m
+            )
+        kept_pkgs: list[Releasable] = []
+        dropped_pkgs: list[Releasable] = []
         for p in _package_rows(session, old.id):
             usable = p.state not in (State.SUNSET.value, State.RETIRED.value)
             (kept_pkgs if usable else dropped_pkgs).append(p)
         row = _new_row(
-            ctx, actor, kind=Kind.CUSTOM_IMAGE.value, name=old.name, version=new_version,
-            scope_key=old.scope_key, building_id=old.building_id, platform=old.platform,
-            level=old.level, os_version=new_base.os_version, base_id=new_base.id,
-            artifact_ref=old.artifact_ref, artifact_sha256=old.artifact_sha256,
-            settings=dict(old.settings), sunset_date=old.sunset_date, notes=old.notes,
+            ctx,
+            actor,
+            kind=Kind.CUSTOM_IMAGE.value,
+            name=old.name,
+            version=new_version,
+            scope_key=old.scope_key,
+            building_id=old.building_id,
+            platform=old.platform,
+            level=old.level,
+            os_version=new_base.os_version,
+            base_id=new_base.id,
+            artifact_ref=old.artifact_ref,
+            artifact_sha256=old.artifact_sha256,
+            settings=dict(old.settings),
+            sunset_date=old.sunset_date,
+            notes=old.notes,
             supersedes_id=old.id,
         )
         session.add(row)

@@ -53,9 +53,9 @@ from orchestrator.services.context import Context
 
 def load_policy(session: Session, kind: Kind) -> ChainPolicy:
     rows = session.exec(
-        select(ChainStepRow).where(ChainStepRow.kind == kind.value).order_by(
-            col(ChainStepRow.position)
-        )
+        select(ChainStepRow)
+        .where(ChainStepRow.kind == kind.value)
+        .order_by(col(ChainStepRow.position))
     ).all()
     if not rows:
         return DEFAULT_POLICIES[kind]
@@ -203,10 +203,19 @@ class ChainStatus:
 def _test_view(r: TestRun, row: Releasable, usernames: dict[int, str]) -> TestRunView:
     assert r.id is not None
     return TestRunView(
-        id=r.id, ref=catalog.ref_of(row), persona=Persona(r.persona), account=r.account,
-        passed=r.passed, checks=list(r.checks), evidence=r.evidence,
-        attachments=list(r.attachments), actor=usernames.get(r.actor_id, "?"),
-        role=Role(r.role), digest=r.digest, current=r.digest == row.digest, at=r.at,
+        id=r.id,
+        ref=catalog.ref_of(row),
+        persona=Persona(r.persona),
+        account=r.account,
+        passed=r.passed,
+        checks=list(r.checks),
+        evidence=r.evidence,
+        attachments=list(r.attachments),
+        actor=usernames.get(r.actor_id, "?"),
+        role=Role(r.role),
+        digest=r.digest,
+        current=r.digest == row.digest,
+        at=r.at,
     )
 
 
@@ -238,7 +247,11 @@ def status(ctx: Context, actor: Actor, kind: Kind, ref: str) -> ChainStatus:
         steps = []
         for s in policy.steps:
             last = next(
-                (d for d in reversed(decisions) if d.step == s.step.value and d.digest == row.digest),
+                (
+                    d
+                    for d in reversed(decisions)
+                    if d.step == s.step.value and d.digest == row.digest
+                ),
                 None,
             )
             if s.step in passed_steps:
@@ -249,14 +262,17 @@ def status(ctx: Context, actor: Actor, kind: Kind, ref: str) -> ChainStatus:
                 st = "waiting"
             steps.append(
                 StepStatus(
-                    step=s.step, status=st, who=s.who(),
+                    step=s.step,
+                    status=st,
+                    who=s.who(),
                     decided_by=names.get(last.actor_id) if last and st == "done" else None,
                     at=last.at if last and st == "done" else None,
                     reason=last.reason if last and st == "done" else "",
                 )
             )
         history = [
-            e for e in session.exec(
+            e
+            for e in session.exec(
                 select(AuditEntry)
                 .where(AuditEntry.object_kind == kind.value, AuditEntry.object_id == row.id)
                 .order_by(col(AuditEntry.seq))
@@ -268,9 +284,14 @@ def status(ctx: Context, actor: Actor, kind: Kind, ref: str) -> ChainStatus:
             tests=[_test_view(r, row, names) for r in runs],
             decisions=[
                 {
-                    "step": d.step, "outcome": d.outcome, "by": names.get(d.actor_id, "?"),
-                    "role": d.role, "reason": d.reason, "digest": d.digest,
-                    "current": d.digest == row.digest, "at": d.at,
+                    "step": d.step,
+                    "outcome": d.outcome,
+                    "by": names.get(d.actor_id, "?"),
+                    "role": d.role,
+                    "reason": d.reason,
+                    "digest": d.digest,
+                    "current": d.digest == row.digest,
+                    "at": d.at,
                 }
                 for d in decisions
             ],
@@ -307,8 +328,11 @@ def queue(ctx: Context, actor: Actor) -> list[tuple[catalog.ReleasableView, Step
             policy = load_policy(session, Kind(row.kind))
             pending = policy.pending_step(State(row.state))
             if pending and may_decide(
-                actor, policy, pending.step,
-                building=catalog.building_of(row), authors=catalog.authors_of(row),
+                actor,
+                policy,
+                pending.step,
+                building=catalog.building_of(row),
+                authors=catalog.authors_of(row),
             ):
                 out.append((row, pending.step))
         views = catalog.views(session, [r for r, _ in out], ctx.today())
@@ -340,8 +364,15 @@ def _record(
     reason: str = "",
 ) -> None:
     audit.append(
-        session, at=ctx.now(), actor=actor, action=action, subject=catalog.subject(row),
-        before=before, after=catalog.snapshot(row), digest=row.digest, reason=reason,
+        session,
+        at=ctx.now(),
+        actor=actor,
+        action=action,
+        subject=catalog.subject(row),
+        before=before,
+        after=catalog.snapshot(row),
+        digest=row.digest,
+        reason=reason,
     )
 
 
@@ -392,7 +423,9 @@ def record_test(
     try:
         who = Persona(persona)
     except ValueError:
-        raise InvalidInput(f"{persona!r} is not a persona (student or staff)", field="persona") from None
+        raise InvalidInput(
+            f"{persona!r} is not a persona (student or staff)", field="persona"
+        ) from None
     if not checks:
         raise InvalidInput("record at least one check", field="check")
     clean_checks = []
@@ -416,25 +449,43 @@ def record_test(
                 f"{row.state}"
             )
         authorize_step(
-            actor, policy, Step.TEST,
-            building=catalog.building_of(row), authors=catalog.authors_of(row),
+            actor,
+            policy,
+            Step.TEST,
+            building=catalog.building_of(row),
+            authors=catalog.authors_of(row),
         )
         claim(session, row)
         assert row.id is not None
         run = TestRun(
-            releasable_id=row.id, persona=who.value, account=account,
-            passed=all(c["passed"] for c in clean_checks), checks=clean_checks,
-            evidence=evidence, attachments=files, actor_id=actor.person_id,
-            role=actor.role.value, digest=row.digest, at=ctx.now(),
+            releasable_id=row.id,
+            persona=who.value,
+            account=account,
+            passed=all(c["passed"] for c in clean_checks),
+            checks=clean_checks,
+            evidence=evidence,
+            attachments=files,
+            actor_id=actor.person_id,
+            role=actor.role.value,
+            digest=row.digest,
+            at=ctx.now(),
         )
         session.add(run)
         session.flush()
         failed = [c["name"] for c in clean_checks if not c["passed"]]
         audit.append(
-            session, at=ctx.now(), actor=actor, action=f"{kind.value}.test",
-            subject=catalog.subject(row), digest=row.digest,
-            after={"persona": who.value, "passed": run.passed, "failed_checks": failed,
-                   "attachments": [f["sha256"] for f in files]},
+            session,
+            at=ctx.now(),
+            actor=actor,
+            action=f"{kind.value}.test",
+            subject=catalog.subject(row),
+            digest=row.digest,
+            after={
+                "persona": who.value,
+                "passed": run.passed,
+                "failed_checks": failed,
+                "attachments": [f["sha256"] for f in files],
+            },
         )
         return _test_view(run, row, {actor.person_id: actor.username})
 
@@ -505,8 +556,11 @@ def _decide(
                 f"{catalog.ref_of(row)} has passed review and tests; {publish_verb} it instead"
             )
         authorize_step(
-            actor, policy, step.step,
-            building=catalog.building_of(row), authors=catalog.authors_of(row),
+            actor,
+            policy,
+            step.step,
+            building=catalog.building_of(row),
+            authors=catalog.authors_of(row),
         )
         before = catalog.snapshot(row)
         if outcome is Outcome.REJECT:
@@ -521,9 +575,14 @@ def _decide(
         assert row.id is not None
         session.add(
             Decision(
-                releasable_id=row.id, step=step.step.value, outcome=outcome.value,
-                actor_id=actor.person_id, role=actor.role.value, reason=reason,
-                digest=row.digest, at=ctx.now(),
+                releasable_id=row.id,
+                step=step.step.value,
+                outcome=outcome.value,
+                actor_id=actor.person_id,
+                role=actor.role.value,
+                reason=reason,
+                digest=row.digest,
+                at=ctx.now(),
             )
         )
         action = f"{kind.value}.{step.step.value}.{outcome.value}"
@@ -534,7 +593,12 @@ def _decide(
 
 
 def approve(
-    ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str = "", *,
+    ctx: Context,
+    actor: Actor,
+    kind: Kind,
+    ref: str,
+    reason: str = "",
+    *,
     step: Step | None = None,
 ) -> catalog.ReleasableView:
     """Approve the review or test step (the test step needs passing student and
@@ -565,7 +629,9 @@ def reject(
     return _decide(ctx, actor, kind, ref, outcome=Outcome.REJECT, reason=reason, expect=step)
 
 
-def publish(ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str = "") -> catalog.ReleasableView:
+def publish(
+    ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str = ""
+) -> catalog.ReleasableView:
     """Publish a base image or release a customized image or package.
 
     Older published versions of the same thing become deprecated; publishing a
@@ -622,7 +688,9 @@ def _after_publish(session: Session, ctx: Context, actor: Actor, row: Releasable
             session.add(old)
             session.flush()
         if before != catalog.snapshot(old):
-            _record(session, ctx, actor, old, f"{old.kind}.deprecate", before, f"superseded by {ref}")
+            _record(
+                session, ctx, actor, old, f"{old.kind}.deprecate", before, f"superseded by {ref}"
+            )
     if row.kind != Kind.BASE_IMAGE.value:
         return
     older_bases = session.exec(
@@ -645,8 +713,10 @@ def _after_publish(session: Session, ctx: Context, actor: Actor, row: Releasable
         # A derivative already superseded by a newer version of its own is not flagged.
         newer = session.exec(
             select(Releasable.id).where(
-                Releasable.kind == d.kind, Releasable.scope_key == d.scope_key,
-                Releasable.name == d.name, Releasable.version_key > d.version_key,
+                Releasable.kind == d.kind,
+                Releasable.scope_key == d.scope_key,
+                Releasable.name == d.name,
+                Releasable.version_key > d.version_key,
                 col(Releasable.state).not_in([State.RETIRED.value]),
             )
         ).first()
@@ -656,15 +726,28 @@ def _after_publish(session: Session, ctx: Context, actor: Actor, row: Releasable
         d.needs_rebase = True
         session.add(d)
         session.flush()
-        _record(session, ctx, actor, d, "custom_image.flag_rebase", before, f"newer base {ref} published")
+        _record(
+            session,
+            ctx,
+            actor,
+            d,
+            "custom_image.flag_rebase",
+            before,
+            f"newer base {ref} published",
+        )
         notices.post(
-            session, ctx, key=f"rebase:{d.id}:{row.id}", releasable=d,
+            session,
+            ctx,
+            key=f"rebase:{d.id}:{row.id}",
+            releasable=d,
             recipients=notices.building_techs(session, d.scope_key),
             message=f"{catalog.ref_of(d)} must be rebased: newer base {ref} was published",
         )
 
 
-def deprecate(ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str = "") -> catalog.ReleasableView:
+def deprecate(
+    ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str = ""
+) -> catalog.ReleasableView:
     """Mark a published item as superseded (still deployable until its sunset).
 
     Raises:
@@ -673,7 +756,9 @@ def deprecate(ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str = ""
     return _maintain_move(ctx, actor, kind, ref, Event.DEPRECATE, reason)
 
 
-def retire(ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str = "") -> catalog.ReleasableView:
+def retire(
+    ctx: Context, actor: Actor, kind: Kind, ref: str, reason: str = ""
+) -> catalog.ReleasableView:
     """Withdraw an item for good: a draft is discarded; a deprecated or sunset one retired.
 
     Raises:

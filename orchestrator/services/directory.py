@@ -64,9 +64,7 @@ def buildings(ctx: Context, actor: Actor) -> Sequence[BuildingView]:
     with transaction(ctx.engine) as session:
         staff: dict[int, list[str]] = {}
         for pb, p in session.exec(
-            select(PersonBuilding, Person).where(
-                col(PersonBuilding.person_id) == col(Person.id)
-            )
+            select(PersonBuilding, Person).where(col(PersonBuilding.person_id) == col(Person.id))
         ):
             staff.setdefault(pb.building_id, []).append(f"{p.username} ({p.role})")
         return [
@@ -95,7 +93,11 @@ def people(ctx: Context) -> Sequence[PersonView]:
         ):
             numbers.setdefault(pb.person_id, []).append(b.number)
         return [
-            PersonView(p.username, p.display_name, Role(p.role), tuple(sorted(numbers.get(p.id or 0, []))))
-            for p in session.exec(select(Person).where(col(Person.active)).order_by(col(Person.username)))
+            PersonView(
+                p.username, p.display_name, Role(p.role), tuple(sorted(numbers.get(p.id or 0, [])))
+            )
+            for p in session.exec(
+                select(Person).where(col(Person.active)).order_by(col(Person.username))
+            )
             if p.role != Role.SYSTEM.value
         ]

@@ -62,7 +62,9 @@ def check_usable(m: HardwareModel, platform: Platform, today: date, *, field: st
         InvalidInput: not approved, past end of support, or another platform.
     """
     if not m.approved:
-        raise InvalidInput(f"{model_ref(m)} is not approved on the Approved Technology List", field=field)
+        raise InvalidInput(
+            f"{model_ref(m)} is not approved on the Approved Technology List", field=field
+        )
     if m.end_of_support is not None and m.end_of_support <= today:
         raise InvalidInput(
             f"{model_ref(m)} is past its end of support ({m.end_of_support.isoformat()}) "
@@ -70,7 +72,9 @@ def check_usable(m: HardwareModel, platform: Platform, today: date, *, field: st
             field=field,
         )
     if m.platform != platform.value:
-        raise InvalidInput(f"{model_ref(m)} is a {m.platform} model, not {platform.value}", field=field)
+        raise InvalidInput(
+            f"{model_ref(m)} is a {m.platform} model, not {platform.value}", field=field
+        )
 
 
 def add_model(
@@ -95,7 +99,9 @@ def add_model(
     try:
         plat = Platform(platform)
     except ValueError:
-        raise InvalidInput(f"{platform!r} is not a platform (pc or mac)", field="platform") from None
+        raise InvalidInput(
+            f"{platform!r} is not a platform (pc or mac)", field="platform"
+        ) from None
     with transaction(ctx.engine) as session:
         exists = session.exec(
             select(HardwareModel).where(
@@ -106,13 +112,19 @@ def add_model(
         if exists:
             raise Duplicate(f"{vendor}:{model} is already on the Approved Technology List")
         m = HardwareModel(
-            vendor=vendor, model=model, platform=plat.value, approved=approved,
+            vendor=vendor,
+            model=model,
+            platform=plat.value,
+            approved=approved,
             end_of_support=end_of_support,
         )
         session.add(m)
         session.flush()
         audit.append(
-            session, at=ctx.now(), actor=actor, action="hardware.add",
+            session,
+            at=ctx.now(),
+            actor=actor,
+            action="hardware.add",
             subject=audit.Subject("hardware_model", model_ref(m), m.id),
             after=_snapshot(m),
         )
@@ -143,9 +155,13 @@ def update_model(
         session.add(m)
         session.flush()
         audit.append(
-            session, at=ctx.now(), actor=actor, action="hardware.update",
+            session,
+            at=ctx.now(),
+            actor=actor,
+            action="hardware.update",
             subject=audit.Subject("hardware_model", model_ref(m), m.id),
-            before=before, after=_snapshot(m),
+            before=before,
+            after=_snapshot(m),
         )
         return m
 

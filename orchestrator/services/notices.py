@@ -31,8 +31,12 @@ def post(
         building = releasable.scope_key
     session.add(
         Notice(
-            key=key, at=ctx.now(), releasable_id=releasable.id if releasable else None,
-            building=building, recipients=sorted(set(recipients)), message=message,
+            key=key,
+            at=ctx.now(),
+            releasable_id=releasable.id if releasable else None,
+            building=building,
+            recipients=sorted(set(recipients)),
+            message=message,
         )
     )
     session.flush()
@@ -66,8 +70,12 @@ def for_actor(ctx: Context, actor: Actor, *, limit: int = 50) -> list[Notice]:
     with transaction(ctx.engine) as session:
         rows = session.exec(select(Notice).order_by(col(Notice.id).desc())).all()
         out = [
-            n for n in rows
+            n
+            for n in rows
             if actor.username in n.recipients
-            or (actor.role in (Role.IT, Role.EDTECH) and may(actor, Action.READ_CATALOG, building=n.building))
+            or (
+                actor.role in (Role.IT, Role.EDTECH)
+                and may(actor, Action.READ_CATALOG, building=n.building)
+            )
         ]
         return out[:limit]

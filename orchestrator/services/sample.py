@@ -62,6 +62,8 @@ HARDWARE = [
 
 PC_MODELS = ["Dell:Latitude 3420", "Dell:OptiPlex 7090", "HP:ProBook 450 G8"]
 MAC_MODELS = ["Apple:MacBookAir10,1", "Apple:iMac21,1"]
+
+
 def _sha(label: str) -> str:
     """A stand-in SHA-256 for an artifact that lives on a distribution point, not here."""
     return hashlib.sha256(label.encode()).hexdigest()
@@ -76,16 +78,19 @@ def load(ctx: Context) -> bool:
         for number, name, level in BUILDINGS:
             session.add(Building(number=number, name=name, level=level.value))
         session.flush()
-        ids = {b.number: b.id for b in session.exec(select(Building))}
+        ids = {b.number: b.id or 0 for b in session.exec(select(Building))}
         for username, display, role, numbers in PEOPLE:
             p = Person(username=username, display_name=display, role=role.value)
             session.add(p)
             session.flush()
             for n in numbers:
-                assert p.id is not None and ids[n] is not None
+                assert p.id is not None
                 session.add(PersonBuilding(person_id=p.id, building_id=ids[n]))
         audit.append(
-            session, at=ctx.now() - timedelta(days=501), actor=SYSTEM_ACTOR, action="district.load_sample",
+            session,
+            at=ctx.now() - timedelta(days=501),
+            actor=SYSTEM_ACTOR,
+            action="district.load_sample",
             subject=audit.Subject("district", "sample district"),
             after={"buildings": len(BUILDINGS), "people": len(PEOPLE)},
         )
@@ -117,29 +122,65 @@ class _Story:
         btc = self.a("btc.lincoln")
         for vendor, model, platform, eos, approved in HARDWARE:
             hardware.add_model(
-                self.at(-500), it, vendor=vendor, model=model, platform=platform,
-                end_of_support=self.d(eos), approved=approved,
+                self.at(-500),
+                it,
+                vendor=vendor,
+                model=model,
+                platform=platform,
+                end_of_support=self.d(eos),
+                approved=approved,
             )
-        self.package("edtech.okafor", "firefox", "128.0", "pc", "instructional", -460,
-                     "registry:Mozilla Firefox>=128.0")
-        self.package("it.rivera", "finance-client", "7.2", "pc", "admin_staff", -450,
-                     "msi:{0F1A2B3C}")
-        self.package("edtech.okafor", "scratch", "3.29", "mac", "instructional", -440,
-                     "pkgutil:edu.mit.scratch>=3.29")
+        self.package(
+            "edtech.okafor",
+            "firefox",
+            "128.0",
+            "pc",
+            "instructional",
+            -460,
+            "registry:Mozilla Firefox>=128.0",
+        )
+        self.package(
+            "it.rivera", "finance-client", "7.2", "pc", "admin_staff", -450, "msi:{0F1A2B3C}"
+        )
+        self.package(
+            "edtech.okafor",
+            "scratch",
+            "3.29",
+            "mac",
+            "instructional",
+            -440,
+            "pkgutil:edu.mit.scratch>=3.29",
+        )
         self.base("pc", "elementary", "2025.1", "Windows 11 23H2", -420, sunset_in=-12)
         # Lincoln's lab image on the 2025 base.
-        self.custom(btc, "101", "lab", "1.0", "pc-elementary@2025.1", -380,
-                    packages=["firefox@128.0"],
-                    settings={"wallpaper": "lincoln-lions", "kiosk": "off"})
+        self.custom(
+            btc,
+            "101",
+            "lab",
+            "1.0",
+            "pc-elementary@2025.1",
+            -380,
+            packages=["firefox@128.0"],
+            settings={"wallpaper": "lincoln-lions", "kiosk": "off"},
+        )
         self.base("mac", "middle", "2025.2", "macOS 14.7", -330, sunset_in=21)
         # Jefferson's carts on the mac-middle base that sunsets within 30 days.
-        self.custom(patel, "205", "carts", "1.0", "mac-middle@2025.2", -300,
-                    packages=["scratch@3.29"], settings={"dock": "student"})
+        self.custom(
+            patel,
+            "205",
+            "carts",
+            "1.0",
+            "mac-middle@2025.2",
+            -300,
+            packages=["scratch@3.29"],
+            settings={"dock": "student"},
+        )
         # Madison High's journalism Macs, on a 2025 base that the 2026 one replaced:
         # flagged for rebase, nobody has started it yet.
         self.base("mac", "high", "2025.1", "macOS 14.6", -270, sunset_in=60)
-        self.custom(kim, "302", "journalism", "1.0", "mac-high@2025.1", -260,
-                    packages=["scratch@3.29"])
+        self.custom(
+            kim, "302", "journalism", "1.0", "mac-high@2025.1", -260, packages=["scratch@3.29"]
+        )
         self.base("mac", "elementary", "2026.1", "macOS 15.3", -150, sunset_in=540)
         self.base("mac", "high", "2026.1", "macOS 15.3", -140, sunset_in=560)
         self.base("pc", "middle", "2026.1", "Windows 11 24H2", -120, sunset_in=650)
@@ -147,41 +188,97 @@ class _Story:
         # Publishing this flags 101/lab@1.0 for rebase; the rebase is in testing.
         self.base("pc", "elementary", "2026.1", "Windows 11 24H2", -90, sunset_in=700)
         catalog.rebase(self.at(-40), btc, "101/lab@1.0")
-        self.through_chain(Kind.CUSTOM_IMAGE, "101/lab@1.1", -39, author="btc.lincoln",
-                           publisher="btc.lincoln", stop="testing")
+        self.through_chain(
+            Kind.CUSTOM_IMAGE,
+            "101/lab@1.1",
+            -39,
+            author="btc.lincoln",
+            publisher="btc.lincoln",
+            stop="testing",
+        )
         # Kennedy High's robotics software, a building-local package in testing.
-        self.package("sectec.kim", "robotics-lab", "2.1", "pc", "building_local", -30,
-                     "registry:RoboticsLab>=2.1", building="301", stop="testing")
+        self.package(
+            "sectec.kim",
+            "robotics-lab",
+            "2.1",
+            "pc",
+            "building_local",
+            -30,
+            "registry:RoboticsLab>=2.1",
+            building="301",
+            stop="testing",
+        )
         # Madison High's library image, rejected by EdTech back to draft.
         self.custom(kim, "302", "library", "1.0", "pc-high@2026.1", -20, stop="in_review")
         chain.reject(
-            self.at(-18), self.a("edtech.okafor"), Kind.CUSTOM_IMAGE, "302/library@1.0",
+            self.at(-18),
+            self.a("edtech.okafor"),
+            Kind.CUSTOM_IMAGE,
+            "302/library@1.0",
             "catalog search shortcut missing from the student desktop",
         )
         # Roosevelt Middle: approved, waiting for its release.
-        self.custom(patel, "206", "media-lab", "1.0", "pc-middle@2026.1", -15,
-                    packages=["firefox@128.0"], stop="approved")
+        self.custom(
+            patel,
+            "206",
+            "media-lab",
+            "1.0",
+            "pc-middle@2026.1",
+            -15,
+            packages=["firefox@128.0"],
+            stop="approved",
+        )
         # Kennedy High's STEM lab awaiting EdTech's review.
-        self.custom(kim, "301", "stem-lab", "2.0", "pc-high@2026.1", -10,
-                    packages=["firefox@128.0"], settings={"power-plan": "lab"},
-                    stop="in_review")
+        self.custom(
+            kim,
+            "301",
+            "stem-lab",
+            "2.0",
+            "pc-high@2026.1",
+            -10,
+            packages=["firefox@128.0"],
+            settings={"power-plan": "lab"},
+            stop="in_review",
+        )
         # IT's next high-school PC base, in review.
-        self.base("pc", "high", "2026.2", "Windows 11 24H2", -5, sunset_in=900,
-                  stop="in_review")
+        self.base("pc", "high", "2026.2", "Windows 11 24H2", -5, sunset_in=900, stop="in_review")
         # Washington's library Macs: a draft.
-        self.custom(self.a("btc.garcia"), "102", "library", "1.0", "mac-elementary@2026.1", -3,
-                    packages=["scratch@3.29"], stop="draft")
+        self.custom(
+            self.a("btc.garcia"),
+            "102",
+            "library",
+            "1.0",
+            "mac-elementary@2026.1",
+            -3,
+            packages=["scratch@3.29"],
+            stop="draft",
+        )
         # What the scheduler does every morning.
         sunset.run_daily_check(self.ctx)
 
     def package(
-        self, author: str, name: str, version: str, platform: str, audience: str, days: int,
-        detection: str, *, building: str | None = None, stop: str | None = None,
+        self,
+        author: str,
+        name: str,
+        version: str,
+        platform: str,
+        audience: str,
+        days: int,
+        detection: str,
+        *,
+        building: str | None = None,
+        stop: str | None = None,
     ) -> None:
         catalog.create_package(
-            self.at(days), self.a(author), PackageSpec(
-                name=name, version=version, platform=platform, audience=audience,
-                building=building, detection_rule=detection,
+            self.at(days),
+            self.a(author),
+            PackageSpec(
+                name=name,
+                version=version,
+                platform=platform,
+                audience=audience,
+                building=building,
+                detection_rule=detection,
                 installer=f"https://dist.example.org/packages/{name}-{version}."
                 + ("msi" if platform == "pc" else "pkg"),
                 installer_sha256=_sha(f"{name}-{version}"),
@@ -190,16 +287,35 @@ class _Story:
         ref = f"{building}/{name}@{version}" if building else f"{name}@{version}"
         tester = "edtech.silva" if author == "edtech.okafor" else "edtech.okafor"
         publisher = "sectec.kim" if building else "it.chen"
-        self.through_chain(Kind.PACKAGE, ref, days + 1, tester=tester, author=author,
-                           publisher=publisher, stop=stop)
+        self.through_chain(
+            Kind.PACKAGE,
+            ref,
+            days + 1,
+            tester=tester,
+            author=author,
+            publisher=publisher,
+            stop=stop,
+        )
 
     def base(
-        self, platform: str, level: str, version: str, os_version: str, days: int, *,
-        sunset_in: int, stop: str | None = None,
+        self,
+        platform: str,
+        level: str,
+        version: str,
+        os_version: str,
+        days: int,
+        *,
+        sunset_in: int,
+        stop: str | None = None,
     ) -> None:
         catalog.create_base_image(
-            self.at(days), self.a("it.rivera"), BaseImageSpec(
-                platform=platform, level=level, version=version, os_version=os_version,
+            self.at(days),
+            self.a("it.rivera"),
+            BaseImageSpec(
+                platform=platform,
+                level=level,
+                version=version,
+                os_version=os_version,
                 sunset_date=self.d(sunset_in),
                 artifact=f"https://dist.example.org/base/{platform}-{level}-{version}."
                 + ("wim" if platform == "pc" else "json"),
@@ -207,28 +323,62 @@ class _Story:
                 models=PC_MODELS if platform == "pc" else MAC_MODELS,
             ),
         )
-        self.through_chain(Kind.BASE_IMAGE, f"{platform}-{level}@{version}", days + 1,
-                           author="it.rivera", publisher="it.chen", stop=stop)
+        self.through_chain(
+            Kind.BASE_IMAGE,
+            f"{platform}-{level}@{version}",
+            days + 1,
+            author="it.rivera",
+            publisher="it.chen",
+            stop=stop,
+        )
 
     def custom(
-        self, author: Actor, building: str, name: str, version: str, base: str, days: int, *,
-        packages: list[str] | None = None, settings: dict[str, str] | None = None,
+        self,
+        author: Actor,
+        building: str,
+        name: str,
+        version: str,
+        base: str,
+        days: int,
+        *,
+        packages: list[str] | None = None,
+        settings: dict[str, str] | None = None,
         stop: str | None = None,
     ) -> None:
         catalog.create_custom_image(
-            self.at(days), author, CustomImageSpec(
-                building=building, name=name, version=version, base=base,
-                packages=packages or [], settings=settings or {},
+            self.at(days),
+            author,
+            CustomImageSpec(
+                building=building,
+                name=name,
+                version=version,
+                base=base,
+                packages=packages or [],
+                settings=settings or {},
             ),
         )
         if stop == "draft":
             return
-        self.through_chain(Kind.CUSTOM_IMAGE, f"{building}/{name}@{version}", days + 1,
-                           author=author.username, publisher=author.username, stop=stop)
+        self.through_chain(
+            Kind.CUSTOM_IMAGE,
+            f"{building}/{name}@{version}",
+            days + 1,
+            author=author.username,
+            publisher=author.username,
+            stop=stop,
+        )
 
     def through_chain(
-        self, kind: Kind, ref: str, days: int, *, tester: str = "edtech.okafor",
-        reviewer: str = "edtech.silva", publisher: str, author: str, stop: str | None = None,
+        self,
+        kind: Kind,
+        ref: str,
+        days: int,
+        *,
+        tester: str = "edtech.okafor",
+        reviewer: str = "edtech.silva",
+        publisher: str,
+        author: str,
+        stop: str | None = None,
     ) -> None:
         """Walk ``ref`` through its chain, starting ``days`` from now, up to ``stop``."""
         chain.submit(self.at(days), self.a(author), kind, ref)
@@ -236,14 +386,22 @@ class _Story:
             return
         if kind is not Kind.PACKAGE:
             chain.approve(
-                self.at(days + 1), self.a(reviewer), kind, ref, "fits instruction",
+                self.at(days + 1),
+                self.a(reviewer),
+                kind,
+                ref,
+                "fits instruction",
                 step=Step.REVIEW,
             )
         if stop == "testing":
             return
         for persona, account in (("student", "s.test101"), ("staff", "t.test101")):
             chain.record_test(
-                self.at(days + 2), self.a(tester), kind, ref, persona=persona,
+                self.at(days + 2),
+                self.a(tester),
+                kind,
+                ref,
+                persona=persona,
                 account=account,
                 checks=[
                     CheckResult("sign-in succeeds", True),

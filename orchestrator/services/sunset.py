@@ -106,12 +106,22 @@ def run_daily_check(ctx: Context) -> DailyCheck:
                 before = catalog.snapshot(row)
                 move(session, row, Event.SUNSET, ctx.now())
                 audit.append(
-                    session, at=ctx.now(), actor=SYSTEM_ACTOR, action=f"{row.kind}.sunset",
-                    subject=catalog.subject(row), before=before, after=catalog.snapshot(row),
-                    digest=row.digest, reason=f"effective sunset {eff.isoformat()} reached",
+                    session,
+                    at=ctx.now(),
+                    actor=SYSTEM_ACTOR,
+                    action=f"{row.kind}.sunset",
+                    subject=catalog.subject(row),
+                    before=before,
+                    after=catalog.snapshot(row),
+                    digest=row.digest,
+                    reason=f"effective sunset {eff.isoformat()} reached",
                 )
                 notices.post(
-                    session, ctx, key=f"sunset:{row.id}", releasable=row, recipients=owners,
+                    session,
+                    ctx,
+                    key=f"sunset:{row.id}",
+                    releasable=row,
+                    recipients=owners,
                     message=f"{Kind(row.kind).label} {ref} reached its sunset on "
                     f"{eff.isoformat()}: no new deployment of it may start",
                 )
@@ -122,7 +132,10 @@ def run_daily_check(ctx: Context) -> DailyCheck:
             if due is not None:
                 days = rules.days_to_sunset(eff, today)
                 notices.post(
-                    session, ctx, key=f"sunset-warning:{row.id}:{due}", releasable=row,
+                    session,
+                    ctx,
+                    key=f"sunset-warning:{row.id}:{due}",
+                    releasable=row,
                     recipients=owners,
                     message=f"{Kind(row.kind).label} {ref} reaches its sunset on "
                     f"{eff.isoformat()} ({days} days)",

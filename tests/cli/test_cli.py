@@ -19,7 +19,9 @@ Invoke = Callable[..., Result]
 
 @pytest.fixture
 def orchestrator(
-    engine: sa.Engine, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+    engine: sa.Engine,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> Invoke:
     """Run the CLI against the test database, loaded with the sample district."""
@@ -74,10 +76,23 @@ def test_edtech_records_tests_signs_off_and_the_building_tech_releases(
     shot.write_bytes(b"\x89PNG fake screenshot")
     for persona, account in (("student", "s.test101"), ("staff", "t.test101")):
         out = orchestrator(
-            "--as", "edtech.okafor", "image", "record-test", "101/lab@1.1",
-            "--persona", persona, "--account", account,
-            "--check", "sign-in succeeds=pass", "--check", "printers reachable=pass",
-            "--evidence", "all good", "--attach", str(shot),
+            "--as",
+            "edtech.okafor",
+            "image",
+            "record-test",
+            "101/lab@1.1",
+            "--persona",
+            persona,
+            "--account",
+            account,
+            "--check",
+            "sign-in succeeds=pass",
+            "--check",
+            "printers reachable=pass",
+            "--evidence",
+            "all good",
+            "--attach",
+            str(shot),
         )
         assert "passed" in out.stdout
     orchestrator("--as", "edtech.okafor", "image", "approve", "101/lab@1.1", "--step", "test")
@@ -86,17 +101,20 @@ def test_edtech_records_tests_signs_off_and_the_building_tech_releases(
     )
     assert released["state"] == "published"
 
-    status = as_json(orchestrator("--as", "principal.lincoln", "image", "status", "101/lab@1.1",
-                                  "--json"))
+    status = as_json(
+        orchestrator("--as", "principal.lincoln", "image", "status", "101/lab@1.1", "--json")
+    )
     assert [s["status"] for s in status["steps"]] == ["done", "done", "done"]
     current = [t for t in status["tests"] if t["current"]]
     assert {t["persona"] for t in current} == {"student", "staff"}
     assert current[0]["attachments"][0]["sha256"]
 
-    log = as_json(orchestrator("--as", "it.rivera", "audit", "--item", "image:101/lab@1.1",
-                               "--json"))
+    log = as_json(
+        orchestrator("--as", "it.rivera", "audit", "--item", "image:101/lab@1.1", "--json")
+    )
     assert [e["action"] for e in log][-2:] == [
-        "custom_image.test.approve", "custom_image.publish.approve",
+        "custom_image.test.approve",
+        "custom_image.publish.approve",
     ]
     assert log[-1]["actor"] == "btc.lincoln" and log[-1]["role"] == "btc"
     assert log[-1]["digest"] == released["digest"]
@@ -105,12 +123,28 @@ def test_edtech_records_tests_signs_off_and_the_building_tech_releases(
 
 def test_a_failing_check_blocks_the_sign_off_and_says_which(orchestrator: Invoke) -> None:
     orchestrator(
-        "--as", "edtech.okafor", "image", "record-test", "101/lab@1.1", "--persona", "student",
-        "--check", "sign-in succeeds=pass", "--check", "admin tools hidden=fail",
+        "--as",
+        "edtech.okafor",
+        "image",
+        "record-test",
+        "101/lab@1.1",
+        "--persona",
+        "student",
+        "--check",
+        "sign-in succeeds=pass",
+        "--check",
+        "admin tools hidden=fail",
     )
     orchestrator(
-        "--as", "edtech.okafor", "image", "record-test", "101/lab@1.1", "--persona", "staff",
-        "--check", "sign-in succeeds=pass",
+        "--as",
+        "edtech.okafor",
+        "image",
+        "record-test",
+        "101/lab@1.1",
+        "--persona",
+        "staff",
+        "--check",
+        "sign-in succeeds=pass",
     )
     result = orchestrator(
         "--as", "edtech.okafor", "image", "approve", "101/lab@1.1", "--step", "test", expect=5
@@ -124,9 +158,22 @@ def test_it_creates_a_base_image_from_a_local_wim_and_bad_input_names_the_field(
     wim = tmp_path / "pc-high-2027.1.wim"
     wim.write_bytes(b"MSWIM\0" + b"x" * 1000)
     base = [
-        "--as", "it.rivera", "base", "create", "--platform", "pc", "--level", "high",
-        "--os", "Windows 11 25H2", "--sunset", "2099-06-30", "--artifact", str(wim),
-        "--model", "Dell:Latitude 3420",
+        "--as",
+        "it.rivera",
+        "base",
+        "create",
+        "--platform",
+        "pc",
+        "--level",
+        "high",
+        "--os",
+        "Windows 11 25H2",
+        "--sunset",
+        "2099-06-30",
+        "--artifact",
+        str(wim),
+        "--model",
+        "Dell:Latitude 3420",
     ]
     created = as_json(orchestrator(*base, "--version", "2027.1", "--json"))
     assert created["state"] == "draft" and created["artifact_sha256"]
@@ -135,8 +182,16 @@ def test_it_creates_a_base_image_from_a_local_wim_and_bad_input_names_the_field(
     assert "pc-high@2027.1 already exists" in dup.stderr
     bad_version = orchestrator(*base, "--version", "v2027", expect=2)
     assert bad_version.stderr.startswith("version: 'v2027' is not a version")
-    bad_date = orchestrator(*base[:-4], "--version", "2027.2", "--sunset", "30/06/2099",
-                            "--artifact", str(wim), expect=2)
+    bad_date = orchestrator(
+        *base[:-4],
+        "--version",
+        "2027.2",
+        "--sunset",
+        "30/06/2099",
+        "--artifact",
+        str(wim),
+        expect=2,
+    )
     assert "sunset: '30/06/2099' is not a date" in bad_date.stderr
     old_model = orchestrator(*base[:-1], "Dell:OptiPlex 7010", "--version", "2027.3", expect=2)
     assert "past its end of support" in old_model.stderr
@@ -148,9 +203,20 @@ def test_it_creates_a_base_image_from_a_local_wim_and_bad_input_names_the_field(
 def test_building_tech_creates_a_customized_image_only_in_its_building(
     orchestrator: Invoke,
 ) -> None:
-    args = ["image", "create", "--name", "stem", "--version", "1.0",
-            "--base", "pc-elementary@2026.1", "--package", "firefox@128.0",
-            "--setting", "wallpaper=lions"]
+    args = [
+        "image",
+        "create",
+        "--name",
+        "stem",
+        "--version",
+        "1.0",
+        "--base",
+        "pc-elementary@2026.1",
+        "--package",
+        "firefox@128.0",
+        "--setting",
+        "wallpaper=lions",
+    ]
     created = as_json(orchestrator("--as", "btc.lincoln", *args, "--building", "101", "--json"))
     assert created["ref"] == "101/stem@1.0" and created["packages"] == ["firefox@128.0"]
     other = orchestrator("--as", "btc.lincoln", *args, "--building", "102", expect=3)
@@ -158,8 +224,19 @@ def test_building_tech_creates_a_customized_image_only_in_its_building(
         other.stderr
     )
     wrong_level = orchestrator(
-        "--as", "sectec.kim", "image", "create", "--building", "301", "--name", "x",
-        "--version", "1.0", "--base", "pc-elementary@2026.1", expect=2,
+        "--as",
+        "sectec.kim",
+        "image",
+        "create",
+        "--building",
+        "301",
+        "--name",
+        "x",
+        "--version",
+        "1.0",
+        "--base",
+        "pc-elementary@2026.1",
+        expect=2,
     )
     assert "is for elementary schools; building 301" in wrong_level.stderr
 
@@ -185,8 +262,17 @@ def test_rebase_from_the_command_line_starts_the_chain_again(orchestrator: Invok
 @pytest.mark.parametrize(
     "listing",
     [
-        ["base", "list"], ["image", "list"], ["package", "list"], ["hardware", "list"],
-        ["buildings"], ["people"], ["audit"], ["sunset"], ["chain"], ["queue"], ["notices"],
+        ["base", "list"],
+        ["image", "list"],
+        ["package", "list"],
+        ["hardware", "list"],
+        ["buildings"],
+        ["people"],
+        ["audit"],
+        ["sunset"],
+        ["chain"],
+        ["queue"],
+        ["notices"],
         ["whoami"],
     ],
     ids=lambda a: "-".join(a),

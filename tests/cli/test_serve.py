@@ -21,8 +21,11 @@ from tests.conftest import POSTGRES_URL
 def test_serve_starts_on_an_empty_database_runs_the_sunset_check_and_stops_on_sigterm(
     backend: str, tmp_path: Path
 ) -> None:
-    env = dict(os.environ, ORCHESTRATOR_DATA_DIR=str(tmp_path / "data"),
-               ORCHESTRATOR_CONFIG=str(tmp_path / "absent.toml"))
+    env = dict(
+        os.environ,
+        ORCHESTRATOR_DATA_DIR=str(tmp_path / "data"),
+        ORCHESTRATOR_CONFIG=str(tmp_path / "absent.toml"),
+    )
     schema = f"orch_serve_{os.getpid()}"
     admin = sa.create_engine(POSTGRES_URL)
     if backend == "postgresql":
@@ -32,7 +35,10 @@ def test_serve_starts_on_an_empty_database_runs_the_sunset_check_and_stops_on_si
         env["ORCHESTRATOR_DATABASE_URL"] = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator", "serve", "--sample-district"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         lines: list[str] = []
@@ -62,9 +68,13 @@ def test_serve_starts_on_an_empty_database_runs_the_sunset_check_and_stops_on_si
     url = env.get("ORCHESTRATOR_DATABASE_URL", f"sqlite:///{tmp_path / 'data' / 'orchestrator.db'}")
     engine = make_engine(url)
     with engine.connect() as conn:
-        states = dict(conn.execute(sa.text(
-            "SELECT name || '@' || version, state FROM releasable WHERE kind = 'base_image'"
-        )).all())
+        states = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT name || '@' || version, state FROM releasable WHERE kind = 'base_image'"
+                )
+            ).all()
+        )
         notices = conn.execute(sa.text("SELECT count(*) FROM notice")).scalar_one()
     engine.dispose()
     assert states["pc-elementary@2025.1"] == "sunset"

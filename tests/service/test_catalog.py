@@ -33,9 +33,14 @@ def _counts(district: District) -> tuple[int, int]:
 
 def _base_spec(district: District, **kw: object) -> BaseImageSpec:
     spec = BaseImageSpec(
-        platform="pc", level="high", version="2026.1", os_version="Windows 11 24H2",
-        sunset_date=district.days(300), artifact="https://dist.test/pc-high.wim",
-        artifact_sha256=sha("pc-high"), models=[PC],
+        platform="pc",
+        level="high",
+        version="2026.1",
+        os_version="Windows 11 24H2",
+        sunset_date=district.days(300),
+        artifact="https://dist.test/pc-high.wim",
+        artifact_sha256=sha("pc-high"),
+        models=[PC],
     )
     for k, v in kw.items():
         setattr(spec, k, v)
@@ -90,12 +95,15 @@ def test_local_artifact_is_hashed_and_a_wrong_stated_digest_refused(
     wim = tmp_path / "base.wim"
     wim.write_bytes(b"WIM image bytes")
     v = catalog.create_base_image(
-        district.ctx, district["it.ana"], _base_spec(district, artifact=str(wim), artifact_sha256=None)
+        district.ctx,
+        district["it.ana"],
+        _base_spec(district, artifact=str(wim), artifact_sha256=None),
     )
     assert v.artifact_sha256 == sha("WIM image bytes")
     with pytest.raises(InvalidInput, match="not the stated"):
         catalog.create_base_image(
-            district.ctx, district["it.ana"],
+            district.ctx,
+            district["it.ana"],
             _base_spec(district, version="2026.2", artifact=str(wim), artifact_sha256="0" * 64),
         )
 
@@ -106,7 +114,8 @@ def test_customized_image_names_are_allow_listed(district: District, bad: str) -
     before = _counts(district)
     with pytest.raises(InvalidInput, match="name"):
         catalog.create_custom_image(
-            district.ctx, district["btc.lincoln"],
+            district.ctx,
+            district["btc.lincoln"],
             CustomImageSpec(building="101", name=bad, version="1.0", base="pc-elementary@2026.1"),
         )
     assert _counts(district) == before
@@ -116,7 +125,8 @@ def test_customized_image_needs_a_base_of_its_buildings_level(district: District
     district.base("pc", "high")
     with pytest.raises(InvalidInput, match="for high schools; building 101 .* is elementary"):
         catalog.create_custom_image(
-            district.ctx, district["btc.lincoln"],
+            district.ctx,
+            district["btc.lincoln"],
             CustomImageSpec(building="101", name="lab", version="1.0", base="pc-high@2026.1"),
         )
 
@@ -125,9 +135,13 @@ def test_customized_image_platform_must_match_its_base(district: District) -> No
     district.base("pc", "elementary")
     with pytest.raises(InvalidInput, match="is for pc, not mac"):
         catalog.create_custom_image(
-            district.ctx, district["btc.lincoln"],
+            district.ctx,
+            district["btc.lincoln"],
             CustomImageSpec(
-                building="101", name="lab", version="1.0", base="pc-elementary@2026.1",
+                building="101",
+                name="lab",
+                version="1.0",
+                base="pc-elementary@2026.1",
                 platform="mac",
             ),
         )
@@ -135,7 +149,9 @@ def test_customized_image_platform_must_match_its_base(district: District) -> No
 
 def test_customized_image_needs_a_published_base(district: District) -> None:
     district.base(to=State.TESTING)
-    with pytest.raises(InvalidInput, match="is testing; a customized image starts from a published"):
+    with pytest.raises(
+        InvalidInput, match="is testing; a customized image starts from a published"
+    ):
         district.custom()
 
 
@@ -144,13 +160,22 @@ def test_unknown_building_and_unknown_base_are_not_found(district: District) -> 
     before = _counts(district)
     with pytest.raises(NotFound, match="no building '999'"):
         catalog.create_package(
-            district.ctx, district["edtech.grace"],
-            PackageSpec(name="robotics", version="1.0", platform="pc", audience="building_local",
-                        building="999", installer="https://d/r.msi", installer_sha256=sha("r")),
+            district.ctx,
+            district["edtech.grace"],
+            PackageSpec(
+                name="robotics",
+                version="1.0",
+                platform="pc",
+                audience="building_local",
+                building="999",
+                installer="https://d/r.msi",
+                installer_sha256=sha("r"),
+            ),
         )
     with pytest.raises(NotFound, match="no base image 'pc-elementary@2030.1'"):
         catalog.create_custom_image(
-            district.ctx, district["btc.lincoln"],
+            district.ctx,
+            district["btc.lincoln"],
             CustomImageSpec(building="101", name="lab", version="1.0", base="pc-elementary@2030.1"),
         )
     assert _counts(district) == before
@@ -160,9 +185,13 @@ def test_customized_image_cannot_claim_models_its_base_does_not_support(district
     district.base(models=[PC])
     with pytest.raises(InvalidInput, match="not supported by base image"):
         catalog.create_custom_image(
-            district.ctx, district["btc.lincoln"],
+            district.ctx,
+            district["btc.lincoln"],
             CustomImageSpec(
-                building="101", name="lab", version="1.0", base="pc-elementary@2026.1",
+                building="101",
+                name="lab",
+                version="1.0",
+                base="pc-elementary@2026.1",
                 models=["HP:ProBook 450 G8"],
             ),
         )
@@ -187,15 +216,30 @@ def test_building_local_package_needs_its_building_and_others_may_not_name_one(
 ) -> None:
     with pytest.raises(InvalidInput, match="names its building"):
         catalog.create_package(
-            district.ctx, district["sectec.kim"],
-            PackageSpec(name="robotics", version="1.0", platform="pc", audience="building_local",
-                        installer="https://d/r.msi", installer_sha256=sha("r")),
+            district.ctx,
+            district["sectec.kim"],
+            PackageSpec(
+                name="robotics",
+                version="1.0",
+                platform="pc",
+                audience="building_local",
+                installer="https://d/r.msi",
+                installer_sha256=sha("r"),
+            ),
         )
     with pytest.raises(InvalidInput, match="district-wide"):
         catalog.create_package(
-            district.ctx, district["it.ana"],
-            PackageSpec(name="office", version="1.0", platform="pc", audience="admin_staff",
-                        installer="https://d/o.msi", installer_sha256=sha("o"), building="301"),
+            district.ctx,
+            district["it.ana"],
+            PackageSpec(
+                name="office",
+                version="1.0",
+                platform="pc",
+                audience="admin_staff",
+                installer="https://d/o.msi",
+                installer_sha256=sha("o"),
+                building="301",
+            ),
         )
 
 
@@ -208,7 +252,10 @@ def test_changing_the_content_sends_the_item_back_to_draft_and_old_evidence_stop
     old = catalog.show(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, ref)
 
     result = catalog.revise(
-        district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, ref,
+        district.ctx,
+        district["btc.lincoln"],
+        Kind.CUSTOM_IMAGE,
+        ref,
         Revision(settings={"wallpaper": "new"}),
     )
 
@@ -228,7 +275,10 @@ def test_revising_without_a_content_change_keeps_the_chain(district: District) -
     district.base()
     ref = district.custom(to=State.TESTING)
     result = catalog.revise(
-        district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, ref,
+        district.ctx,
+        district["btc.lincoln"],
+        Kind.CUSTOM_IMAGE,
+        ref,
         Revision(settings={"wallpaper": "school"}, notes="same content"),
     )
     assert not result.digest_changed
@@ -239,18 +289,23 @@ def test_published_content_is_frozen(district: District) -> None:
     ref = district.base()
     with pytest.raises(Conflict, match="content is frozen"):
         catalog.revise(
-            district.ctx, district["it.ana"], Kind.BASE_IMAGE, ref,
+            district.ctx,
+            district["it.ana"],
+            Kind.BASE_IMAGE,
+            ref,
             Revision(artifact="https://dist.test/other.wim", artifact_sha256=sha("other")),
         )
 
 
 def test_reviser_counts_as_author_for_the_review_and_test_steps(district: District) -> None:
     district.base()
-    ref = district.custom(to=State.DRAFT, by="sectec.kim", building="301",
-                          base=district.base("pc", "high"))
+    ref = district.custom(
+        to=State.DRAFT, by="sectec.kim", building="301", base=district.base("pc", "high")
+    )
     # sectec.lee (same building) revises, so neither Kim nor Lee may test it.
-    catalog.revise(district.ctx, district["sectec.lee"], Kind.CUSTOM_IMAGE, ref,
-                   Revision(settings={"x": "1"}))
+    catalog.revise(
+        district.ctx, district["sectec.lee"], Kind.CUSTOM_IMAGE, ref, Revision(settings={"x": "1"})
+    )
     chain.submit(district.ctx, district["sectec.lee"], Kind.CUSTOM_IMAGE, ref)
     chain.approve(district.ctx, district["edtech.grace"], Kind.CUSTOM_IMAGE, ref)
     for who in ("sectec.kim", "sectec.lee"):
@@ -279,8 +334,11 @@ def test_rebase_carries_the_customization_onto_the_new_base_as_a_new_draft(
 ) -> None:
     district.base(version="2026.1")
     district.package(to=State.PUBLISHED)
-    old = district.custom(to=State.PUBLISHED, packages=["firefox@128.0"],
-                          settings={"wallpaper": "lions", "kiosk": "off"})
+    old = district.custom(
+        to=State.PUBLISHED,
+        packages=["firefox@128.0"],
+        settings={"wallpaper": "lions", "kiosk": "off"},
+    )
     district.base(version="2026.2")
 
     result = catalog.rebase(district.ctx, district["btc.lincoln"], old)
@@ -310,12 +368,22 @@ def test_effective_sunset_of_a_derivative_is_the_earlier_of_its_own_and_its_base
     ref = district.custom()
     v = catalog.show(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, ref)
     assert v.effective_sunset == district.days(40)
-    catalog.revise(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, ref,
-                   Revision(sunset_date=district.days(20)))
+    catalog.revise(
+        district.ctx,
+        district["btc.lincoln"],
+        Kind.CUSTOM_IMAGE,
+        ref,
+        Revision(sunset_date=district.days(20)),
+    )
     v = catalog.show(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, ref)
     assert v.effective_sunset == district.days(20)
-    catalog.revise(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, ref,
-                   Revision(sunset_date=district.days(400)))
+    catalog.revise(
+        district.ctx,
+        district["btc.lincoln"],
+        Kind.CUSTOM_IMAGE,
+        ref,
+        Revision(sunset_date=district.days(400)),
+    )
     v = catalog.show(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, ref)
     assert v.effective_sunset == district.days(40)
 

@@ -44,7 +44,11 @@ def test_two_reviewers_approving_at_once_make_exactly_one_transition(district: D
         barrier.wait()
         try:
             chain.approve(
-                district.ctx, district[username], Kind.BASE_IMAGE, ref, "looks right",
+                district.ctx,
+                district[username],
+                Kind.BASE_IMAGE,
+                ref,
+                "looks right",
                 step=Step.REVIEW,
             )
             outcomes.append("approved")

@@ -40,4 +40,6 @@ def test_sample_district_loads_only_into_an_empty_catalog(ctx: Context) -> None:
     entries = audit.verify(ctx, directory.actor(ctx, "it.rivera")).entries
     assert sample.load(ctx) is False
     assert audit.verify(ctx, directory.actor(ctx, "it.rivera")).entries == entries
-    assert Level.OFFICE in {b.level for b in directory.buildings(ctx, directory.actor(ctx, "it.chen"))}
+    assert Level.OFFICE in {
+        b.level for b in directory.buildings(ctx, directory.actor(ctx, "it.chen"))
+    }

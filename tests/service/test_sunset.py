@@ -81,4 +81,6 @@ def test_report_hides_other_buildings_from_building_staff(district: District) ->
     district.custom("301", "stem", base="pc-high@2026.1")
     rep = sunset.report(district.ctx, district["btc.lincoln"])
     assert all(r.item.building in (None, "101") for r in rep.items)
-    assert "301/stem@1.0" in {r.item.ref for r in sunset.report(district.ctx, district["it.ana"]).items}
+    assert "301/stem@1.0" in {
+        r.item.ref for r in sunset.report(district.ctx, district["it.ana"]).items
+    }

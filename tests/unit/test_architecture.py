@@ -1,0 +1,71 @@
+"""Imports point one way: cli/scheduler → services → db → domain → errors."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
+
+# Which top-level parts of the package each part may import.
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "clock": set(),
+    "config": set(),
+    "domain": {"domain", "errors"},
+    "db": {"db", "domain", "errors", "config"},
+    "services": {"services", "db", "domain", "errors", "clock", "config"},
+    "scheduler": {"scheduler", "services", "domain", "errors", "clock", "config"},
+    "cli": {"cli", "services", "domain", "errors", "clock", "config", "scheduler", "__init__"},
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+
+
+def _part(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _imported_parts(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+            if node.module == "orchestrator":
+                names = [
+                    f"orchestrator.{a.name}"
+                    if (PACKAGE / a.name).is_dir() or (PACKAGE / f"{a.name}.py").is_file()
+                    else "orchestrator"
+                    for a in node.names
+                ]
+        for name in names:
+            if name == "orchestrator" or name.startswith("orchestrator."):
+                parts = name.split(".")
+                found.add(parts[1] if len(parts) > 1 else "__init__")
+    return found
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "migrations" not in p.parts)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_module_imports_only_the_layers_below_it(path: Path) -> None:
+    part = _part(path)
+    assert part in ALLOWED, f"{part} is a new part of the package: give it a place in ALLOWED"
+    illegal = _imported_parts(path) - ALLOWED[part] - {part}
+    assert not illegal, f"{path.relative_to(PACKAGE)} ({part}) imports {sorted(illegal)}"
+
+
+def test_the_domain_does_no_io_and_reads_no_clock() -> None:
+    forbidden = ("open(", "datetime.now(", "date.today(", "time.time(", "sqlalchemy", "sqlmodel")
+    for path in (PACKAGE / "domain").rglob("*.py"):
+        text = path.read_text()
+        for word in forbidden:
+            assert word not in text, f"{path.name} uses {word}"
