@@ -9,17 +9,20 @@ below, which need no server: a SQLite file under ``./data``.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from orchestrator.errors import InvalidInput
 
 DEFAULT_DATA_DIR = Path("data")
 
@@ -94,4 +97,20 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    return Settings(**overrides)
+    """Read the settings.
+
+    Raises:
+        InvalidInput: a malformed settings file, or a setting with a bad value
+            (the message names the setting and where settings are read from).
+    """
+    try:
+        return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidInput(f"{_config_file()}: not valid TOML ({exc})") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise InvalidInput(
+            f"invalid setting {where}: {first['msg']} (settings come from ORCHESTRATOR_* "
+            f"variables and {_config_file()})"
+        ) from exc

@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Any
 
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from rich.console import Console
 from typer.core import TyperGroup
 
@@ -39,11 +39,6 @@ class HandledGroup(TyperGroup):
         except OrchestratorError as exc:
             err_console.print(f"[red]{_escape(str(exc))}[/red]", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "settings"
-            err_console.print(f"[red]invalid setting {where}: {first['msg']}[/red]")
-            raise typer.Exit(InvalidInput.exit_code) from None
 
 
 def _escape(text: str) -> str:

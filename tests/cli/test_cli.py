@@ -313,3 +313,25 @@ def test_malformed_options_are_refused_without_a_traceback(orchestrator: Invoke)
     ):
         result = orchestrator("--as", "edtech.okafor", *args, expect=2)
         assert result.stderr.strip() and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('district_timezone = "Mars/Olympus"', "invalid setting district_timezone"),
+        ('colour = "blue"', "invalid setting colour: Extra inputs are not permitted"),
+        ("user = ", "not valid TOML"),
+        ('sunset_check_time = "25:00"', "invalid setting sunset_check_time"),
+    ],
+)
+def test_a_bad_settings_file_is_named_in_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, message: str
+) -> None:
+    config = tmp_path / "orchestrator.toml"
+    config.write_text(toml + "\n")
+    monkeypatch.setenv("ORCHESTRATOR_CONFIG", str(config))
+    monkeypatch.setenv("ORCHESTRATOR_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["init"])
+    assert result.exit_code == 2
+    assert message in result.stderr and str(config) in result.stderr
+    assert not (tmp_path / "data").exists()

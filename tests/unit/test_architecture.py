@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "orchestrator"
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "clock": set(),
-    "config": set(),
+    "config": {"errors"},
     "domain": {"domain", "errors"},
     "db": {"db", "domain", "errors", "config"},
     "services": {"services", "db", "domain", "errors", "clock", "config"},
