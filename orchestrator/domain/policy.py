@@ -39,12 +39,15 @@ class Scope(StrEnum):
     OWN_OR_SHARED = "own_or_shared"
     """The actor's own buildings plus district-wide targets (for reading)."""
 
+    DISTRICT_WIDE = "district_wide"
+    """District-wide targets only: a building's own items are its tech's to decide."""
+
     def covers(self, own: frozenset[str], building: str | None) -> bool:
         if self is Scope.DISTRICT:
             return True
         if building is None:
-            return self is Scope.OWN_OR_SHARED
-        return building in own
+            return self in (Scope.OWN_OR_SHARED, Scope.DISTRICT_WIDE)
+        return self is not Scope.DISTRICT_WIDE and building in own
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,11 @@ def _check_grant(actor: Actor, grant: Grant, building: str | None) -> None:
     if scope is None:
         raise Refused(f"{actor.role.label} cannot {grant.doing} ({grant.rule})")
     if not scope.covers(actor.buildings, building):
+        if scope is Scope.DISTRICT_WIDE:
+            raise Refused(
+                f"{actor.describe()} cannot {grant.doing} for building {building} "
+                f"({grant.rule}; a building's own items are decided by its tech)"
+            )
         if building is None:
             raise Refused(
                 f"{actor.describe()} cannot {grant.doing} for the whole district "
@@ -239,6 +247,8 @@ class ChainStep:
         for role, scope in self.roles.items():
             if scope is Scope.DISTRICT:
                 parts.append(role.label)
+            elif scope is Scope.DISTRICT_WIDE:
+                parts.append(f"{role.label} (district-wide ones)")
             else:
                 parts.append(f"a {role.label} of the building")
         return " or ".join(parts)
@@ -383,7 +393,11 @@ DEFAULT_POLICIES: Mapping[Kind, ChainPolicy] = MappingProxyType(
             Kind.PACKAGE,
             (
                 ChainStep(Step.TEST, _roles(edtech=_D, sectec=_OWN), needs_evidence=True),
-                ChainStep(Step.PUBLISH, _roles(it=_D, sectec=_OWN, btc=_OWN), author_may_act=True),
+                ChainStep(
+                    Step.PUBLISH,
+                    _roles(it=Scope.DISTRICT_WIDE, sectec=_OWN, btc=_OWN),
+                    author_may_act=True,
+                ),
             ),
         ),
     }
