@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -45,8 +47,9 @@ class Settings(BaseSettings):
         default="America/New_York",
         description="IANA zone in which dates (sunsets, windows) are read.",
     )
-    sunset_lead_days: list[int] = Field(
-        default=[90, 30, 14, 7, 1], description="Days before a sunset at which owners are warned."
+    sunset_lead_days: Annotated[list[int], NoDecode] = Field(
+        default=[90, 30, 14, 7, 1],
+        description="Days before a sunset at which owners are warned (e.g. 90,30,7).",
     )
     sunset_check_time: str = Field(
         default="02:00", description="Local time (HH:MM) of the scheduler's daily sunset check."
@@ -60,6 +63,19 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("sunset_lead_days", mode="before")
+    @classmethod
+    def _day_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip().strip("[]")
+            try:
+                value = [int(p) for p in text.split(",") if p.strip()]
+            except ValueError:
+                raise ValueError(f"{value!r} is not a list of whole days like 90,30,7") from None
+        if isinstance(value, list) and any(not isinstance(d, int) or d <= 0 for d in value):
+            raise ValueError("lead days must be positive whole numbers")
         return value
 
     @field_validator("sunset_check_time")
@@ -107,10 +123,13 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"{_config_file()}: not valid TOML ({exc})") from exc
+    except SettingsError as exc:
+        raise InvalidInput(f"invalid setting: {exc} (from ORCHESTRATOR_* variables)") from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
+        msg = first["msg"].removeprefix("Value error, ")
         raise InvalidInput(
-            f"invalid setting {where}: {first['msg']} (settings come from ORCHESTRATOR_* "
+            f"invalid setting {where}: {msg} (settings come from ORCHESTRATOR_* "
             f"variables and {_config_file()})"
         ) from exc

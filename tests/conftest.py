@@ -104,8 +104,8 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def ctx(engine: Engine, clock: FixedClock) -> Context:
-    return Context(engine=engine, zone=ZONE, clock=clock)
+def ctx(engine: Engine, clock: FixedClock, tmp_path: Path) -> Context:
+    return Context(engine=engine, zone=ZONE, clock=clock, evidence_dir=tmp_path / "evidence")
 
 
 @pytest.fixture

@@ -42,13 +42,17 @@ def _enum(enum: type[E], value: str | None, field: str) -> E | None:
         raise InvalidInput(f"{value!r} is not one of: {choices}", field=field) from None
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _show_view(v: catalog.ReleasableView, as_json: bool, message: str | None = None) -> None:
     if as_json:
         print_json(v)
         return
     if message:
         console.print(message)
-    console.print(render.detail(v))
+    console.print(render.detail(v, state.settings.zone))
 
 
 def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
@@ -94,8 +98,8 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
                 {"item": st.item, "steps": st.steps, "tests": st.tests, "decisions": st.decisions}
             )
             return
-        console.print(render.detail(st.item))
-        for table in render.chain_status(st):
+        console.print(render.detail(st.item, state.settings.zone))
+        for table in render.chain_status(st, state.settings.zone):
             console.print(table)
 
     @app.command()
@@ -170,12 +174,14 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
             verdict = "[green]passed[/]" if run.passed else "[red]failed[/]"
             console.print(
                 f"recorded {run.persona.value} test #{run.id} of {run.ref}: {verdict} "
-                f"({len(run.checks)} checks, {len(run.attachments)} attachments)"
+                f"({_count(len(run.checks), 'check')}, "
+                f"{_count(len(run.attachments), 'attachment')})"
             )
 
     def _publish(ref: Ref, reason: Reason = "", as_json: bool = JSON_OPTION) -> None:
         v = chain.publish(state.ctx, state.actor(), kind, ref, reason)
-        _show_view(v, as_json, f"{publish_verb}d {v.ref}: now [bold]{v.state.value}[/]")
+        done = "published" if kind is Kind.BASE_IMAGE else "released"
+        _show_view(v, as_json, f"{done} {v.ref}: now [bold]{v.state.value}[/]")
 
     app.command(publish_verb, help=f"{publish_verb.capitalize()} an approved version.")(_publish)
 
@@ -209,6 +215,7 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
         detection: Annotated[str | None, typer.Option(help="Detection rule (packages).")] = None,
         sunset: Annotated[str | None, typer.Option(help="New sunset date YYYY-MM-DD.")] = None,
         notes: Annotated[str | None, typer.Option()] = None,
+        reason: Reason = "",
         as_json: bool = JSON_OPTION,
     ) -> None:
         """Change content (the chain starts over) or the sunset date and notes."""
@@ -228,6 +235,7 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
                 detection_rule=detection,
                 sunset_date=parse_date(sunset, "sunset"),
                 notes=notes,
+                reason=reason,
             ),
         )
         msg = f"revised {result.view.ref}"

@@ -46,6 +46,12 @@ app.add_typer(image_app, name="image")
 app.add_typer(package_app, name="package")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"orchestrator {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def root(
     as_user: Annotated[
@@ -54,11 +60,13 @@ def root(
             "--as", help="Act as this person (e.g. btc.lincoln).", envvar="ORCHESTRATOR_USER"
         ),
     ] = None,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
 ) -> None:
-    if version:
-        console.print(f"orchestrator {__version__}")
-        raise typer.Exit()
     state.reset(as_user)
 
 
@@ -97,6 +105,7 @@ def serve(
     from orchestrator.scheduler.service import serve as run_service
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     _init(sample_district)
 
     def ready(next_run: datetime | None) -> None:
@@ -127,7 +136,7 @@ def buildings(as_json: bool = JSON_OPTION) -> None:
     if as_json:
         print_json(rows)
         return
-    t = Table(title="buildings", title_justify="left")
+    t = Table(title="buildings", **render.TABLE_STYLE)
     for c in ("number", "name", "level", "staff"):
         t.add_column(c)
     for b in rows:
@@ -142,7 +151,7 @@ def people(as_json: bool = JSON_OPTION) -> None:
     if as_json:
         print_json(rows)
         return
-    t = Table(title="people", title_justify="left")
+    t = Table(title="people", **render.TABLE_STYLE)
     for c in ("username", "name", "role", "buildings"):
         t.add_column(c)
     for p in rows:
@@ -164,7 +173,7 @@ def hardware_list(as_json: bool = JSON_OPTION) -> None:
         print_json([r.model_dump(mode="json") for r in rows])
         return
     today = state.ctx.today()
-    t = Table(title="Approved Technology List", title_justify="left")
+    t = Table(title="Approved Technology List", **render.TABLE_STYLE)
     for c in ("model", "platform", "approved", "end of support"):
         t.add_column(c)
     for m in rows:
@@ -229,7 +238,7 @@ def queue(as_json: bool = JSON_OPTION) -> None:
     if as_json:
         print_json([{"item": v, "step": s.value} for v, s in rows])
         return
-    t = Table(title="waiting for you", title_justify="left")
+    t = Table(title="waiting for you", **render.TABLE_STYLE)
     for c in ("ref", "kind", "step", "state", "author"):
         t.add_column(c)
     for v, s in rows:
@@ -283,7 +292,7 @@ def audit_list(
     if as_json:
         print_json([e.model_dump(mode="json") for e in entries])
     else:
-        console.print(render.audit_entries(entries))
+        console.print(render.audit_entries(entries, state.settings.zone))
 
 
 @audit_app.command("verify")
@@ -321,7 +330,7 @@ def sunset_report(
     console.print(
         render.releasables(f"by days to sunset (today {rep.today})", [r.item for r in rep.items])
     )
-    t = Table(title="derivatives that must be rebased", title_justify="left")
+    t = Table(title="derivatives that must be rebased", **render.TABLE_STYLE)
     for c in ("ref", "state", "on base", "status"):
         t.add_column(c)
     for r in rep.must_rebase:
@@ -334,10 +343,7 @@ def sunset_report(
 @sunset_app.command("check")
 def sunset_check() -> None:
     """Run the daily sunset check now (the service runs it every day)."""
-    from orchestrator.domain.policy import Action, authorize
-
-    authorize(state.actor(), Action.MAINTAIN_BASE, building=None)
-    result = sunset.run_daily_check(state.ctx)
+    result = sunset.run_daily_check(state.ctx, state.actor())
     console.print(
         f"reached sunset: {', '.join(result.sunset) or 'none'}; "
         f"warned: {', '.join(result.warned) or 'none'}"
@@ -352,7 +358,7 @@ def chain_policies(as_json: bool = JSON_OPTION) -> None:
         print_json([p.to_data() for p in pols])
         return
     for p in pols:
-        t = Table(title=f"{p.kind.label} chain", title_justify="left")
+        t = Table(title=f"{p.kind.label} chain", **render.TABLE_STYLE)
         for c in ("#", "step", "who may decide", "author may act", "needs test evidence"):
             t.add_column(c)
         for i, s in enumerate(p.steps, 1):
@@ -373,11 +379,11 @@ def notices_list(as_json: bool = JSON_OPTION) -> None:
     if as_json:
         print_json([n.model_dump(mode="json") for n in rows])
         return
-    t = Table(title="notices", title_justify="left")
-    for c in ("at (UTC)", "message"):
+    t = Table(title="notices", **render.TABLE_STYLE)
+    for c in (f"at ({state.settings.zone})", "message"):
         t.add_column(c)
     for n in rows:
-        t.add_row(n.at.strftime("%Y-%m-%d %H:%M"), escape(n.message))
+        t.add_row(render.when(n.at, state.settings.zone), escape(n.message))
     console.print(t if rows else "no notices")
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, tzinfo
+from typing import Any
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -12,7 +15,7 @@ from orchestrator.services.audit import AuditEntry
 from orchestrator.services.catalog import ReleasableView
 from orchestrator.services.chain import ChainStatus
 
-STATE_STYLE = {
+STATETABLE_STYLE = {
     State.DRAFT: "dim",
     State.IN_REVIEW: "yellow",
     State.TESTING: "yellow",
@@ -25,7 +28,7 @@ STATE_STYLE = {
 
 
 def state_text(s: State) -> str:
-    return f"[{STATE_STYLE[s]}]{s.value}[/]"
+    return f"[{STATETABLE_STYLE[s]}]{s.value}[/]"
 
 
 def days_text(days: int | None) -> str:
@@ -38,11 +41,13 @@ def days_text(days: int | None) -> str:
     return str(days)
 
 
+TABLE_STYLE: dict[str, Any] = {"title_justify": "left", "box": box.SIMPLE_HEAD, "pad_edge": False}
+
 _SHORT_KIND = {"base_image": "base", "custom_image": "image", "package": "package"}
 
 
 def releasables(title: str, items: Sequence[ReleasableView]) -> Table:
-    t = Table(title=title, title_justify="left")
+    t = Table(title=title, **TABLE_STYLE)
     t.add_column("ref", no_wrap=True)
     t.add_column("kind", no_wrap=True)
     t.add_column("state", no_wrap=True)
@@ -64,11 +69,23 @@ def releasables(title: str, items: Sequence[ReleasableView]) -> Table:
     return t
 
 
-def detail(v: ReleasableView) -> Table:
-    t = Table(show_header=False, title=f"{v.kind.label} {escape(v.ref)}", title_justify="left")
+def when(moment: datetime | None, zone: tzinfo) -> str:
+    """A moment as the district reads it: local date and time, to the minute."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M") if moment else ""
+
+
+def detail(v: ReleasableView, zone: tzinfo) -> Table:
+    t = Table(
+        show_header=False,
+        title=f"{v.kind.label} {escape(v.ref)}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
     t.add_column(style="bold")
     t.add_column()
     rows: list[tuple[str, str]] = [
+        ("id", f"#{v.id}"),
         ("state", state_text(v.state)),
         ("digest", v.digest),
         ("platform", v.platform.value),
@@ -84,7 +101,8 @@ def detail(v: ReleasableView) -> Table:
     if v.audience:
         rows.append(("audience", v.audience.value))
     if v.artifact_ref:
-        rows.append(("artifact", f"{v.artifact_ref}\nsha256:{v.artifact_sha256}"))
+        label = {"custom_image": "overlay", "package": "installer"}.get(v.kind.value, "artifact")
+        rows.append((label, f"{v.artifact_ref}\nsha256:{v.artifact_sha256}"))
     if v.detection_rule:
         rows.append(("detection", v.detection_rule))
     if v.packages:
@@ -100,9 +118,9 @@ def detail(v: ReleasableView) -> Table:
     if v.supersedes:
         rows.append(("rebased from", v.supersedes))
     rows.append(("author", v.author + (f" (revised by {v.revised_by})" if v.revised_by else "")))
-    rows.append(("created", v.created_at.isoformat(timespec="seconds")))
+    rows.append(("created", when(v.created_at, zone)))
     if v.published_at:
-        rows.append(("published", v.published_at.isoformat(timespec="seconds")))
+        rows.append(("published", when(v.published_at, zone)))
     if v.notes:
         rows.append(("notes", v.notes))
     for k, val in rows:
@@ -110,8 +128,8 @@ def detail(v: ReleasableView) -> Table:
     return t
 
 
-def chain_status(st: ChainStatus) -> list[Table]:
-    steps = Table(title="approval chain", title_justify="left")
+def chain_status(st: ChainStatus, zone: tzinfo) -> list[Table]:
+    steps = Table(title="approval chain", **TABLE_STYLE)
     for c in ("step", "status", "who may decide", "decided by", "at", "reason"):
         steps.add_column(c)
     style = {"done": "green", "pending": "yellow", "waiting": "dim"}
@@ -121,12 +139,12 @@ def chain_status(st: ChainStatus) -> list[Table]:
             f"[{style.get(s.status, 'white')}]{s.status}[/]",
             escape(s.who),
             s.decided_by or "",
-            s.at.isoformat(timespec="seconds") if s.at else "",
+            when(s.at, zone),
             escape(s.reason),
         )
     out = [steps]
     if st.tests:
-        tests = Table(title="test runs", title_justify="left")
+        tests = Table(title="test runs", **TABLE_STYLE)
         for c in ("#", "persona", "account", "result", "checks", "by", "for current digest"):
             tests.add_column(c)
         for r in st.tests:
@@ -143,8 +161,10 @@ def chain_status(st: ChainStatus) -> list[Table]:
                 "yes" if r.current else "[dim]no (content changed since)[/]",
             )
         out.append(tests)
-    if st.decisions:
-        d = Table(title="decisions", title_justify="left")
+    # Decisions the step table does not already show: rejections, and approvals
+    # of content that has changed since.
+    if any(d["outcome"] != "approve" or not d["current"] for d in st.decisions):
+        d = Table(title="decisions", **TABLE_STYLE)
         for c in ("step", "outcome", "by", "role", "reason", "for current digest", "at"):
             d.add_column(c)
         for row in st.decisions:
@@ -155,32 +175,42 @@ def chain_status(st: ChainStatus) -> list[Table]:
                 row["role"],
                 escape(row["reason"]),
                 "yes" if row["current"] else "[dim]no[/]",
-                row["at"].isoformat(timespec="seconds"),
+                when(row["at"], zone),
             )
         out.append(d)
     return out
 
 
-def audit_entries(entries: Sequence[AuditEntry]) -> Table:
-    t = Table(title="audit log", title_justify="left")
-    for c in ("#", "at (UTC)", "who", "role", "action", "object", "digest", "change / reason"):
-        t.add_column(c)
+def audit_entries(entries: Sequence[AuditEntry], zone: tzinfo) -> Table:
+    t = Table(title=f"audit log (times in {zone})", **TABLE_STYLE)
+    t.add_column("#", justify="right", no_wrap=True)
+    t.add_column("at", no_wrap=True)
+    t.add_column("who (role)", no_wrap=True)
+    t.add_column("action", no_wrap=True)
+    t.add_column("object / digest", no_wrap=True)
+    t.add_column("change / reason", ratio=1)
     for e in entries:
-        change = ""
-        if e.before and e.after and e.before.get("state") != e.after.get("state"):
-            change = f"{e.before.get('state')} → {e.after.get('state')}"
-        elif e.after and "state" in e.after and e.before is None:
-            change = f"→ {e.after['state']}"
-        if e.reason:
-            change = f"{change} ({e.reason})" if change else e.reason
         t.add_row(
             str(e.seq),
-            e.at.strftime("%Y-%m-%d %H:%M"),
-            e.actor,
-            e.role,
+            when(e.at, zone),
+            f"{e.actor}\n({e.role})",
             e.action,
-            escape(e.object_ref),
-            (e.digest or "")[7:19],
-            escape(change),
+            escape(e.object_ref) + (f"\n{e.digest[7:19]}" if e.digest else ""),
+            escape(_change(e)),
         )
     return t
+
+
+def _change(e: AuditEntry) -> str:
+    before, after = e.before or {}, e.after or {}
+    if e.action.endswith(".test") and "persona" in after:
+        change = f"{after['persona']}: {'pass' if after.get('passed') else 'FAIL'}"
+        if after.get("failed_checks"):
+            change += f" ({', '.join(after['failed_checks'])})"
+    elif before.get("state") != after.get("state") and "state" in after:
+        change = f"{before.get('state', '')} → {after['state']}".strip()
+    else:
+        change = ""
+    if e.reason:
+        change = f"{change}: {e.reason}" if change else e.reason
+    return change

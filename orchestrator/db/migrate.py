@@ -10,6 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
+from orchestrator.db.session import ensure_sqlite_folder, reachable, sqlite_path
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -20,14 +22,23 @@ def alembic_config() -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Raises: DatabaseUnavailable."""
     cfg = alembic_config()
-    with engine.begin() as conn:
+    ensure_sqlite_folder(engine)
+    with reachable(engine), engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+    """The schema revision in force (None: no schema, or no SQLite file yet).
+
+    Raises: DatabaseUnavailable.
+    """
+    path = sqlite_path(engine)
+    if path is not None and not path.exists():
+        return None  # connecting would create an empty file
+    with reachable(engine), engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 

@@ -3,6 +3,7 @@
 SQLite writers take the write lock when their transaction begins
 (``BEGIN IMMEDIATE``) so that two writers never interleave a read and a
 write; PostgreSQL relies on row locks and compare-and-set updates.
+Connection failures become :class:`DatabaseUnavailable` here, once.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import InvalidInput, OrchestratorError
 
 
 class DatabaseUnavailable(OrchestratorError):
@@ -28,17 +29,24 @@ class DatabaseUnavailable(OrchestratorError):
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine for ``url``; for SQLite, create the file's folder too."""
-    u = sa.make_url(url)
-    if u.get_backend_name() == "sqlite":
-        if u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+    """Create an engine for ``url`` (nothing is connected or created yet).
+
+    Raises:
+        InvalidInput: the URL is malformed or names an unknown database driver.
+    """
+    try:
+        if sa.make_url(url).get_backend_name() != "sqlite":
+            return sa.create_engine(url, pool_pre_ping=True, **kwargs)
         engine = sa.create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
-        _sqlite_pragmas(engine)
-        return engine
-    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise InvalidInput(
+            f"{url!r} is not a database URL the orchestrator can use ({exc})",
+            field="database_url",
+        ) from exc
+    _sqlite_pragmas(engine)
+    return engine
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -57,8 +65,42 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
+def sqlite_path(engine: Engine) -> Path | None:
+    """The file of a SQLite database (None for PostgreSQL or an in-memory one)."""
+    db = engine.url.database
+    if engine.dialect.name != "sqlite" or not db or db == ":memory:":
+        return None
+    return Path(db)
+
+
+def ensure_sqlite_folder(engine: Engine) -> None:
+    """Create the folder of a SQLite file.
+
+    Raises:
+        DatabaseUnavailable: the folder cannot be created.
+    """
+    path = sqlite_path(engine)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseUnavailable(
+            f"cannot create the data folder {path.parent}: {exc.strerror} "
+            "(set ORCHESTRATOR_DATA_DIR to a folder you can write)"
+        ) from exc
+
+
+@contextmanager
+def reachable(engine: Engine) -> Iterator[None]:
+    """Translate a database that cannot be reached into DatabaseUnavailable."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise DatabaseUnavailable(
+            f"database unavailable ({engine.url.render_as_string(hide_password=True)}): "
+            f"{str(exc.orig).strip()}"
+        ) from exc
 
 
 @contextmanager
@@ -68,15 +110,10 @@ def transaction(engine: Engine) -> Iterator[Session]:
     Raises:
         DatabaseUnavailable: the database cannot be reached.
     """
-    try:
-        with Session(engine, expire_on_commit=False) as session:
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
-    except OperationalError as exc:
-        raise DatabaseUnavailable(
-            f"database unavailable ({engine.url.render_as_string(hide_password=True)}): {exc.orig}"
-        ) from exc
+    with reachable(engine), Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

@@ -75,6 +75,7 @@ class Action(StrEnum):
     READ_AUDIT = "read_audit"
     VERIFY_AUDIT = "verify_audit"
     MANAGE_HARDWARE = "manage_hardware"
+    RUN_SUNSET_CHECK = "run_sunset_check"
     MAINTAIN_BASE = "maintain_base"
     MAINTAIN_CUSTOM = "maintain_custom"
     MAINTAIN_ADMIN_PACKAGE = "maintain_admin_package"
@@ -124,6 +125,11 @@ PERMISSIONS: Mapping[Action, Grant] = MappingProxyType(
             {Role.IT: _D},
             "change the Approved Technology List",
             "IT records the Hardware Standards Committee's decisions",
+        ),
+        Action.RUN_SUNSET_CHECK: Grant(
+            {Role.IT: _D, Role.SYSTEM: _D},
+            "run the sunset check",
+            "the service runs it every day; IT may run it now",
         ),
         Action.MAINTAIN_BASE: Grant(
             {Role.IT: _D, Role.SYSTEM: _D},
@@ -411,10 +417,12 @@ def authorize_step(
     *,
     building: str | None,
     authors: Iterable[int],
+    doing: str | None = None,
 ) -> None:
     """Allow ``actor`` to decide (approve, reject, record tests for) ``step``.
 
-    ``authors`` are the people whose work this is (creator, last reviser).
+    ``authors`` are the people whose work this is (creator, last reviser);
+    ``doing`` words the refusal when the act is not the decision itself.
 
     Raises:
         Refused: role not in the step, building out of scope, or the actor's own work.
@@ -423,7 +431,7 @@ def authorize_step(
     rule = f"the chain gives {step_noun(policy.kind, step)} to {chain_step.who()}"
     _check_grant(
         actor,
-        Grant(chain_step.roles, step_doing(policy.kind, step), rule),
+        Grant(chain_step.roles, doing or step_doing(policy.kind, step), rule),
         building,
     )
     if not chain_step.author_may_act and actor.person_id in set(authors):

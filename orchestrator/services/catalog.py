@@ -786,6 +786,8 @@ class Revision:
     detection_rule: str | None = None
     sunset_date: date | None = None
     notes: str | None = None
+    reason: str = ""
+    """Why (recorded in the audit log)."""
 
 
 @dataclass(frozen=True)
@@ -884,7 +886,14 @@ def revise(ctx: Context, actor: Actor, kind: Kind, ref: str, rev: Revision) -> R
             before=before,
             after=snapshot(row),
             digest=row.digest,
-            reason="content changed: the approval chain starts over" if restarted else "",
+            reason="; ".join(
+                r
+                for r in (
+                    validation.text(rev.reason, field="reason"),
+                    "content changed: the approval chain starts over" if restarted else "",
+                )
+                if r
+            ),
         )
         return RevisionResult(view_of(session, row, today), changed, restarted)
 
@@ -946,6 +955,22 @@ def rebase(
                 f"{ref_of(old)} is already on {ref_of(old_base)}; {ref_of(new_base)} is not newer",
                 field="onto",
             )
+        if version is None:
+            earlier = session.exec(
+                select(Releasable)
+                .where(
+                    Releasable.supersedes_id == old.id,
+                    Releasable.base_id == new_base.id,
+                    col(Releasable.state) != State.RETIRED.value,
+                )
+                .limit(1)
+            ).first()
+            if earlier is not None:
+                raise Conflict(
+                    f"{ref_of(old)} was already rebased onto {ref_of(new_base)} as "
+                    f"{ref_of(earlier)} ({earlier.state}); carry on with that one, or "
+                    "retire it first, or give --version for another rebase"
+                )
         new_version = version or validation.bump(old.version)
         validation.version(new_version)
         _check_not_duplicate(session, Kind.CUSTOM_IMAGE, old.scope_key, old.name, new_version)

@@ -11,11 +11,9 @@ committed, a clear :class:`~orchestrator.errors.Conflict`).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,6 +42,7 @@ from orchestrator.errors import (
     SunsetReached,
 )
 from orchestrator.services import audit, catalog, notices
+from orchestrator.services import evidence as evidence_store
 from orchestrator.services.context import Context
 
 # ---------------------------------------------------------------------------
@@ -439,7 +438,7 @@ def record_test(
         )
     evidence = validation.text(evidence, field="evidence", max_len=4000)
     account = validation.text(account, field="account", max_len=64)
-    files = [_attachment(p) for p in attachments]
+    inspected = [evidence_store.inspect(p) for p in attachments]
     with transaction(ctx.engine) as session:
         row = catalog.resolve(session, actor, kind, ref)
         policy = load_policy(session, kind)
@@ -454,8 +453,10 @@ def record_test(
             Step.TEST,
             building=catalog.building_of(row),
             authors=catalog.authors_of(row),
+            doing=f"record {'package' if kind is Kind.PACKAGE else 'image'} tests",
         )
         claim(session, row)
+        files = [evidence_store.store(ctx.evidence_dir, info) for info in inspected]
         assert row.id is not None
         run = TestRun(
             releasable_id=row.id,
@@ -488,17 +489,6 @@ def record_test(
             },
         )
         return _test_view(run, row, {actor.person_id: actor.username})
-
-
-def _attachment(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise InvalidInput(f"{path}: no such file", field="attach")
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"path": str(p.resolve()), "sha256": h.hexdigest(), "size": p.stat().st_size}
 
 
 def _require_evidence(session: Session, row: Releasable) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -20,6 +21,8 @@ class Context:
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("America/New_York"))
     clock: Clock = system_clock
     lead_days: tuple[int, ...] = DEFAULT_LEAD_DAYS
+    evidence_dir: Path = Path("data") / "evidence"
+    """Where test evidence files are kept (by content)."""
 
     def now(self) -> datetime:
         return self.clock()
@@ -34,4 +37,5 @@ class Context:
             zone=settings.zone,
             clock=clock,
             lead_days=tuple(settings.sunset_lead_days),
+            evidence_dir=settings.data_dir / "evidence",
         )

@@ -16,7 +16,7 @@ from orchestrator.db.models import Notice, Releasable
 from orchestrator.db.session import transaction
 from orchestrator.domain import sunset as rules
 from orchestrator.domain.lifecycle import Event
-from orchestrator.domain.policy import SYSTEM_ACTOR, Action, Actor, may
+from orchestrator.domain.policy import SYSTEM_ACTOR, Action, Actor, authorize, may
 from orchestrator.domain.states import Kind, Role, State
 from orchestrator.services import audit, catalog, notices
 from orchestrator.services.chain import move
@@ -84,10 +84,14 @@ class DailyCheck:
     warned: list[str] = field(default_factory=list)
 
 
-def run_daily_check(ctx: Context) -> DailyCheck:
+def run_daily_check(ctx: Context, actor: Actor = SYSTEM_ACTOR) -> DailyCheck:
     """Move items past their effective sunset to ``sunset`` and warn owners of
     items nearing it. Idempotent: running it twice a day changes nothing more.
+
+    Raises:
+        Refused: someone other than the system or IT asked for it.
     """
+    authorize(actor, Action.RUN_SUNSET_CHECK, building=None)
     today = ctx.today()
     result = DailyCheck()
     with transaction(ctx.engine) as session:
@@ -108,7 +112,7 @@ def run_daily_check(ctx: Context) -> DailyCheck:
                 audit.append(
                     session,
                     at=ctx.now(),
-                    actor=SYSTEM_ACTOR,
+                    actor=actor,
                     action=f"{row.kind}.sunset",
                     subject=catalog.subject(row),
                     before=before,

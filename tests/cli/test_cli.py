@@ -31,6 +31,7 @@ def orchestrator(
     else:
         url = engine.url.render_as_string(hide_password=False)
     monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", url)
+    monkeypatch.setenv("ORCHESTRATOR_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("ORCHESTRATOR_CONFIG", str(tmp_path / "absent.toml"))
     monkeypatch.delenv("ORCHESTRATOR_USER", raising=False)
     monkeypatch.setenv("COLUMNS", "200")
@@ -107,7 +108,10 @@ def test_edtech_records_tests_signs_off_and_the_building_tech_releases(
     assert [s["status"] for s in status["steps"]] == ["done", "done", "done"]
     current = [t for t in status["tests"] if t["current"]]
     assert {t["persona"] for t in current} == {"student", "staff"}
-    assert current[0]["attachments"][0]["sha256"]
+    attached = current[0]["attachments"][0]
+    assert attached["sha256"] and attached["name"] == "student-desktop.png"
+    shot.unlink()  # the evidence outlives the original file
+    assert Path(attached["stored"]).read_bytes() == b"\x89PNG fake screenshot"
 
     log = as_json(
         orchestrator("--as", "it.rivera", "audit", "--item", "image:101/lab@1.1", "--json")
@@ -335,3 +339,85 @@ def test_a_bad_settings_file_is_named_in_a_clear_error(
     assert result.exit_code == 2
     assert message in result.stderr and str(config) in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_an_unreachable_database_is_exit_7_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv(
+        "ORCHESTRATOR_DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/orchestrator"
+    )
+    for args in (["init"], ["people"], ["--as", "it.rivera", "base", "list"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 7, result.stderr
+        assert result.stderr.startswith("database unavailable (postgresql+psycopg://nobody@")
+
+
+def test_a_data_folder_that_cannot_be_made_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("ORCHESTRATOR_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("ORCHESTRATOR_DATA_DIR", str(blocker / "data"))
+    result = CliRunner().invoke(app, ["init"])
+    assert result.exit_code == 7
+    assert f"cannot create the data folder {blocker / 'data'}" in result.stderr
+
+
+def test_commands_on_a_fresh_folder_ask_for_init_and_create_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_CONFIG", str(tmp_path / "absent.toml"))
+    monkeypatch.setenv("ORCHESTRATOR_DATA_DIR", str(tmp_path / "data"))
+    result = CliRunner().invoke(app, ["--as", "it.rivera", "base", "list"])
+    assert result.exit_code == 7
+    assert "has no orchestrator schema" in result.stderr and "run 'orchestrator init'" in (
+        result.stderr
+    )
+    assert not (tmp_path / "data").exists()
+
+
+def test_version_is_printed_without_a_command() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("orchestrator ")
+
+
+def test_sunset_lead_days_accept_a_comma_list(
+    orchestrator: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_SUNSET_LEAD_DAYS", "60,14,1")
+    assert orchestrator("--as", "it.rivera", "whoami").exit_code == 0
+    monkeypatch.setenv("ORCHESTRATOR_SUNSET_LEAD_DAYS", "60,soon")
+    bad = orchestrator("--as", "it.rivera", "whoami", expect=2)
+    assert "invalid setting sunset_lead_days: '60,soon' is not a list of whole days" in bad.stderr
+
+
+def test_only_it_runs_the_sunset_check_by_hand(orchestrator: Invoke) -> None:
+    refused = orchestrator("--as", "btc.lincoln", "sunset", "check", expect=3)
+    assert "BTC cannot run the sunset check" in refused.stderr
+    ran = orchestrator("--as", "it.rivera", "sunset", "check")
+    assert "reached sunset: none" in ran.stdout
+
+
+def test_a_btc_recording_a_test_is_told_it_cannot_record_tests(orchestrator: Invoke) -> None:
+    result = orchestrator(
+        "--as",
+        "btc.lincoln",
+        "image",
+        "record-test",
+        "101/lab@1.1",
+        "--persona",
+        "student",
+        "--check",
+        "sign-in=pass",
+        expect=3,
+    )
+    assert result.stderr.startswith("refused: BTC cannot record image tests (the chain gives")
+
+
+def test_rebasing_twice_points_to_the_rebase_already_under_way(orchestrator: Invoke) -> None:
+    again = orchestrator("--as", "btc.lincoln", "image", "rebase", "101/lab@1.0", expect=5)
+    assert "already rebased onto pc-elementary@2026.1 as 101/lab@1.1 (testing)" in again.stderr
