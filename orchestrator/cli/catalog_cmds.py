@@ -117,6 +117,7 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
     ) -> None:
         """Approve the review step, or sign off the tests."""
         chosen = _enum(Step, step, "step")
+        assert chosen is not None  # the option is required
         v = chain.approve(state.ctx, state.actor(), kind, ref, reason, step=chosen)
         _show_view(v, as_json, f"approved {v.ref}: now [bold]{v.state.value}[/]")
 

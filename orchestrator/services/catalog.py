@@ -895,7 +895,47 @@ def revise(ctx: Context, actor: Actor, kind: Kind, ref: str, rev: Revision) -> R
                 if r
             ),
         )
+        if changed and kind is Kind.PACKAGE:
+            _cascade_package_change(ctx, session, actor, row)
         return RevisionResult(view_of(session, row, today), changed, restarted)
+
+
+def _cascade_package_change(ctx: Context, session: Session, actor: Actor, pkg: Releasable) -> None:
+    """Images carrying a package whose content changed carry new content too:
+    their digests follow, and those in the chain start it over."""
+    from orchestrator.services.chain import move  # chain imports catalog
+
+    images = session.exec(
+        select(Releasable)
+        .join(ImagePackage, col(ImagePackage.image_id) == col(Releasable.id))
+        .where(ImagePackage.package_id == pkg.id)
+    ).all()
+    for image in images:
+        state = State(image.state)
+        if state not in lifecycle.REVISABLE:
+            # Released images only carry released packages, whose content is frozen.
+            continue
+        new_digest = compute_digest(session, image)
+        if new_digest == image.digest:
+            continue
+        before = snapshot(image)
+        image.digest = new_digest
+        image.updated_at = ctx.now()
+        session.add(image)
+        session.flush()
+        if state is not State.DRAFT:
+            move(session, image, Event.REVISE, ctx.now())
+        audit.append(
+            session,
+            at=ctx.now(),
+            actor=actor,
+            action=f"{image.kind}.revise",
+            subject=subject(image),
+            before=before,
+            after=snapshot(image),
+            digest=image.digest,
+            reason=f"package {ref_of(pkg)} changed: the approval chain starts over",
+        )
 
 
 def newest_published_base(session: Session, platform: str, level: str) -> Releasable | None:

@@ -552,6 +552,12 @@ def _decide(
             building=catalog.building_of(row),
             authors=catalog.authors_of(row),
         )
+        if outcome is Outcome.APPROVE and catalog.compute_digest(session, row) != row.digest:
+            # A backstop: approvals are only ever given to the content they judged.
+            raise Conflict(
+                f"cannot {doing} {catalog.ref_of(row)}: its content changed since its digest "
+                "was recorded; revise it so the chain starts over"
+            )
         before = catalog.snapshot(row)
         if outcome is Outcome.REJECT:
             move(session, row, Event.REJECT, ctx.now())
@@ -589,14 +595,13 @@ def approve(
     ref: str,
     reason: str = "",
     *,
-    step: Step | None = None,
+    step: Step,
 ) -> catalog.ReleasableView:
     """Approve the review or test step (the test step needs passing student and
     staff tests of the current digest).
 
     ``step`` names the step the approver judged; if the item has moved on since,
-    the approval is refused rather than applied to the next step. (None: the
-    step pending now; for scripts that just read it in the same breath.)
+    the approval is refused rather than applied to the next step.
 
     Raises:
         Refused, NotFound, Conflict (not waiting for that step, or missing

@@ -9,7 +9,7 @@ from sqlmodel import func, select
 
 from orchestrator.db.models import AuditEntry, Releasable
 from orchestrator.db.session import transaction
-from orchestrator.domain.states import Kind, State
+from orchestrator.domain.states import Kind, State, Step
 from orchestrator.errors import (
     Conflict,
     Duplicate,
@@ -266,9 +266,11 @@ def test_changing_the_content_sends_the_item_back_to_draft_and_old_evidence_stop
     assert status.tests and not any(t.current for t in status.tests)
     # Through review again, then the sign-off needs new evidence for the new digest.
     chain.submit(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, ref)
-    chain.approve(district.ctx, district["edtech.marco"], Kind.CUSTOM_IMAGE, ref)
+    chain.approve(district.ctx, district["edtech.marco"], Kind.CUSTOM_IMAGE, ref, step=Step.REVIEW)
     with pytest.raises(Conflict, match="no student test is recorded for its current content"):
-        chain.approve(district.ctx, district["edtech.grace"], Kind.CUSTOM_IMAGE, ref)
+        chain.approve(
+            district.ctx, district["edtech.grace"], Kind.CUSTOM_IMAGE, ref, step=Step.TEST
+        )
 
 
 def test_revising_without_a_content_change_keeps_the_chain(district: District) -> None:
@@ -307,7 +309,7 @@ def test_reviser_counts_as_author_for_the_review_and_test_steps(district: Distri
         district.ctx, district["sectec.lee"], Kind.CUSTOM_IMAGE, ref, Revision(settings={"x": "1"})
     )
     chain.submit(district.ctx, district["sectec.lee"], Kind.CUSTOM_IMAGE, ref)
-    chain.approve(district.ctx, district["edtech.grace"], Kind.CUSTOM_IMAGE, ref)
+    chain.approve(district.ctx, district["edtech.grace"], Kind.CUSTOM_IMAGE, ref, step=Step.REVIEW)
     for who in ("sectec.kim", "sectec.lee"):
         with pytest.raises(Refused, match="of their own customized image"):
             district.record_passing_tests(Kind.CUSTOM_IMAGE, ref, who)

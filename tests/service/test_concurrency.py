@@ -23,7 +23,13 @@ def test_a_stale_compare_and_set_is_refused_and_moves_nothing(district: District
     with Session(engine) as first_reader:
         stale = first_reader.exec(select(Releasable)).one()
         first_reader.expunge(stale)
-    chain.approve(district.ctx, district["edtech.grace"], Kind.BASE_IMAGE, "pc-elementary@2026.1")
+    chain.approve(
+        district.ctx,
+        district["edtech.grace"],
+        Kind.BASE_IMAGE,
+        "pc-elementary@2026.1",
+        step=Step.REVIEW,
+    )
 
     with pytest.raises(StaleState, match="changed by someone else"), transaction(engine) as s:
         s.add(stale)

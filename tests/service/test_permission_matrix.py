@@ -74,7 +74,7 @@ from sqlmodel import select
 from orchestrator.db.models import Building, Person, PersonBuilding
 from orchestrator.db.session import transaction
 from orchestrator.domain.policy import Actor
-from orchestrator.domain.states import Kind, Role, State
+from orchestrator.domain.states import Kind, Role, State, Step
 from orchestrator.errors import NotFound, Refused
 from orchestrator.services import audit, catalog, chain, directory, hardware
 from orchestrator.services.catalog import BaseImageSpec, CustomImageSpec, PackageSpec, Revision
@@ -587,8 +587,13 @@ def _expect_state(view: catalog.ReleasableView, state: State) -> None:
     assert view.state is state
 
 
+_STEP_BEFORE = {State.TESTING: Step.REVIEW, State.APPROVED: Step.TEST}
+
+
 def _approve(cell: Cell, kind: Kind, ref: str, to: State) -> Act:
-    return lambda: _expect_state(chain.approve(cell.d.ctx, cell.actor, kind, ref, "ok"), to)
+    return lambda: _expect_state(
+        chain.approve(cell.d.ctx, cell.actor, kind, ref, "ok", step=_STEP_BEFORE[to]), to
+    )
 
 
 def _publish(cell: Cell, kind: Kind, ref: str) -> Act:
@@ -684,11 +689,11 @@ def test_btc_cannot_sign_off_image_tests(d: District) -> None:
     d.record_passing_tests(Kind.CUSTOM_IMAGE, ref, "edtech.grace")
     for btc in ("btc.rivera", "btc.lincoln"):  # a colleague of the author, and the author
         with pytest.raises(Refused) as err:
-            chain.approve(d.ctx, d[btc], Kind.CUSTOM_IMAGE, ref, "looks fine")
+            chain.approve(d.ctx, d[btc], Kind.CUSTOM_IMAGE, ref, "looks fine", step=Step.TEST)
         assert str(err.value) == message
         with pytest.raises(Refused) as err:
             chain.record_test(d.ctx, d[btc], Kind.CUSTOM_IMAGE, ref, persona="staff", checks=CHECKS)
-        assert str(err.value) == message
+        assert str(err.value) == message.replace("sign off", "record")
     assert catalog.show(d.ctx, d["btc.lincoln"], Kind.CUSTOM_IMAGE, ref).state is State.TESTING
 
 
@@ -748,7 +753,9 @@ def _reviser_then_colleague_custom(d: District) -> tuple[str, list[str], str]:
         d.ctx, d["sectec.lee"], Kind.CUSTOM_IMAGE, ref, Revision(settings={"wallpaper": "kennedy"})
     )
     chain.submit(d.ctx, d["sectec.lee"], Kind.CUSTOM_IMAGE, ref)
-    chain.approve(d.ctx, d["edtech.marco"], Kind.CUSTOM_IMAGE, ref, "ok for instruction")
+    chain.approve(
+        d.ctx, d["edtech.marco"], Kind.CUSTOM_IMAGE, ref, "ok for instruction", step=Step.REVIEW
+    )
     return ref, ["sectec.lee", "sectec.kim"], "edtech.grace"
 
 
@@ -800,9 +807,12 @@ def test_nobody_approves_review_or_test_of_their_own_work(
     d.record_passing_tests(kind, ref, colleague)
     for person in own_people:
         with pytest.raises(Refused, match="of their own"):
-            chain.approve(d.ctx, d[person], kind, ref, "my tests pass")
+            chain.approve(d.ctx, d[person], kind, ref, "my tests pass", step=Step.TEST)
     # a different person of the same standing may: the refusal was about authorship
-    assert chain.approve(d.ctx, d[colleague], kind, ref, "tests pass").state is State.APPROVED
+    assert (
+        chain.approve(d.ctx, d[colleague], kind, ref, "tests pass", step=Step.TEST).state
+        is State.APPROVED
+    )
 
 
 def test_edtech_the_only_reviewer_can_never_author_what_it_reviews(d: District) -> None:
@@ -835,7 +845,10 @@ def test_edtech_the_only_reviewer_can_never_author_what_it_reviews(d: District) 
     ref = d.custom("101", to=State.IN_REVIEW)
     with pytest.raises(Refused):
         catalog.revise(d.ctx, grace, Kind.CUSTOM_IMAGE, ref, Revision(settings={"a": "b"}))
-    assert chain.approve(d.ctx, grace, Kind.CUSTOM_IMAGE, ref, "ok").state is State.TESTING
+    assert (
+        chain.approve(d.ctx, grace, Kind.CUSTOM_IMAGE, ref, "ok", step=Step.REVIEW).state
+        is State.TESTING
+    )
 
 
 def test_principal_can_read_but_not_act(d: District) -> None:
@@ -875,14 +888,20 @@ def test_principal_can_read_but_not_act(d: District) -> None:
                 d.ctx, principal, Kind.CUSTOM_IMAGE, draft, Revision(settings={"a": "b"})
             ),
         ),
-        ("review", lambda: chain.approve(d.ctx, principal, Kind.CUSTOM_IMAGE, in_review)),
+        (
+            "review",
+            lambda: chain.approve(d.ctx, principal, Kind.CUSTOM_IMAGE, in_review, step=Step.REVIEW),
+        ),
         (
             "record test",
             lambda: chain.record_test(
                 d.ctx, principal, Kind.CUSTOM_IMAGE, testing, persona="staff", checks=CHECKS
             ),
         ),
-        ("sign off", lambda: chain.approve(d.ctx, principal, Kind.CUSTOM_IMAGE, testing)),
+        (
+            "sign off",
+            lambda: chain.approve(d.ctx, principal, Kind.CUSTOM_IMAGE, testing, step=Step.TEST),
+        ),
         ("reject", lambda: chain.reject(d.ctx, principal, Kind.CUSTOM_IMAGE, in_review, "no")),
         ("release", lambda: chain.publish(d.ctx, principal, Kind.CUSTOM_IMAGE, approved)),
         ("retire", lambda: chain.retire(d.ctx, principal, Kind.CUSTOM_IMAGE, draft)),
