@@ -397,6 +397,29 @@ def snapshot(row: Releasable) -> dict[str, Any]:
     }
 
 
+def record_change(
+    session: Session,
+    ctx: Context,
+    actor: Actor,
+    row: Releasable,
+    action: str,
+    before: dict[str, Any] | None,
+    reason: str = "",
+) -> None:
+    """Append the audit entry for a change to ``row``, in the caller's transaction."""
+    audit.append(
+        session,
+        at=ctx.now(),
+        actor=actor,
+        action=action,
+        subject=subject(row),
+        before=before,
+        after=snapshot(row),
+        digest=row.digest,
+        reason=reason,
+    )
+
+
 # ---------------------------------------------------------------------------
 # Creating
 # ---------------------------------------------------------------------------
@@ -470,15 +493,7 @@ def _finish_create(
     row.digest = compute_digest(session, row)
     session.add(row)
     session.flush()
-    audit.append(
-        session,
-        at=ctx.now(),
-        actor=actor,
-        action=action,
-        subject=subject(row),
-        after=snapshot(row),
-        digest=row.digest,
-    )
+    record_change(session, ctx, actor, row, action, None)
     return view_of(session, row, ctx.today())
 
 
@@ -877,15 +892,13 @@ def revise(ctx: Context, actor: Actor, kind: Kind, ref: str, rev: Revision) -> R
         row.updated_at = ctx.now()
         session.add(row)
         session.flush()
-        audit.append(
+        record_change(
             session,
-            at=ctx.now(),
-            actor=actor,
-            action=f"{kind.value}.revise",
-            subject=subject(row),
-            before=before,
-            after=snapshot(row),
-            digest=row.digest,
+            ctx,
+            actor,
+            row,
+            f"{kind.value}.revise",
+            before,
             reason="; ".join(
                 r
                 for r in (
@@ -925,16 +938,14 @@ def _cascade_package_change(ctx: Context, session: Session, actor: Actor, pkg: R
         session.flush()
         if state is not State.DRAFT:
             move(session, image, Event.REVISE, ctx.now())
-        audit.append(
+        record_change(
             session,
-            at=ctx.now(),
-            actor=actor,
-            action=f"{image.kind}.revise",
-            subject=subject(image),
-            before=before,
-            after=snapshot(image),
-            digest=image.digest,
-            reason=f"package {ref_of(pkg)} changed: the approval chain starts over",
+            ctx,
+            actor,
+            image,
+            f"{image.kind}.revise",
+            before,
+            f"package {ref_of(pkg)} changed: the approval chain starts over",
         )
 
 

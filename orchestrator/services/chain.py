@@ -362,17 +362,7 @@ def _record(
     before: dict[str, Any],
     reason: str = "",
 ) -> None:
-    audit.append(
-        session,
-        at=ctx.now(),
-        actor=actor,
-        action=action,
-        subject=catalog.subject(row),
-        before=before,
-        after=catalog.snapshot(row),
-        digest=row.digest,
-        reason=reason,
-    )
+    catalog.record_change(session, ctx, actor, row, action, before, reason)
 
 
 def submit(ctx: Context, actor: Actor, kind: Kind, ref: str) -> catalog.ReleasableView:

@@ -18,7 +18,7 @@ from orchestrator.domain import sunset as rules
 from orchestrator.domain.lifecycle import Event
 from orchestrator.domain.policy import SYSTEM_ACTOR, Action, Actor, authorize, may
 from orchestrator.domain.states import Kind, Role, State
-from orchestrator.services import audit, catalog, notices
+from orchestrator.services import catalog, notices
 from orchestrator.services.chain import move
 from orchestrator.services.context import Context
 
@@ -109,16 +109,14 @@ def run_daily_check(ctx: Context, actor: Actor = SYSTEM_ACTOR) -> DailyCheck:
             if rules.is_sunset(eff, today):
                 before = catalog.snapshot(row)
                 move(session, row, Event.SUNSET, ctx.now())
-                audit.append(
+                catalog.record_change(
                     session,
-                    at=ctx.now(),
-                    actor=actor,
-                    action=f"{row.kind}.sunset",
-                    subject=catalog.subject(row),
-                    before=before,
-                    after=catalog.snapshot(row),
-                    digest=row.digest,
-                    reason=f"effective sunset {eff.isoformat()} reached",
+                    ctx,
+                    actor,
+                    row,
+                    f"{row.kind}.sunset",
+                    before,
+                    f"effective sunset {eff.isoformat()} reached",
                 )
                 notices.post(
                     session,
