@@ -14,7 +14,6 @@ References (``ref``) name one version of one thing:
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -49,10 +48,14 @@ from orchestrator.errors import Conflict, Duplicate, InvalidInput, NotFound, Sun
 from orchestrator.services import audit, hardware
 from orchestrator.services.context import Context
 from orchestrator.services.directory import get_building
-
-DISTRICT_SCOPE = "*"
-_REF = re.compile(r"(?:(?P<scope>[0-9]{1,6})/)?(?P<name>[^@/]+)@(?P<version>[^@/]+)")
-
+from orchestrator.services.refs import (
+    DISTRICT_SCOPE,
+    REF_PATTERN,
+    building_of,
+    make_ref,
+    ref_of,
+)
+from orchestrator.services.transitions import move
 
 # ---------------------------------------------------------------------------
 # References and reading
@@ -63,22 +66,9 @@ def version_sort_key(version: str) -> str:
     return ".".join(f"{p:06d}" for p in validation.version(version))
 
 
-def make_ref(name: str, version: str, scope_key: str) -> str:
-    prefix = "" if scope_key == DISTRICT_SCOPE else f"{scope_key}/"
-    return f"{prefix}{name}@{version}"
-
-
-def ref_of(row: Releasable) -> str:
-    return make_ref(row.name, row.version, row.scope_key)
-
-
 def subject(row: Releasable) -> audit.Subject:
     building = None if row.scope_key == DISTRICT_SCOPE else row.scope_key
     return audit.Subject(row.kind, ref_of(row), row.id, building)
-
-
-def building_of(row: Releasable) -> str | None:
-    return None if row.scope_key == DISTRICT_SCOPE else row.scope_key
 
 
 def resolve(session: Session, actor: Actor, kind: Kind, ref: str) -> Releasable:
@@ -96,7 +86,7 @@ def resolve(session: Session, actor: Actor, kind: Kind, ref: str) -> Releasable:
         if row is not None and row.kind != kind.value:
             row = None
     else:
-        m = _REF.fullmatch(ref)
+        m = REF_PATTERN.fullmatch(ref)
         if not m:
             raise InvalidInput(
                 f"{ref!r} is not a {kind.label} reference (e.g. {_example(kind)}, or #ID)",
@@ -350,7 +340,7 @@ def _model_refs(session: Session, row_id: int) -> list[str]:
     )
 
 
-def _package_rows(session: Session, image_id: int) -> list[Releasable]:
+def package_rows(session: Session, image_id: int) -> list[Releasable]:
     return list(
         session.exec(
             select(Releasable)
@@ -380,7 +370,7 @@ def compute_digest(session: Session, row: Releasable) -> str:
         content |= {
             "base_digest": base.digest,
             "settings": dict(sorted(row.settings.items())),
-            "packages": sorted(p.digest for p in _package_rows(session, row.id)),
+            "packages": sorted(p.digest for p in package_rows(session, row.id)),
         }
     else:
         content |= {"audience": row.audience, "detection_rule": row.detection_rule}
@@ -820,8 +810,6 @@ def revise(ctx: Context, actor: Actor, kind: Kind, ref: str, rev: Revision) -> R
         Refused, NotFound, InvalidInput, Conflict: published or later things are
             immutable (make a new version). StaleState: someone moved it meanwhile.
     """
-    from orchestrator.services.chain import move  # chain imports catalog
-
     today = ctx.today()
     with transaction(ctx.engine) as session:
         row = resolve(session, actor, kind, ref)
@@ -916,8 +904,6 @@ def revise(ctx: Context, actor: Actor, kind: Kind, ref: str, rev: Revision) -> R
 def _cascade_package_change(ctx: Context, session: Session, actor: Actor, pkg: Releasable) -> None:
     """Images carrying a package whose content changed carry new content too:
     their digests follow, and those in the chain start it over."""
-    from orchestrator.services.chain import move  # chain imports catalog
-
     images = session.exec(
         select(Releasable)
         .join(ImagePackage, col(ImagePackage.image_id) == col(Releasable.id))
@@ -1036,7 +1022,7 @@ def rebase(
             )
         kept_pkgs: list[Releasable] = []
         dropped_pkgs: list[Releasable] = []
-        for p in _package_rows(session, old.id):
+        for p in package_rows(session, old.id):
             usable = p.state not in (State.SUNSET.value, State.RETIRED.value)
             (kept_pkgs if usable else dropped_pkgs).append(p)
         row = _new_row(

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from orchestrator.db.models import AuditEntry, ChainStepRow, Decision, Releasable, TestRun
@@ -38,12 +36,12 @@ from orchestrator.domain.states import Kind, Outcome, Persona, Role, State, Step
 from orchestrator.errors import (
     Conflict,
     InvalidInput,
-    StaleState,
     SunsetReached,
 )
 from orchestrator.services import audit, catalog, notices
 from orchestrator.services import evidence as evidence_store
 from orchestrator.services.context import Context
+from orchestrator.services.transitions import claim, move
 
 # ---------------------------------------------------------------------------
 # Policies (data)
@@ -96,57 +94,6 @@ def seed_policies(session: Session) -> None:
 def policies(ctx: Context) -> list[ChainPolicy]:
     with transaction(ctx.engine) as session:
         return [load_policy(session, k) for k in Kind]
-
-
-# ---------------------------------------------------------------------------
-# Compare-and-set moves
-# ---------------------------------------------------------------------------
-
-
-def _cas(session: Session, row: Releasable, expect: State, values: dict[str, Any]) -> None:
-    result = session.execute(
-        sa.update(Releasable)
-        .where(
-            col(Releasable.id) == row.id,
-            col(Releasable.state) == expect.value,
-            col(Releasable.state_version) == row.state_version,
-        )
-        .values(state_version=row.state_version + 1, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise StaleState(
-            f"{catalog.ref_of(row)} was changed by someone else while you acted "
-            f"(it is no longer {expect.value} as you saw it); look again and retry"
-        )
-    set_committed_value(row, "state_version", row.state_version + 1)
-    for key, value in values.items():
-        set_committed_value(row, key, value)
-
-
-def move(session: Session, row: Releasable, event: Event, at: datetime) -> State:
-    """Fire ``event`` on ``row``: legal per the lifecycle table, persisted compare-and-set.
-
-    Raises:
-        InvalidTransition: no such move from the current state.
-        StaleState: someone else moved or changed it since it was read.
-    """
-    current = State(row.state)
-    target = lifecycle.next_state(current, event)
-    values: dict[str, Any] = {"state": target.value, "updated_at": at}
-    if event is Event.PUBLISH:
-        values["published_at"] = at
-    _cas(session, row, current, values)
-    return target
-
-
-def claim(session: Session, row: Releasable) -> None:
-    """Compare-and-set the version without moving: no one else changes it until we commit.
-
-    Raises:
-        StaleState: it changed since it was read.
-    """
-    _cas(session, row, State(row.state), {})
 
 
 # ---------------------------------------------------------------------------
@@ -643,7 +590,7 @@ def _check_publishable(session: Session, ctx: Context, row: Releasable) -> None:
         assert row.id is not None
         unreleased = [
             catalog.ref_of(p)
-            for p in catalog._package_rows(session, row.id)
+            for p in catalog.package_rows(session, row.id)
             if State(p.state) not in lifecycle.DEPLOYABLE
         ]
         if unreleased:

@@ -19,8 +19,8 @@ from orchestrator.domain.lifecycle import Event
 from orchestrator.domain.policy import SYSTEM_ACTOR, Action, Actor, authorize, may
 from orchestrator.domain.states import Kind, Role, State
 from orchestrator.services import catalog, notices
-from orchestrator.services.chain import move
 from orchestrator.services.context import Context
+from orchestrator.services.transitions import move
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from orchestrator.db.session import transaction
 from orchestrator.domain.lifecycle import Event
 from orchestrator.domain.states import Kind, State, Step
 from orchestrator.errors import Conflict, StaleState
-from orchestrator.services import audit, catalog, chain
+from orchestrator.services import audit, catalog, chain, transitions
 from tests.factories import District
 
 
@@ -33,7 +33,7 @@ def test_a_stale_compare_and_set_is_refused_and_moves_nothing(district: District
 
     with pytest.raises(StaleState, match="changed by someone else"), transaction(engine) as s:
         s.add(stale)
-        chain.move(s, stale, Event.PASS_REVIEW, district.ctx.now())
+        transitions.move(s, stale, Event.PASS_REVIEW, district.ctx.now())
 
     with transaction(engine) as s:
         row = s.exec(select(Releasable)).one()
