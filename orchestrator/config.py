@@ -129,7 +129,9 @@ def load_settings(**overrides: Any) -> Settings:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         msg = first["msg"].removeprefix("Value error, ")
+        sources = "ORCHESTRATOR_* variables"
+        if _config_file().is_file():
+            sources += f" and {_config_file()}"
         raise InvalidInput(
-            f"invalid setting {where}: {msg} (settings come from ORCHESTRATOR_* "
-            f"variables and {_config_file()})"
+            f"invalid setting {where}: {msg} (settings come from {sources})"
         ) from exc

@@ -104,8 +104,13 @@ def serve(
     """Upgrade the database and run the orchestrator service until stopped."""
     from orchestrator.scheduler.service import serve as run_service
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S%z",
+    )
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     _init(sample_district)
 
     def ready(next_run: datetime | None) -> None:

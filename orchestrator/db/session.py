@@ -99,7 +99,7 @@ def reachable(engine: Engine) -> Iterator[None]:
     except OperationalError as exc:
         raise DatabaseUnavailable(
             f"database unavailable ({engine.url.render_as_string(hide_password=True)}): "
-            f"{str(exc.orig).strip()}"
+            f"{' '.join(str(exc.orig).split())}"
         ) from exc
 
 

@@ -997,16 +997,22 @@ def rebase(
                 select(Releasable)
                 .where(
                     Releasable.supersedes_id == old.id,
-                    Releasable.base_id == new_base.id,
                     col(Releasable.state) != State.RETIRED.value,
                 )
+                .order_by(col(Releasable.version_key).desc())
                 .limit(1)
             ).first()
-            if earlier is not None:
+            if earlier is not None and earlier.base_id == new_base.id:
                 raise Conflict(
                     f"{ref_of(old)} was already rebased onto {ref_of(new_base)} as "
                     f"{ref_of(earlier)} ({earlier.state}); carry on with that one, or "
                     "retire it first, or give --version for another rebase"
+                )
+            if earlier is not None:
+                raise Conflict(
+                    f"{ref_of(old)} was already rebased as {ref_of(earlier)} ({earlier.state}); "
+                    f"rebase {ref_of(earlier)} onto {ref_of(new_base)} instead, or give "
+                    "--version to rebase this one again"
                 )
         new_version = version or validation.bump(old.version)
         validation.version(new_version)

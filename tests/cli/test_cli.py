@@ -352,6 +352,7 @@ def test_an_unreachable_database_is_exit_7_without_a_traceback(
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 7, result.stderr
         assert result.stderr.startswith("database unavailable (postgresql+psycopg://nobody@")
+        assert "\n" not in result.stderr.strip()
 
 
 def test_a_data_folder_that_cannot_be_made_is_a_clear_error(

@@ -406,3 +406,16 @@ def test_unknown_reference_says_what_was_asked(district: District) -> None:
         catalog.show(district.ctx, district["it.ana"], Kind.BASE_IMAGE, "pc-high@9.9")
     with pytest.raises(InvalidInput, match="is not a customized image reference"):
         catalog.show(district.ctx, district["it.ana"], Kind.CUSTOM_IMAGE, "lab")
+
+
+def test_rebasing_an_old_version_again_points_to_its_newer_rebase(district: District) -> None:
+    district.base(version="2026.1")
+    old = district.custom(to=State.PUBLISHED)
+    district.base(version="2026.2")
+    catalog.rebase(district.ctx, district["btc.lincoln"], old)
+    district.base(version="2026.3")
+
+    with pytest.raises(Conflict, match="already rebased as 101/lab@1.1 .*rebase 101/lab@1.1 onto"):
+        catalog.rebase(district.ctx, district["btc.lincoln"], old)
+    newer = catalog.rebase(district.ctx, district["btc.lincoln"], "101/lab@1.1")
+    assert (newer.view.ref, newer.view.base) == ("101/lab@1.2", "pc-elementary@2026.3")
