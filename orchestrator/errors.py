@@ -15,7 +15,13 @@ person who caused it: what was wrong and where.
     │   ├── InvalidTransition   409  the lifecycle table has no such move
     │   └── StaleState          409  someone else moved it first (compare-and-set lost)
     ├── SunsetReached           409  past the effective sunset date
-    └── AuditTampered           500  the audit hash chain does not verify
+    ├── AuditTampered           500  the audit hash chain does not verify
+    └── RemoteError             502  a client computer could not be reached or refused us
+        ├── HostUnreachable          no route, connection refused, timed out connecting
+        ├── AuthenticationFailed     wrong password or key (not retried)
+        ├── AccessDenied             authenticated, but not allowed (not retried)
+        ├── RemoteTimeout            the operation timed out (may be re-polled)
+        └── HostKeyChanged           the SSH host key differs from the pinned one
 
 Library exceptions are translated at the adapter boundary (``raise ... from
 exc``); nothing above the adapters sees a SQLAlchemy or Ansible exception.
@@ -111,3 +117,37 @@ class AuditTampered(OrchestratorError):
     code = "audit_tampered"
     http_status = 500
     exit_code = 6
+
+
+class RemoteError(OrchestratorError):
+    """A client computer could not be reached, or refused what we asked."""
+
+    code = "remote_error"
+    http_status = 502
+    exit_code = 8
+
+    def __init__(self, message: str, *, host: str | None = None) -> None:
+        super().__init__(f"{host}: {message}" if host else message)
+        self.host = host
+
+
+class HostUnreachable(RemoteError):
+    code = "host_unreachable"
+
+
+class AuthenticationFailed(RemoteError):
+    code = "authentication_failed"
+
+
+class AccessDenied(RemoteError):
+    code = "access_denied"
+
+
+class RemoteTimeout(RemoteError):
+    code = "remote_timeout"
+
+
+class HostKeyChanged(RemoteError):
+    """The host presented another SSH host key than the one pinned at import."""
+
+    code = "host_key_changed"
