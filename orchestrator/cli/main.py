@@ -21,6 +21,7 @@ from orchestrator.cli.app import (
     state,
 )
 from orchestrator.cli.catalog_cmds import base_app, image_app, package_app
+from orchestrator.cli.inventory_cmds import clients_app, inventory_app
 from orchestrator.domain.states import Kind
 from orchestrator.errors import InvalidInput
 from orchestrator.services import (
@@ -44,6 +45,8 @@ app = typer.Typer(
 app.add_typer(base_app, name="base")
 app.add_typer(image_app, name="image")
 app.add_typer(package_app, name="package")
+app.add_typer(clients_app, name="clients")
+app.add_typer(inventory_app, name="inventory")
 
 
 def _print_version(value: bool) -> None:
@@ -77,8 +80,8 @@ def _init(sample_district: bool) -> None:
     if sample_district:
         if sample.load(state.ctx):
             console.print(
-                "sample district loaded: 7 buildings, 10 people, base images, customized "
-                "images and packages in every state"
+                "sample district loaded: 7 buildings, 10 people, 42 client computers, base "
+                "images, customized images and packages in every state"
             )
             console.print("try: [bold]orchestrator --as btc.lincoln image list[/]")
         else:

@@ -262,3 +262,33 @@ class Notice(SQLModel, table=True):
     building: str | None = Field(default=None, max_length=6)
     recipients: list[str] = Field(default_factory=list, sa_column=_json(list))
     message: str = Field(max_length=500)
+
+
+class Client(SQLModel, table=True):
+    """A computer in a building (room, lab or cart) that the orchestrator manages."""
+
+    __tablename__ = "client"
+    __table_args__ = (
+        sa.CheckConstraint(_in("platform", Platform), name="client_platform"),
+        sa.CheckConstraint("transport IN ('ssh', 'winrm')", name="client_transport"),
+        sa.CheckConstraint("port > 0 AND port < 65536", name="client_port"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    hostname: str = Field(max_length=63, unique=True)
+    building_id: int = Field(foreign_key="building.id", index=True)
+    room: str = Field(max_length=40)
+    platform: str = Field(max_length=8)
+    model: str = Field(max_length=120, description="as reported or imported")
+    hardware_model_id: int | None = Field(default=None, foreign_key="hardware_model.id")
+    serial: str = Field(max_length=40, unique=True)
+    mac: str = Field(max_length=17, unique=True, description="aa:bb:cc:dd:ee:ff")
+    address: str = Field(max_length=253)
+    port: int
+    transport: str = Field(max_length=8)
+    host_key: str | None = Field(default=None, max_length=800, description="pinned SSH host key")
+    test_client: bool = Field(default=False)
+    current_image: str | None = Field(default=None, max_length=200)
+    facts: dict[str, Any] = Field(default_factory=dict, sa_column=_json(dict))
+    last_seen: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    created_at: datetime = Field(sa_column=_utc())

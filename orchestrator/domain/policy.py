@@ -76,6 +76,7 @@ class Action(StrEnum):
     VERIFY_AUDIT = "verify_audit"
     MANAGE_HARDWARE = "manage_hardware"
     RUN_SUNSET_CHECK = "run_sunset_check"
+    MANAGE_CLIENTS = "manage_clients"
     MAINTAIN_BASE = "maintain_base"
     MAINTAIN_CUSTOM = "maintain_custom"
     MAINTAIN_ADMIN_PACKAGE = "maintain_admin_package"
@@ -130,6 +131,11 @@ PERMISSIONS: Mapping[Action, Grant] = MappingProxyType(
             {Role.IT: _D, Role.SYSTEM: _D},
             "run the sunset check",
             "the service runs it every day; IT may run it now",
+        ),
+        Action.MANAGE_CLIENTS: Grant(
+            {Role.IT: _D, Role.SECTEC: _OWN, Role.BTC: _OWN, Role.SYSTEM: _D},
+            "manage client computers",
+            "IT and each building's tech manage the building's hardware",
         ),
         Action.MAINTAIN_BASE: Grant(
             {Role.IT: _D, Role.SYSTEM: _D},
@@ -209,6 +215,17 @@ def authorize(actor: Actor, action: Action, *, building: str | None) -> None:
         Refused: the role may not do it, or not in that building.
     """
     _check_grant(actor, PERMISSIONS[action], building)
+
+
+def authorize_role(actor: Actor, action: Action) -> None:
+    """Allow ``actor``'s role to perform ``action`` somewhere (scope checked later).
+
+    Raises:
+        Refused: the role has no grant for the action at all.
+    """
+    grant = PERMISSIONS[action]
+    if actor.role not in grant.roles:
+        raise Refused(f"{actor.role.label} cannot {grant.doing} ({grant.rule})")
 
 
 def may(actor: Actor, action: Action, *, building: str | None) -> bool:

@@ -10,9 +10,13 @@ stays meaningful whenever it is loaded.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
+import tempfile
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 
 from sqlmodel import select
 
@@ -21,7 +25,15 @@ from orchestrator.db.models import Building, Person, PersonBuilding
 from orchestrator.db.session import transaction
 from orchestrator.domain.policy import SYSTEM_ACTOR, Actor
 from orchestrator.domain.states import Kind, Level, Role, Step
-from orchestrator.services import audit, catalog, chain, directory, hardware, sunset
+from orchestrator.services import (
+    audit,
+    catalog,
+    chain,
+    directory,
+    hardware,
+    inventory,
+    sunset,
+)
 from orchestrator.services.catalog import BaseImageSpec, CustomImageSpec, PackageSpec
 from orchestrator.services.chain import CheckResult
 from orchestrator.services.context import Context
@@ -58,6 +70,25 @@ HARDWARE = [
     ("Apple", "iMac21,1", "mac", 1000, True),
     ("Dell", "OptiPlex 7010", "pc", -100, True),
     ("Lenovo", "ThinkPad 11e", "pc", 400, False),
+]
+
+# (building, room, platform, model, how many). Addresses come from a range reserved
+# for documentation (RFC 5737), so the sample never reaches a real computer.
+CLIENTS = [
+    ("101", "lab-a", "pc", "Latitude 3420", 5),
+    ("101", "cart-1", "mac", "MacBookAir10,1", 4),
+    ("101", "library", "pc", "OptiPlex 7010", 1),
+    ("102", "lab", "pc", "ProBook 450 G8", 4),
+    ("102", "library", "mac", "iMac21,1", 2),
+    ("205", "cart-2", "mac", "MacBookAir10,1", 4),
+    ("205", "lab-114", "pc", "ThinkPad 11e", 3),
+    ("206", "media-lab", "pc", "OptiPlex 7090", 4),
+    ("301", "stem-lab", "pc", "Latitude 3420", 5),
+    ("301", "journalism", "mac", "iMac21,1", 2),
+    ("302", "library", "pc", "OptiPlex 7090", 3),
+    ("302", "journalism", "mac", "iMac21,1", 2),
+    ("302", "newsroom", "pc", "Acer C740", 1),
+    ("900", "front-office", "pc", "Latitude 3420", 2),
 ]
 
 PC_MODELS = ["Dell:Latitude 3420", "Dell:OptiPlex 7090", "HP:ProBook 450 G8"]
@@ -130,6 +161,7 @@ class _Story:
                 end_of_support=self.d(eos),
                 approved=approved,
             )
+        self.clients(-480)
         self.package(
             "edtech.okafor",
             "firefox",
@@ -255,6 +287,43 @@ class _Story:
         )
         # What the scheduler does every morning.
         sunset.run_daily_check(self.ctx)
+
+    def clients(self, days: int) -> None:
+        """The asset export IT imported when the district started with the orchestrator."""
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(
+            [
+                "Computer Name",
+                "School",
+                "Room",
+                "OS",
+                "Model",
+                "Serial Number",
+                "MAC Address",
+                "IP Address",
+            ]
+        )
+        n = 0
+        for building, room, platform, model, count in CLIENTS:
+            for i in range(1, count + 1):
+                n += 1
+                writer.writerow(
+                    [
+                        f"{building}-{room}-{i:02d}",
+                        building,
+                        room,
+                        "Windows" if platform == "pc" else "macOS",
+                        model,
+                        f"SN{building}{n:04d}",
+                        f"02:00:00:00:{n // 256:02x}:{n % 256:02x}",
+                        f"198.51.100.{n}",
+                    ]
+                )
+        with tempfile.TemporaryDirectory() as folder:
+            export = Path(folder) / "asset-export.csv"
+            export.write_text(out.getvalue())
+            inventory.import_clients(self.at(days), self.a("it.rivera"), export)
 
     def package(
         self,
