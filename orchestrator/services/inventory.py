@@ -215,10 +215,9 @@ def read_ansible_inventory(path: Path) -> list[Row]:
                     continue
                 if key in values and values[key] != value and origin.get(key) != "host":
                     raise InvalidInput(
-                        f"{host.where}: {key} is {values[key]!r} (group {origin[key]}) and "
+                        f"{host.where}: {key}: {values[key]!r} (group {origin[key]}) and "
                         f"{value!r} (group {group}); a host is in one building, room and "
-                        "platform",
-                        field=key,
+                        "platform"
                     )
                 values.setdefault(key, value)
                 origin.setdefault(key, group)
@@ -250,9 +249,8 @@ def _host_value(where: str, hosts: dict[str, _Host], name: str, key: str, value:
     host = hosts[name]
     if key in host.values and host.values[key] != value:
         raise InvalidInput(
-            f"{where}: host {name} has {key} {host.values[key]!r} in {host.where} and "
-            f"{value!r} here; duplicates are refused, not merged",
-            field=key,
+            f"{where}: {key}: host {name} has {host.values[key]!r} in {host.where} and "
+            f"{value!r} here; duplicates are refused, not merged"
         )
     host.values[key] = value
 

@@ -278,6 +278,7 @@ def test_rebase_from_the_command_line_starts_the_chain_again(orchestrator: Invok
         ["queue"],
         ["notices"],
         ["whoami"],
+        ["clients", "list"],
     ],
     ids=lambda a: "-".join(a),
 )
@@ -422,3 +423,26 @@ def test_a_btc_recording_a_test_is_told_it_cannot_record_tests(orchestrator: Inv
 def test_rebasing_twice_points_to_the_rebase_already_under_way(orchestrator: Invoke) -> None:
     again = orchestrator("--as", "btc.lincoln", "image", "rebase", "101/lab@1.0", expect=5)
     assert "already rebased onto pc-elementary@2026.1 as 101/lab@1.1 (testing)" in again.stderr
+
+
+def test_clients_import_and_inventory_export_from_the_command_line(
+    orchestrator: Invoke, tmp_path: Path
+) -> None:
+    export = tmp_path / "new-lab.csv"
+    export.write_text(
+        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
+        "101-lab-b-01,101,lab-b,pc,Latitude 3420,SNX0001,02:aa:00:00:00:01,127.0.0.31\n"
+        "101-lab-b-02,101,lab-b,pc,Acer C740,SNX0002,02:aa:00:00:00:02,127.0.0.32\n"
+    )
+    out = orchestrator("--as", "btc.lincoln", "clients", "import", str(export))
+    assert "imported 2 clients into building(s) 101" in out.stdout
+    assert "101-lab-b-02" in out.stdout  # flagged: off the Approved Technology List
+    again = orchestrator("--as", "btc.lincoln", "clients", "import", str(export), expect=2)
+    assert "nothing imported" in again.stderr and "is already in the inventory" in again.stderr
+    listed = as_json(
+        orchestrator("--as", "principal.lincoln", "clients", "list", "--room", "lab-b", "--json")
+    )
+    assert [c["hostname"] for c in listed] == ["101-lab-b-01", "101-lab-b-02"]
+    target = tmp_path / "inventory" / "district.yml"
+    wrote = orchestrator("--as", "it.rivera", "inventory", "export", "--output", str(target))
+    assert "wrote 44 hosts" in wrote.stdout and target.is_file()
