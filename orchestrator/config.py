@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         default="02:00", description="Local time (HH:MM) of the scheduler's daily sunset check."
     )
     user: str = Field(default="", description="Who the CLI acts as when --as is not given.")
+    ssh_user: str = Field(default="orchestrator", description="Login on Macs (SSH).")
+    ssh_key_file: Path | None = Field(
+        default=None, description="Private key the orchestrator logs in to Macs with."
+    )
+    winrm_user: str = Field(default="orchestrator", description="Login on PCs (WinRM).")
+    winrm_password: SecretStr | None = Field(default=None, description="Password for PCs.")
 
     @field_validator("district_timezone")
     @classmethod

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from orchestrator.cli import render
 from orchestrator.cli.app import JSON_OPTION, HandledGroup, console, print_json, state
-from orchestrator.services import inventory
+from orchestrator.services import inventory, runs
 
 clients_app = typer.Typer(
     cls=HandledGroup, help="Client computers in the buildings.", no_args_is_help=True
@@ -78,3 +78,134 @@ def inventory_export(
     """Write a standard Ansible YAML inventory (groups per building, level, platform, room)."""
     count = inventory.export_inventory(state.ctx, state.actor(), output, building=building)
     console.print(f"wrote {count} hosts to {output} (try: ansible-inventory -i {output} --list)")
+
+
+runs_app = typer.Typer(
+    cls=HandledGroup, help="Playbook runs and their per-host results.", no_args_is_help=True
+)
+
+
+def _credentials() -> runs.Credentials:
+    s = state.settings
+    return runs.Credentials.from_files(
+        ssh_user=s.ssh_user,
+        ssh_key_file=s.ssh_key_file,
+        winrm_user=s.winrm_user,
+        winrm_password=s.winrm_password.get_secret_value() if s.winrm_password else None,
+    )
+
+
+def _results_table(view: runs.RunView) -> Table:
+    t = Table(
+        title=f"run {view.id}: {view.playbook} on building {view.building} — {view.status}",
+        **render.TABLE_STYLE,
+    )
+    for heading in (
+        "host",
+        "result",
+        "ok",
+        "changed",
+        "failed",
+        "unreachable",
+        "skipped",
+        "failing task: message",
+    ):
+        t.add_column(heading, no_wrap=heading == "host")
+    style = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}
+    for h in view.hosts:
+        t.add_row(
+            h.hostname,
+            f"[{style.get(h.status, 'white')}]{h.status}[/]",
+            str(h.ok),
+            str(h.changed),
+            str(h.failed),
+            str(h.unreachable),
+            str(h.skipped),
+            escape(f"{h.failed_task}: {h.message}" if h.failed_task else ""),
+        )
+    return t
+
+
+def run_command(
+    playbook: Annotated[str, typer.Argument(help="One of the project's playbooks, e.g. ping.")],
+    building: Annotated[str, typer.Option(help="Building number.")],
+    room: Annotated[str | None, typer.Option(help="Only this room, lab or cart.")] = None,
+    forks: Annotated[int, typer.Option(help="Hosts worked on at once.")] = 10,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Run a playbook on a building's clients, with live per-host progress."""
+
+    style = {
+        "ok": "green",
+        "changed": "yellow",
+        "failed": "red",
+        "unreachable": "red",
+        "skipped": "dim",
+    }
+
+    def progress(event: runs.HostEvent) -> None:
+        if not as_json:
+            colour = style.get(event.result, "white")
+            console.print(
+                f"  {event.host}: [{colour}]{event.result}[/] {escape(event.task)}"
+                + (
+                    f" — {escape(event.message[:120])}"
+                    if event.result in ("failed", "unreachable")
+                    else ""
+                ),
+                highlight=False,
+            )
+
+    view = runs.run_playbook(
+        state.ctx,
+        state.actor(),
+        playbook,
+        building=building,
+        room=room,
+        forks=forks,
+        credentials=_credentials(),
+        on_event=progress,
+    )
+    if as_json:
+        print_json(view)
+        return
+    console.print(_results_table(view))
+    if view.reason:
+        console.print(view.reason)
+    if view.status != "successful":
+        raise typer.Exit(9)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[int, typer.Argument(help="Run number.")], as_json: bool = JSON_OPTION
+) -> None:
+    """A past run: per-host results and the failing task's message."""
+    view = runs.show(state.ctx, state.actor(), run_id)
+    if as_json:
+        print_json(view)
+    else:
+        console.print(_results_table(view))
+
+
+@runs_app.command("list")
+def runs_list(as_json: bool = JSON_OPTION) -> None:
+    """Recent runs you may see."""
+    views = runs.list_runs(state.ctx, state.actor())
+    if as_json:
+        print_json(views)
+        return
+    t = Table(title="runs", **render.TABLE_STYLE)
+    for heading in ("#", "playbook", "building", "by", "status", "hosts", "started"):
+        t.add_column(heading)
+    for v in views:
+        t.add_row(
+            str(v.id),
+            v.playbook,
+            v.building or "-",
+            v.actor,
+            v.status,
+            str(len(v.hosts)),
+            render.when(v.started_at, state.settings.zone),
+        )
+    console.print(t if views else "no runs yet")

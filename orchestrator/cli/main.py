@@ -21,7 +21,7 @@ from orchestrator.cli.app import (
     state,
 )
 from orchestrator.cli.catalog_cmds import base_app, image_app, package_app
-from orchestrator.cli.inventory_cmds import clients_app, inventory_app
+from orchestrator.cli.inventory_cmds import clients_app, inventory_app, run_command, runs_app
 from orchestrator.domain.states import Kind
 from orchestrator.errors import InvalidInput
 from orchestrator.services import (
@@ -47,6 +47,8 @@ app.add_typer(image_app, name="image")
 app.add_typer(package_app, name="package")
 app.add_typer(clients_app, name="clients")
 app.add_typer(inventory_app, name="inventory")
+app.add_typer(runs_app, name="runs")
+app.command("run")(run_command)
 
 
 def _print_version(value: bool) -> None:

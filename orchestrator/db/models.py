@@ -286,9 +286,57 @@ class Client(SQLModel, table=True):
     address: str = Field(max_length=253)
     port: int
     transport: str = Field(max_length=8)
+    login_user: str | None = Field(
+        default=None, max_length=64, description="remote login; None: the district default"
+    )
     host_key: str | None = Field(default=None, max_length=800, description="pinned SSH host key")
+    host_vars: dict[str, str] = Field(
+        default_factory=dict, sa_column=_json(dict), description="extra Ansible host variables"
+    )
     test_client: bool = Field(default=False)
     current_image: str | None = Field(default=None, max_length=200)
     facts: dict[str, Any] = Field(default_factory=dict, sa_column=_json(dict))
     last_seen: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
     created_at: datetime = Field(sa_column=_utc())
+
+
+class Run(SQLModel, table=True):
+    """One playbook run against a set of clients."""
+
+    __tablename__ = "run"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('running', 'successful', 'failed', 'timeout', 'canceled')",
+            name="run_status",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    playbook: str = Field(max_length=63)
+    building: str | None = Field(default=None, max_length=6, index=True)
+    actor: str = Field(max_length=64)
+    role: str = Field(max_length=16)
+    status: str = Field(max_length=12)
+    reason: str = Field(default="", max_length=500)
+    rc: int | None = Field(default=None)
+    started_at: datetime = Field(sa_column=_utc())
+    finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+
+
+class HostResult(SQLModel, table=True):
+    """What one run did on one client."""
+
+    __tablename__ = "host_result"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="run.id", index=True)
+    client_id: int = Field(foreign_key="client.id")
+    hostname: str = Field(max_length=63)
+    status: str = Field(max_length=12, description="ok, changed, failed, unreachable, skipped")
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+    failed_task: str | None = Field(default=None, max_length=200)
+    message: str | None = Field(default=None, max_length=2000)

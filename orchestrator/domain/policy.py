@@ -77,6 +77,7 @@ class Action(StrEnum):
     MANAGE_HARDWARE = "manage_hardware"
     RUN_SUNSET_CHECK = "run_sunset_check"
     MANAGE_CLIENTS = "manage_clients"
+    RUN_PLAYBOOK = "run_playbook"
     MAINTAIN_BASE = "maintain_base"
     MAINTAIN_CUSTOM = "maintain_custom"
     MAINTAIN_ADMIN_PACKAGE = "maintain_admin_package"
@@ -136,6 +137,11 @@ PERMISSIONS: Mapping[Action, Grant] = MappingProxyType(
             {Role.IT: _D, Role.SECTEC: _OWN, Role.BTC: _OWN, Role.SYSTEM: _D},
             "manage client computers",
             "IT and each building's tech manage the building's hardware",
+        ),
+        Action.RUN_PLAYBOOK: Grant(
+            {Role.IT: _D, Role.SECTEC: _OWN, Role.BTC: _OWN, Role.SYSTEM: _D},
+            "run playbooks on client computers",
+            "IT, and each building's tech on its own building's computers",
         ),
         Action.MAINTAIN_BASE: Grant(
             {Role.IT: _D, Role.SYSTEM: _D},

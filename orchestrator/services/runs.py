@@ -1,0 +1,287 @@
+"""Running one of the project's playbooks against a building's clients, and
+remembering what happened on every host.
+
+The run row is written (status ``running``) before Ansible starts, so a run
+is visible while it goes; each host's result and the run's end are written
+when Ansible reports them. The playbook itself runs outside any database
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlmodel import col, func, select
+
+from orchestrator.db.models import Building, Client, HostResult, Run
+from orchestrator.db.session import transaction
+from orchestrator.domain import validation
+from orchestrator.domain.policy import Action, Actor, authorize, may
+from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.remote.ansible import (
+    AnsibleRunner,
+    HostEvent,
+    HostOutcome,
+    HostTarget,
+    PlaybookRequest,
+    PlaybookRunner,
+    playbook_path,
+)
+from orchestrator.services import audit
+from orchestrator.services.context import Context
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """How the orchestrator logs in to clients; never stored in runs or artifacts."""
+
+    ssh_user: str = "orchestrator"
+    ssh_key: str | None = field(default=None, repr=False)
+    winrm_user: str = "orchestrator"
+    winrm_password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_files(
+        cls,
+        *,
+        ssh_user: str,
+        ssh_key_file: Path | None,
+        winrm_user: str,
+        winrm_password: str | None,
+    ) -> Credentials:
+        """Raises: InvalidInput when the key file cannot be read."""
+        key = None
+        if ssh_key_file is not None:
+            try:
+                key = ssh_key_file.read_text()
+            except OSError as exc:
+                raise InvalidInput(
+                    f"cannot read the SSH key {ssh_key_file}: {exc.strerror}", field="ssh_key_file"
+                ) from exc
+        return cls(ssh_user, key, winrm_user, winrm_password)
+
+
+@dataclass(frozen=True)
+class HostResultView:
+    hostname: str
+    status: str
+    ok: int
+    changed: int
+    failed: int
+    unreachable: int
+    skipped: int
+    failed_task: str | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class RunView:
+    id: int
+    playbook: str
+    building: str | None
+    actor: str
+    status: str
+    reason: str
+    started_at: datetime
+    finished_at: datetime | None
+    hosts: list[HostResultView]
+
+
+def run_playbook(
+    ctx: Context,
+    actor: Actor,
+    playbook: str,
+    *,
+    building: str,
+    credentials: Credentials,
+    runner: PlaybookRunner | None = None,
+    room: str | None = None,
+    forks: int = 10,
+    on_event: Callable[[HostEvent], None] = lambda _e: None,
+    should_cancel: Callable[[], bool] = lambda: False,
+) -> RunView:
+    """Run ``playbook`` on the clients of ``building`` (optionally one room).
+
+    ``runner`` defaults to the real Ansible runner.
+
+    Raises:
+        Refused: not IT, nor a tech of that building.
+        InvalidInput: unknown playbook. NotFound: unknown building, or no clients
+            there (an empty target is an error, not a success).
+    """
+    validation.building_number(building)
+    authorize(actor, Action.RUN_PLAYBOOK, building=building)
+    path = playbook_path(playbook)
+    now = ctx.now()
+    with transaction(ctx.engine) as session:
+        b = session.exec(select(Building).where(Building.number == building)).first()
+        if b is None:
+            raise NotFound(f"no building {building!r} (see 'orchestrator buildings')")
+        q = select(Client).where(Client.building_id == b.id).order_by(col(Client.hostname))
+        if room is not None:
+            q = q.where(func.lower(Client.room) == room.lower())
+        clients = list(session.exec(q))
+        if not clients:
+            where = f"room {room!r} of building {building}" if room else f"building {building}"
+            raise NotFound(f"no clients in {where}: nothing to run on")
+        run = Run(
+            playbook=path.stem,
+            building=building,
+            actor=actor.username,
+            role=actor.role.value,
+            status="running",
+            started_at=now,
+        )
+        session.add(run)
+        session.flush()
+        assert run.id is not None
+        run_id = run.id
+        audit.append(
+            session,
+            at=now,
+            actor=actor,
+            action="run.start",
+            subject=audit.Subject("run", f"run {run_id}: {path.stem}", run_id, building),
+            after={"playbook": path.stem, "hosts": len(clients)},
+        )
+        ids = {c.hostname: c.id or 0 for c in clients}
+        targets = [
+            HostTarget(
+                name=c.hostname,
+                address=c.address,
+                port=c.port,
+                connection=c.transport,
+                user=c.login_user
+                or (credentials.ssh_user if c.transport == "ssh" else credentials.winrm_user),
+                variables=dict(c.host_vars),
+            )
+            for c in clients
+        ]
+    request = PlaybookRequest(
+        playbook=path,
+        hosts=targets,
+        forks=forks,
+        ssh_key=credentials.ssh_key,
+        winrm_password=credentials.winrm_password,
+    )
+    try:
+        outcome = (runner or AnsibleRunner()).run(request, on_event, should_cancel)
+    except Exception as exc:  # a crash of the runner itself still ends the run record
+        _finish(ctx, actor, run_id, building, "failed", None, f"the run broke: {exc}", {}, ids)
+        raise
+    return _finish(
+        ctx,
+        actor,
+        run_id,
+        building,
+        outcome.status,
+        outcome.rc,
+        outcome.reason,
+        dict(outcome.hosts),
+        ids,
+    )
+
+
+def _finish(
+    ctx: Context,
+    actor: Actor,
+    run_id: int,
+    building: str,
+    status: str,
+    rc: int | None,
+    reason: str,
+    hosts: dict[str, HostOutcome],
+    ids: dict[str, int],
+) -> RunView:
+    now = ctx.now()
+    with transaction(ctx.engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        run.status, run.rc, run.reason, run.finished_at = status, rc, reason[:500], now
+        session.add(run)
+        for hostname, o in hosts.items():
+            session.add(
+                HostResult(
+                    run_id=run_id,
+                    client_id=ids[hostname],
+                    hostname=hostname,
+                    status=o.status,
+                    ok=o.ok,
+                    changed=o.changed,
+                    failed=o.failed,
+                    unreachable=o.unreachable,
+                    skipped=o.skipped,
+                    failed_task=(o.failed_task or None),
+                    message=(o.message or None),
+                )
+            )
+            facts = o.facts
+            if facts and o.status not in ("failed", "unreachable"):
+                client = session.get(Client, ids[hostname])
+                if client is not None:
+                    client.facts = {**client.facts, **facts}
+                    client.last_seen = now
+                    marker = facts.get("orchestrator_image")
+                    if isinstance(marker, str) and marker:
+                        client.current_image = marker[:200]
+                    session.add(client)
+        session.flush()
+        audit.append(
+            session,
+            at=now,
+            actor=actor,
+            action="run.finish",
+            subject=audit.Subject("run", f"run {run_id}: {run.playbook}", run_id, building),
+            after={"status": status, "hosts": len(hosts)},
+            reason=reason[:500],
+        )
+    return show(ctx, actor, run_id)
+
+
+def show(ctx: Context, actor: Actor, run_id: int) -> RunView:
+    """Raises: NotFound (also for runs in buildings the actor may not see)."""
+    with transaction(ctx.engine) as session:
+        run = session.get(Run, run_id)
+        if run is None or not may(actor, Action.READ_CATALOG, building=run.building):
+            raise NotFound(f"no run {run_id} (see 'orchestrator runs list')")
+        results = session.exec(
+            select(HostResult).where(HostResult.run_id == run_id).order_by(col(HostResult.hostname))
+        ).all()
+        assert run.id is not None
+        return RunView(
+            id=run.id,
+            playbook=run.playbook,
+            building=run.building,
+            actor=run.actor,
+            status=run.status,
+            reason=run.reason,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            hosts=[
+                HostResultView(
+                    r.hostname,
+                    r.status,
+                    r.ok,
+                    r.changed,
+                    r.failed,
+                    r.unreachable,
+                    r.skipped,
+                    r.failed_task,
+                    r.message,
+                )
+                for r in results
+            ],
+        )
+
+
+def list_runs(ctx: Context, actor: Actor, *, limit: int = 20) -> list[RunView]:
+    with transaction(ctx.engine) as session:
+        ids = [
+            r.id
+            for r in session.exec(select(Run).order_by(col(Run.id).desc()))
+            if r.id is not None and may(actor, Action.READ_CATALOG, building=r.building)
+        ][:limit]
+    return [show(ctx, actor, i) for i in ids]
