@@ -13,7 +13,9 @@ secrets) for reconciliation.
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -223,6 +225,8 @@ class AnsibleRunner:
                 "ANSIBLE_SSH_RETRIES": str(request.ssh_retries),
                 "ANSIBLE_TIMEOUT": str(request.connect_timeout),
                 "ANSIBLE_NOCOLOR": "True",
+                # The ansible-playbook installed beside this Python, whatever PATH says.
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             }
             extravars = dict(request.extravars)
             if request.winrm_password is not None:
