@@ -43,6 +43,8 @@ class HostTarget:
     """ssh or winrm"""
     user: str
     variables: Mapping[str, Any] = field(default_factory=dict)
+    host_key: str | None = None
+    """The pinned SSH host key ('ssh-ed25519 AAAA…'); SSH refuses any other."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,17 @@ def playbook_path(name: str) -> Path:
     return path
 
 
-def inventory_for(hosts: Sequence[HostTarget]) -> dict[str, Any]:
+def known_hosts_for(hosts: Sequence[HostTarget]) -> str:
+    """known_hosts lines for the pinned keys (unpinned hosts get none, so SSH refuses them)."""
+    lines = []
+    for h in hosts:
+        if h.connection == "ssh" and h.host_key:
+            where = h.address if h.port == 22 else f"[{h.address}]:{h.port}"
+            lines.append(f"{where} {h.host_key}")
+    return "\n".join(lines) + "\n"
+
+
+def inventory_for(hosts: Sequence[HostTarget], known_hosts: Path | None = None) -> dict[str, Any]:
     entries: dict[str, Any] = {}
     for h in hosts:
         hv: dict[str, Any] = {
@@ -140,6 +152,10 @@ def inventory_for(hosts: Sequence[HostTarget]) -> dict[str, Any]:
             "ansible_connection": h.connection,
             "ansible_user": h.user,
         }
+        if h.connection == "ssh" and known_hosts is not None:
+            hv["ansible_ssh_common_args"] = (
+                f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes"
+            )
         if h.connection == "winrm":
             hv |= {
                 "ansible_winrm_transport": "ntlm",
@@ -179,8 +195,10 @@ class AnsibleRunner:
         workdir = Path(tempfile.mkdtemp(prefix="orchestrator-run-"))
         try:
             (workdir / "inventory").mkdir()
+            known_hosts = workdir / "known_hosts"
+            known_hosts.write_text(known_hosts_for(request.hosts))
             (workdir / "inventory" / "hosts.yml").write_text(
-                yaml.safe_dump(inventory_for(request.hosts))
+                yaml.safe_dump(inventory_for(request.hosts, known_hosts))
             )
             (workdir / "project").mkdir()
             shutil.copytree(PLAYBOOKS, workdir / "project", dirs_exist_ok=True)
@@ -225,6 +243,10 @@ class AnsibleRunner:
                 "ANSIBLE_SSH_RETRIES": str(request.ssh_retries),
                 "ANSIBLE_TIMEOUT": str(request.connect_timeout),
                 "ANSIBLE_NOCOLOR": "True",
+                # A connection kept from an earlier run must never stand in for a new
+                # one: each run has its own control sockets, which die with it.
+                "ANSIBLE_SSH_CONTROL_PATH_DIR": str(workdir / "cp"),
+                "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=5s",
                 # The ansible-playbook installed beside this Python, whatever PATH says.
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             }

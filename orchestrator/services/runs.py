@@ -157,6 +157,7 @@ def run_playbook(
                 user=c.login_user
                 or (credentials.ssh_user if c.transport == "ssh" else credentials.winrm_user),
                 variables=dict(c.host_vars),
+                host_key=c.host_key,
             )
             for c in clients
         ]
