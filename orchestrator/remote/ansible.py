@@ -7,8 +7,7 @@ state, ``cancel_callback`` to stop it. Ansible's stdout is never parsed.
 Secrets (SSH keys, WinRM passwords) are handed to the run in memory through
 runner's ``ssh_key`` and extra variables kept out of artifacts: runner's
 ``suppress_env_files`` stops them landing in ``env/`` files, and the private
-data dir is removed after the run unless it is kept on purpose (without
-secrets) for reconciliation.
+data dir is removed after the run.
 """
 
 from __future__ import annotations
@@ -177,9 +176,6 @@ _RESULT_OF = {
 
 class AnsibleRunner:
     """The real runner: ansible-runner over the ``ansible`` package."""
-
-    def __init__(self, *, keep_artifacts: Path | None = None) -> None:
-        self.keep_artifacts = keep_artifacts
 
     def run(
         self,
