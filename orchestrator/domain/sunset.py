@@ -57,10 +57,3 @@ def warning_due(
         return None
     due = min(crossed)
     return None if due in set(already_warned) else due
-
-
-def needs_rebase(
-    base_version_key: tuple[int, ...], newest_published: tuple[int, ...] | None
-) -> bool:
-    """A derivative must be rebased once a newer base for its platform and level is published."""
-    return newest_published is not None and newest_published > base_version_key

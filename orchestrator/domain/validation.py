@@ -46,10 +46,6 @@ def version(value: str, *, field: str = "version") -> tuple[int, ...]:
     return tuple(int(p) for p in value.split("."))
 
 
-def version_key(value: str) -> tuple[int, ...]:
-    return version(value)
-
-
 def bump(value: str) -> str:
     """The next version after ``value``: its last number plus one."""
     parts = list(version(value))

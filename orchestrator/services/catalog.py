@@ -24,7 +24,6 @@ from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from orchestrator.db.models import (
-    Building,
     HardwareModel,
     ImagePackage,
     Person,
@@ -1069,7 +1068,3 @@ def rebase(
 def authors_of(row: Releasable) -> set[int]:
     """People whose work this is: no one approves a review or test of their own work."""
     return {row.author_id} | ({row.revised_by_id} if row.revised_by_id else set())
-
-
-def building_row(session: Session, row: Releasable) -> Building | None:
-    return session.get(Building, row.building_id) if row.building_id else None

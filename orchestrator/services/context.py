@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.engine import Engine
 
 from orchestrator.clock import Clock, system_clock
-from orchestrator.config import Settings
+from orchestrator.config import DEFAULT_DATA_DIR, Settings
 from orchestrator.db.session import make_engine
 from orchestrator.domain.sunset import DEFAULT_LEAD_DAYS, district_today
 
@@ -21,7 +21,7 @@ class Context:
     zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("America/New_York"))
     clock: Clock = system_clock
     lead_days: tuple[int, ...] = DEFAULT_LEAD_DAYS
-    evidence_dir: Path = Path("data") / "evidence"
+    evidence_dir: Path = DEFAULT_DATA_DIR / "evidence"
     """Where test evidence files are kept (by content)."""
 
     def now(self) -> datetime:

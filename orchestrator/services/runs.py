@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlmodel import col, func, select
+from sqlmodel import Session, col, func, select
 
 from orchestrator.db.models import Building, Client, HostResult, Run
 from orchestrator.db.session import transaction
@@ -242,47 +242,52 @@ def _finish(
     return show(ctx, actor, run_id)
 
 
+def _view(session: Session, run: Run) -> RunView:
+    results = session.exec(
+        select(HostResult).where(HostResult.run_id == run.id).order_by(col(HostResult.hostname))
+    ).all()
+    assert run.id is not None
+    return RunView(
+        id=run.id,
+        playbook=run.playbook,
+        building=run.building,
+        actor=run.actor,
+        status=run.status,
+        reason=run.reason,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        hosts=[
+            HostResultView(
+                r.hostname,
+                r.status,
+                r.ok,
+                r.changed,
+                r.failed,
+                r.unreachable,
+                r.skipped,
+                r.failed_task,
+                r.message,
+            )
+            for r in results
+        ],
+    )
+
+
 def show(ctx: Context, actor: Actor, run_id: int) -> RunView:
     """Raises: NotFound (also for runs in buildings the actor may not see)."""
     with transaction(ctx.engine) as session:
         run = session.get(Run, run_id)
         if run is None or not may(actor, Action.READ_CATALOG, building=run.building):
             raise NotFound(f"no run {run_id} (see 'orchestrator runs list')")
-        results = session.exec(
-            select(HostResult).where(HostResult.run_id == run_id).order_by(col(HostResult.hostname))
-        ).all()
-        assert run.id is not None
-        return RunView(
-            id=run.id,
-            playbook=run.playbook,
-            building=run.building,
-            actor=run.actor,
-            status=run.status,
-            reason=run.reason,
-            started_at=run.started_at,
-            finished_at=run.finished_at,
-            hosts=[
-                HostResultView(
-                    r.hostname,
-                    r.status,
-                    r.ok,
-                    r.changed,
-                    r.failed,
-                    r.unreachable,
-                    r.skipped,
-                    r.failed_task,
-                    r.message,
-                )
-                for r in results
-            ],
-        )
+        return _view(session, run)
 
 
 def list_runs(ctx: Context, actor: Actor, *, limit: int = 20) -> list[RunView]:
+    """The newest runs the actor may see."""
     with transaction(ctx.engine) as session:
-        ids = [
-            r.id
+        visible = [
+            r
             for r in session.exec(select(Run).order_by(col(Run.id).desc()))
-            if r.id is not None and may(actor, Action.READ_CATALOG, building=r.building)
+            if may(actor, Action.READ_CATALOG, building=r.building)
         ][:limit]
-    return [show(ctx, actor, i) for i in ids]
+        return [_view(session, r) for r in visible]

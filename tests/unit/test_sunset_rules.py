@@ -16,7 +16,6 @@ from orchestrator.domain.sunset import (
     district_today,
     effective_sunset,
     is_sunset,
-    needs_rebase,
     warning_due,
 )
 
@@ -243,24 +242,3 @@ def test_district_today_depends_on_the_instant_not_on_how_it_is_written(
 ) -> None:
     elsewhere = instant.astimezone(timezone(timedelta(minutes=offset_minutes)))
     assert district_today(elsewhere, NEW_YORK) == district_today(instant, NEW_YORK)
-
-
-# ---------------------------------------------------------------------------
-# needs_rebase
-# ---------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("own", "newest", "expected"),
-    [
-        ((2026, 1), None, False),
-        ((2026, 1), (2026, 1), False),
-        ((2026, 1), (2025, 9), False),
-        ((2026, 1), (2026, 2), True),
-        ((2026, 1), (2026, 1, 1), True),
-    ],
-)
-def test_a_derivative_needs_a_rebase_only_once_a_newer_base_is_published(
-    own: tuple[int, ...], newest: tuple[int, ...] | None, expected: bool
-) -> None:
-    assert needs_rebase(own, newest) is expected
