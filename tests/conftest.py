@@ -112,3 +112,8 @@ def ctx(engine: Engine, clock: FixedClock, tmp_path: Path) -> Context:
 def district(ctx: Context) -> District:
     """The small test district (tests/factories.py) on each backend."""
     return make_district(ctx)
+
+
+# The command line against the test database, for any test folder that needs it
+# (imported last: it reads POSTGRES_URL above).
+from tests.support.cli import orchestrator  # noqa: E402, F401

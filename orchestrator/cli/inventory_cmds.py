@@ -11,7 +11,8 @@ from rich.table import Table
 
 from orchestrator.cli import render
 from orchestrator.cli.app import JSON_OPTION, HandledGroup, console, print_json, state
-from orchestrator.services import inventory, runs
+from orchestrator.cli.progress import STYLE, HostProgress
+from orchestrator.services import gather, inventory, runs
 
 clients_app = typer.Typer(
     cls=HandledGroup, help="Client computers in the buildings.", no_args_is_help=True
@@ -19,6 +20,32 @@ clients_app = typer.Typer(
 inventory_app = typer.Typer(
     cls=HandledGroup, help="The Ansible inventory of the district.", no_args_is_help=True
 )
+
+
+def _clients_table(rows: list[inventory.ClientView], *, facts: bool = False) -> None:
+    t = Table(title=f"clients ({len(rows)})", **render.TABLE_STYLE)
+    headings = ["host", "building", "room", "platform", "model", "address", "image", "flag"]
+    if facts:
+        headings[5:6] = ["os", "serial", "free disk"]
+    for heading in headings:
+        t.add_column(heading, no_wrap=heading in ("host", "address"))
+    for c in rows:
+        where = (
+            [escape(c.os or "-"), c.serial, render.kib(c.disk_free_kb)]
+            if facts
+            else [f"{c.address}:{c.port}"]
+        )
+        t.add_row(
+            c.hostname,
+            c.building,
+            escape(c.room),
+            c.platform.value,
+            escape(c.model),
+            *where,
+            c.current_image or "-",
+            f"[red]{escape(c.flag)}[/]" if c.flag else "",
+        )
+    console.print(t if rows else "no clients")
 
 
 @clients_app.command("list")
@@ -32,21 +59,40 @@ def clients_list(
     if as_json:
         print_json(rows)
         return
-    t = Table(title=f"clients ({len(rows)})", **render.TABLE_STYLE)
-    for heading in ("host", "building", "room", "platform", "model", "address", "image", "flag"):
-        t.add_column(heading, no_wrap=heading in ("host", "address"))
-    for c in rows:
-        t.add_row(
-            c.hostname,
-            c.building,
-            escape(c.room),
-            c.platform.value,
-            escape(c.model),
-            f"{c.address}:{c.port}",
-            c.current_image or "-",
-            f"[red]{escape(c.flag)}[/]" if c.flag else "",
+    _clients_table(rows)
+
+
+@clients_app.command("gather")
+def clients_gather(
+    building: Annotated[
+        str | None,
+        typer.Option(help="Only this building (default: every building you may run on)."),
+    ] = None,
+    forks: Annotated[int, typer.Option(help="Hosts worked on at once.")] = 10,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Gather facts (model, serial, OS, disk, software, image) and update each client."""
+    title = "gather_facts on " + (f"building {building}" if building else "your buildings")
+    with HostProgress(console, title, quiet=as_json) as progress:
+        view = gather.gather(
+            state.ctx,
+            state.actor(),
+            building=building,
+            forks=forks,
+            credentials=_credentials(),
+            on_event=progress.on_event,
+            should_cancel=progress.should_cancel,
         )
-    console.print(t if rows else "no clients")
+    if as_json:
+        print_json(view)
+        return
+    for run in view.runs:
+        console.print(_results_table(run))
+        if run.reason:
+            console.print(run.reason)
+    _clients_table(view.clients, facts=True)
+    if any(run.status != "successful" for run in view.runs):
+        raise typer.Exit(9)
 
 
 @clients_app.command("import")
@@ -111,11 +157,10 @@ def _results_table(view: runs.RunView) -> Table:
         "failing task: message",
     ):
         t.add_column(heading, no_wrap=heading == "host")
-    style = {"ok": "green", "changed": "yellow", "failed": "red", "unreachable": "red"}
     for h in view.hosts:
         t.add_row(
             h.hostname,
-            f"[{style.get(h.status, 'white')}]{h.status}[/]",
+            f"[{STYLE.get(h.status, 'white')}]{h.status}[/]",
             str(h.ok),
             str(h.changed),
             str(h.failed),
@@ -134,38 +179,19 @@ def run_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run a playbook on a building's clients, with live per-host progress."""
-
-    style = {
-        "ok": "green",
-        "changed": "yellow",
-        "failed": "red",
-        "unreachable": "red",
-        "skipped": "dim",
-    }
-
-    def progress(event: runs.HostEvent) -> None:
-        if not as_json:
-            colour = style.get(event.result, "white")
-            console.print(
-                f"  {event.host}: [{colour}]{event.result}[/] {escape(event.task)}"
-                + (
-                    f" — {escape(event.message[:120])}"
-                    if event.result in ("failed", "unreachable")
-                    else ""
-                ),
-                highlight=False,
-            )
-
-    view = runs.run_playbook(
-        state.ctx,
-        state.actor(),
-        playbook,
-        building=building,
-        room=room,
-        forks=forks,
-        credentials=_credentials(),
-        on_event=progress,
-    )
+    title = f"{playbook} on building {building}" + (f", room {room}" if room else "")
+    with HostProgress(console, title, quiet=as_json) as progress:
+        view = runs.run_playbook(
+            state.ctx,
+            state.actor(),
+            playbook,
+            building=building,
+            room=room,
+            forks=forks,
+            credentials=_credentials(),
+            on_event=progress.on_event,
+            should_cancel=progress.should_cancel,
+        )
     if as_json:
         print_json(view)
         return

@@ -31,6 +31,20 @@ def state_text(s: State) -> str:
     return f"[{STATETABLE_STYLE[s]}]{s.value}[/]"
 
 
+def kib(n: int | None) -> str:
+    """A size given in KiB, for people: '12.4 GiB'."""
+    if n is None:
+        return "-"
+    if n < 1024:
+        return f"{n} KiB"
+    size, unit = n / 1024, "MiB"
+    for bigger in ("GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"
+
+
 def days_text(days: int | None) -> str:
     if days is None:
         return "-"

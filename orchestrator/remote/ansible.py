@@ -285,10 +285,15 @@ class AnsibleRunner:
 
 
 class FakePlaybookRunner:
-    """A runner for unit tests: each host gets the outcome it was given."""
+    """A runner for unit tests: each host gets the outcome (and facts) it was given."""
 
-    def __init__(self, results: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        results: Mapping[str, str] | None = None,
+        facts: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self.results = dict(results or {})
+        self.facts = {host: dict(f) for host, f in (facts or {}).items()}
         self.requests: list[PlaybookRequest] = []
 
     def run(
@@ -303,7 +308,7 @@ class FakePlaybookRunner:
             if should_cancel():
                 return RunOutcome("canceled", None, outcomes, "canceled")
             result = self.results.get(h.name, "ok")
-            out = HostOutcome(h.name)
+            out = HostOutcome(h.name, facts=dict(self.facts.get(h.name, {})))
             setattr(
                 out,
                 {

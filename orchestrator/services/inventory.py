@@ -15,8 +15,9 @@ import hashlib
 import io
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -596,6 +597,49 @@ def _models_by_name(session: Session) -> dict[str, HardwareModel]:
     return out
 
 
+def match_model(session: Session, model: str) -> HardwareModel | None:
+    """The Approved Technology List entry a reported or imported model name is."""
+    return _models_by_name(session).get(model.strip().lower())
+
+
+FACT_PREFIX = "orchestrator_"
+
+
+def apply_facts(
+    session: Session, client: Client, facts: Mapping[str, Any], now: datetime
+) -> str | None:
+    """Fold gathered facts into ``client``; returns a note when something could not be taken."""
+    mine = {k: v for k, v in facts.items() if k.startswith(FACT_PREFIX)}
+    if not mine:
+        return None
+    client.facts = {**client.facts, **mine}
+    client.last_seen = now
+    note = None
+    marker = mine.get("orchestrator_image")
+    if isinstance(marker, str) and marker.strip():
+        client.current_image = marker.strip()[:200]
+    model = mine.get("orchestrator_model")
+    if isinstance(model, str) and model.strip() and model.strip() != client.model:
+        client.model = model.strip()[:120]
+        hw = match_model(session, client.model)
+        client.hardware_model_id = hw.id if hw else None
+    serial = mine.get("orchestrator_serial")
+    if isinstance(serial, str) and serial.strip() and serial.strip() != client.serial:
+        serial = serial.strip()[:40]
+        holder = session.exec(
+            select(Client).where(Client.serial == serial, Client.id != client.id)
+        ).first()
+        if holder is None:
+            client.serial = serial
+        else:
+            note = (
+                f"{client.hostname} reports serial {serial}, which {holder.hostname} "
+                "holds in the inventory; kept the recorded one"
+            )
+    session.add(client)
+    return note
+
+
 # ---------------------------------------------------------------------------
 # Reading the inventory
 # ---------------------------------------------------------------------------
@@ -618,6 +662,12 @@ class ClientView(BaseModel):
     host_key_pinned: bool
     test_client: bool
     current_image: str | None
+    os: str | None = None
+    """As last gathered, e.g. 'macOS 15.3'."""
+    disk_free_kb: int | None = None
+    software: int | None = None
+    """How many packages the client reported installed."""
+    last_seen: datetime | None = None
 
 
 def list_clients(
@@ -669,9 +719,22 @@ def list_clients(
                     host_key_pinned=c.host_key is not None,
                     test_client=c.test_client,
                     current_image=c.current_image,
+                    **_gathered(c.facts),
+                    last_seen=c.last_seen,
                 )
             )
         return out
+
+
+def _gathered(facts: dict[str, Any]) -> dict[str, Any]:
+    name, version = facts.get("orchestrator_os"), facts.get("orchestrator_os_version")
+    disk = facts.get("orchestrator_disk_free_kb")
+    software = facts.get("orchestrator_software")
+    return {
+        "os": " ".join(str(p) for p in (name, version) if p) or None,
+        "disk_free_kb": int(disk) if isinstance(disk, int | str) and str(disk).isdigit() else None,
+        "software": len(software) if isinstance(software, list) else None,
+    }
 
 
 def get_client(session: Session, actor: Actor, hostname: str) -> Client:

@@ -30,7 +30,7 @@ from orchestrator.remote.ansible import (
     PlaybookRunner,
     playbook_path,
 )
-from orchestrator.services import audit
+from orchestrator.services import audit, inventory
 from orchestrator.services.context import Context
 
 
@@ -204,6 +204,11 @@ def _finish(
         run.status, run.rc, run.reason, run.finished_at = status, rc, reason[:500], now
         session.add(run)
         for hostname, o in hosts.items():
+            message = o.message or None
+            client = session.get(Client, ids[hostname])
+            if client is not None and o.facts and o.status not in ("failed", "unreachable"):
+                note = inventory.apply_facts(session, client, o.facts, now)
+                message = "; ".join(m for m in (message, note) if m) or None
             session.add(
                 HostResult(
                     run_id=run_id,
@@ -216,19 +221,9 @@ def _finish(
                     unreachable=o.unreachable,
                     skipped=o.skipped,
                     failed_task=(o.failed_task or None),
-                    message=(o.message or None),
+                    message=message,
                 )
             )
-            facts = o.facts
-            if facts and o.status not in ("failed", "unreachable"):
-                client = session.get(Client, ids[hostname])
-                if client is not None:
-                    client.facts = {**client.facts, **facts}
-                    client.last_seen = now
-                    marker = facts.get("orchestrator_image")
-                    if isinstance(marker, str) and marker:
-                        client.current_image = marker[:200]
-                    session.add(client)
         session.flush()
         audit.append(
             session,

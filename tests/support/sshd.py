@@ -90,7 +90,8 @@ def _run(*args: str, stdin: str | None = None) -> None:
 
 def _make_host(base: Path, index: int, client_key: Path) -> SSHHost:
     name = f"mac-{index:02d}"
-    user = f"orchclient{index:02d}"
+    # Unique per test session, so sessions running side by side never share a user.
+    user = f"orch{base.name[-6:].lower().replace('_', 'x')}c{index:02d}"
     folder = base / name
     root = folder / "machine"
     (root / "etc").mkdir(parents=True)
