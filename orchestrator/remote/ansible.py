@@ -198,6 +198,8 @@ class AnsibleRunner:
             )
             (workdir / "project").mkdir()
             shutil.copytree(PLAYBOOKS, workdir / "project", dirs_exist_ok=True)
+            if request.playbook.parent != PLAYBOOKS:  # a play of the tests' or benchmarks'
+                shutil.copy(request.playbook, workdir / "project" / request.playbook.name)
 
             def handle(event: dict[str, Any]) -> bool:
                 kind = event.get("event", "")
