@@ -60,7 +60,14 @@ class Settings(BaseSettings):
         default=None, description="Private key the orchestrator logs in to Macs with."
     )
     winrm_user: str = Field(default="orchestrator", description="Login on PCs (WinRM).")
-    winrm_password: SecretStr | None = Field(default=None, description="Password for PCs.")
+    winrm_password: SecretStr | None = Field(
+        default=None,
+        description="Password for PCs; better kept encrypted with 'orchestrator credentials set'.",
+    )
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="Key the stored client secrets are encrypted with (data_dir/secret.key).",
+    )
 
     @field_validator("district_timezone")
     @classmethod

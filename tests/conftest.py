@@ -105,7 +105,13 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 def ctx(engine: Engine, clock: FixedClock, tmp_path: Path) -> Context:
-    return Context(engine=engine, zone=ZONE, clock=clock, evidence_dir=tmp_path / "evidence")
+    return Context(
+        engine=engine,
+        zone=ZONE,
+        clock=clock,
+        evidence_dir=tmp_path / "evidence",
+        secret_key_file=tmp_path / "secret.key",
+    )
 
 
 @pytest.fixture

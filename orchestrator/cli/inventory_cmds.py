@@ -12,7 +12,7 @@ from rich.table import Table
 from orchestrator.cli import render
 from orchestrator.cli.app import JSON_OPTION, HandledGroup, console, print_json, state
 from orchestrator.cli.progress import STYLE, HostProgress
-from orchestrator.services import gather, inventory, runs
+from orchestrator.services import gather, inventory, runs, vault
 
 clients_app = typer.Typer(
     cls=HandledGroup, help="Client computers in the buildings.", no_args_is_help=True
@@ -132,12 +132,20 @@ runs_app = typer.Typer(
 
 
 def _credentials() -> runs.Credentials:
+    """Settings (ORCHESTRATOR_SSH_KEY_FILE, …) win; otherwise the encrypted store."""
     s = state.settings
-    return runs.Credentials.from_files(
+    given = runs.Credentials.from_files(
         ssh_user=s.ssh_user,
         ssh_key_file=s.ssh_key_file,
         winrm_user=s.winrm_user,
         winrm_password=s.winrm_password.get_secret_value() if s.winrm_password else None,
+    )
+    return vault.client_credentials(
+        state.ctx,
+        ssh_user=s.ssh_user,
+        winrm_user=s.winrm_user,
+        ssh_key=given.ssh_key,
+        winrm_password=given.winrm_password,
     )
 
 

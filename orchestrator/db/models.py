@@ -340,3 +340,17 @@ class HostResult(SQLModel, table=True):
     skipped: int = 0
     failed_task: str | None = Field(default=None, max_length=200)
     message: str | None = Field(default=None, max_length=2000)
+
+
+class Credential(SQLModel, table=True):
+    """A login secret for clients, encrypted with the installation's key (never plaintext)."""
+
+    __tablename__ = "credential"
+
+    name: str = Field(primary_key=True, max_length=40)
+    ciphertext: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    summary: str = Field(
+        max_length=120, description="what may be shown: an SSH key's public fingerprint, or 'set'"
+    )
+    updated_by: str = Field(max_length=64)
+    updated_at: datetime = Field(sa_column=_utc())

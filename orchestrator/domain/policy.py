@@ -78,6 +78,7 @@ class Action(StrEnum):
     RUN_SUNSET_CHECK = "run_sunset_check"
     MANAGE_CLIENTS = "manage_clients"
     RUN_PLAYBOOK = "run_playbook"
+    MANAGE_CREDENTIALS = "manage_credentials"
     MAINTAIN_BASE = "maintain_base"
     MAINTAIN_CUSTOM = "maintain_custom"
     MAINTAIN_ADMIN_PACKAGE = "maintain_admin_package"
@@ -142,6 +143,11 @@ PERMISSIONS: Mapping[Action, Grant] = MappingProxyType(
             {Role.IT: _D, Role.SECTEC: _OWN, Role.BTC: _OWN, Role.SYSTEM: _D},
             "run playbooks on client computers",
             "IT, and each building's tech on its own building's computers",
+        ),
+        Action.MANAGE_CREDENTIALS: Grant(
+            {Role.IT: _D},
+            "set the district's client login secrets",
+            "the keys and passwords the orchestrator logs in to clients with are IT's",
         ),
         Action.MAINTAIN_BASE: Grant(
             {Role.IT: _D, Role.SYSTEM: _D},

@@ -23,6 +23,8 @@ class Context:
     lead_days: tuple[int, ...] = DEFAULT_LEAD_DAYS
     evidence_dir: Path = DEFAULT_DATA_DIR / "evidence"
     """Where test evidence files are kept (by content)."""
+    secret_key_file: Path = DEFAULT_DATA_DIR / "secret.key"
+    """The key the client login secrets are encrypted with (see services/vault.py)."""
 
     def now(self) -> datetime:
         return self.clock()
@@ -38,4 +40,5 @@ class Context:
             clock=clock,
             lead_days=tuple(settings.sunset_lead_days),
             evidence_dir=settings.data_dir / "evidence",
+            secret_key_file=settings.secret_key_file or settings.data_dir / "secret.key",
         )

@@ -43,8 +43,8 @@ def gather(
     """Gather facts from one building's clients, or from every building the actor may run on.
 
     Raises:
-        Refused: the building is not the actor's, or the role runs no playbooks. NotFound: unknown building,
-            no clients to gather from.
+        Refused: the building is not the actor's, or the role runs no playbooks.
+        NotFound: unknown building, no clients to gather from.
     """
     if building is not None:
         validation.building_number(building)

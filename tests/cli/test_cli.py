@@ -405,3 +405,34 @@ def test_clients_import_and_inventory_export_from_the_command_line(
     target = tmp_path / "inventory" / "district.yml"
     wrote = orchestrator("--as", "it.rivera", "inventory", "export", "--output", str(target))
     assert "wrote 44 hosts" in wrote.stdout and target.is_file()
+
+
+def test_credentials_are_set_from_a_file_or_stdin_and_never_printed(
+    orchestrator: Invoke, tmp_path: Path
+) -> None:
+    secret = tmp_path / "winrm.txt"
+    secret.write_text("Snow-Day-2026!\n")
+
+    out = orchestrator(
+        "--as", "it.rivera", "credentials", "set", "winrm-password", "--file", str(secret)
+    )
+    assert "winrm-password stored encrypted (set)" in out.stdout
+    listed = orchestrator("--as", "it.chen", "credentials", "list")
+    assert "winrm-password" in listed.stdout and "Snow-Day" not in listed.stdout
+    refused = orchestrator("--as", "btc.lincoln", "credentials", "list", expect=3)
+    assert "BTC cannot set the district's client login secrets" in refused.stderr
+    unknown = orchestrator(
+        "--as", "it.rivera", "credentials", "set", "root", "--file", str(secret), expect=2
+    )
+    assert "no secret called 'root' (secrets: ssh-key, winrm-password)" in unknown.stderr
+    missing = orchestrator(
+        "--as",
+        "it.rivera",
+        "credentials",
+        "set",
+        "ssh-key",
+        "--file",
+        str(tmp_path / "nope"),
+        expect=2,
+    )
+    assert f"cannot read {tmp_path / 'nope'}" in missing.stderr

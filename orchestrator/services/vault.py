@@ -1,0 +1,237 @@
+"""The district's client login secrets, encrypted at rest.
+
+The orchestrator logs in to Macs with an SSH private key and to PCs with a
+WinRM password. IT stores them here (``orchestrator credentials set``); they
+are kept in the database only as Fernet ciphertext (AES-128-CBC with an
+HMAC-SHA256), under a key file of the installation's own (``secret.key`` in
+the data folder, mode 0600, made on first use). A database copy without the
+key file reveals nothing; the key file alone holds no secret.
+
+Values never leave this module except as :class:`runs.Credentials` handed to
+a run, and they are never audited, logged or listed: listings show an SSH
+key's public fingerprint, or just that a password is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import serialization
+from sqlmodel import col, select
+
+from orchestrator.db.models import Credential
+from orchestrator.db.session import transaction
+from orchestrator.domain.policy import Action, Actor, authorize
+from orchestrator.errors import InvalidInput, NotFound, OrchestratorError
+from orchestrator.services import audit
+from orchestrator.services.context import Context
+from orchestrator.services.runs import Credentials
+
+
+class SecretName(StrEnum):
+    SSH_KEY = "ssh-key"
+    """The private key the orchestrator logs in to Macs with."""
+    WINRM_PASSWORD = "winrm-password"
+    """The password of the WinRM account on PCs."""
+
+
+class SecretKeyProblem(OrchestratorError):
+    """The key file is missing, unreadable or not the one the secrets were stored with."""
+
+    exit_code = 7
+
+
+@dataclass(frozen=True)
+class SecretView:
+    name: SecretName
+    summary: str
+    updated_by: str
+    updated_at: datetime
+
+
+def _name(value: str) -> SecretName:
+    try:
+        return SecretName(value)
+    except ValueError:
+        known = ", ".join(n.value for n in SecretName)
+        raise InvalidInput(f"no secret called {value!r} (secrets: {known})", field="name") from None
+
+
+def _fernet(ctx: Context, *, create: bool) -> Fernet:
+    path = ctx.secret_key_file
+    if not path.exists() and create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(Fernet.generate_key() + b"\n")
+    try:
+        key = path.read_bytes().strip()
+    except FileNotFoundError:
+        raise SecretKeyProblem(
+            f"the secret key file {path} is missing, so the stored credentials cannot be "
+            "read; restore it from backup, or set the credentials again"
+        ) from None
+    except OSError as exc:
+        raise SecretKeyProblem(f"cannot read the secret key file {path}: {exc.strerror}") from exc
+    if os.name == "posix" and path.stat().st_mode & 0o077:
+        raise SecretKeyProblem(
+            f"the secret key file {path} may be read by others; chmod 600 {path}"
+        )
+    try:
+        return Fernet(key)
+    except ValueError:
+        raise SecretKeyProblem(
+            f"{path} is not a secret key file (32 url-safe base64 bytes)"
+        ) from None
+
+
+def _summary(name: SecretName, value: str) -> str:
+    """What may be shown of a secret."""
+    if name is SecretName.SSH_KEY:
+        return ssh_key_fingerprint(value)
+    return "set"
+
+
+def ssh_key_fingerprint(private_key: str) -> str:
+    """The key's public fingerprint as ssh-keygen shows it ('ED25519 SHA256:…').
+
+    Raises:
+        InvalidInput: not an unencrypted OpenSSH/PEM private key.
+    """
+    try:
+        key = serialization.load_ssh_private_key(private_key.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        try:
+            key = serialization.load_pem_private_key(  # type: ignore[assignment]
+                private_key.encode(), password=None
+            )
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise InvalidInput(
+                "not an unencrypted SSH private key (expected the contents of a file like "
+                "id_ed25519, starting '-----BEGIN OPENSSH PRIVATE KEY-----')",
+                field="ssh-key",
+            ) from None
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    kind, blob = public.split()[:2]
+    digest = base64.b64encode(hashlib.sha256(base64.b64decode(blob)).digest()).rstrip(b"=")
+    label = kind.decode().removeprefix("ssh-").upper()
+    return f"{label} SHA256:{digest.decode()}"
+
+
+def set_secret(ctx: Context, actor: Actor, name: str, value: str) -> SecretView:
+    """Store (or replace) a secret, encrypted. Audited without its value.
+
+    Raises:
+        Refused: not IT. InvalidInput: unknown name, empty value, a key that is
+            not a private key.
+    """
+    authorize(actor, Action.MANAGE_CREDENTIALS, building=None)
+    which = _name(name)
+    if not value.strip():
+        raise InvalidInput(f"{which.value}: an empty secret", field=which.value)
+    summary = _summary(which, value)
+    token = _fernet(ctx, create=True).encrypt(value.encode())
+    now = ctx.now()
+    with transaction(ctx.engine) as session:
+        row = session.get(Credential, which.value)
+        replaced = row is not None
+        if row is None:
+            row = Credential(
+                name=which.value,
+                ciphertext=token,
+                summary=summary,
+                updated_by=actor.username,
+                updated_at=now,
+            )
+        else:
+            row.ciphertext, row.summary = token, summary
+            row.updated_by, row.updated_at = actor.username, now
+        session.add(row)
+        audit.append(
+            session,
+            at=now,
+            actor=actor,
+            action="credential.replace" if replaced else "credential.set",
+            subject=audit.Subject("credential", which.value, None, None),
+            after={"summary": summary},
+        )
+    return SecretView(which, summary, actor.username, now)
+
+
+def remove_secret(ctx: Context, actor: Actor, name: str) -> None:
+    """Raises: Refused (not IT), InvalidInput (unknown name), NotFound (not set)."""
+    authorize(actor, Action.MANAGE_CREDENTIALS, building=None)
+    which = _name(name)
+    with transaction(ctx.engine) as session:
+        row = session.get(Credential, which.value)
+        if row is None:
+            raise NotFound(f"{which.value} is not set")
+        session.delete(row)
+        audit.append(
+            session,
+            at=ctx.now(),
+            actor=actor,
+            action="credential.remove",
+            subject=audit.Subject("credential", which.value, None, None),
+            before={"summary": row.summary},
+        )
+
+
+def list_secrets(ctx: Context, actor: Actor) -> list[SecretView]:
+    """Which secrets are set, by whom and when; never their values. IT only."""
+    authorize(actor, Action.MANAGE_CREDENTIALS, building=None)
+    with transaction(ctx.engine) as session:
+        rows = session.exec(select(Credential).order_by(col(Credential.name))).all()
+        return [SecretView(SecretName(r.name), r.summary, r.updated_by, r.updated_at) for r in rows]
+
+
+def _reveal(ctx: Context, name: SecretName) -> str | None:
+    with transaction(ctx.engine) as session:
+        row = session.get(Credential, name.value)
+        token = None if row is None else row.ciphertext
+    if token is None:
+        return None
+    try:
+        return _fernet(ctx, create=False).decrypt(token).decode()
+    except InvalidToken:
+        raise SecretKeyProblem(
+            f"{name.value} cannot be decrypted with {ctx.secret_key_file}: the key file is "
+            "not the one it was stored with; restore that key file, or set it again"
+        ) from None
+
+
+def client_credentials(
+    ctx: Context,
+    *,
+    ssh_user: str,
+    winrm_user: str,
+    ssh_key: str | None = None,
+    winrm_password: str | None = None,
+) -> Credentials:
+    """The logins for a run: values given here (from the settings) win over stored ones.
+
+    Raises: SecretKeyProblem when a stored secret is needed and cannot be read.
+    """
+    return Credentials(
+        ssh_user=ssh_user,
+        ssh_key=ssh_key if ssh_key is not None else _reveal(ctx, SecretName.SSH_KEY),
+        winrm_user=winrm_user,
+        winrm_password=(
+            winrm_password
+            if winrm_password is not None
+            else _reveal(ctx, SecretName.WINRM_PASSWORD)
+        ),
+    )
