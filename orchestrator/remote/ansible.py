@@ -193,9 +193,14 @@ class AnsibleRunner:
             (workdir / "inventory").mkdir()
             known_hosts = workdir / "known_hosts"
             known_hosts.write_text(known_hosts_for(request.hosts))
-            (workdir / "inventory" / "hosts.yml").write_text(
-                yaml.safe_dump(inventory_for(request.hosts, known_hosts))
-            )
+            inventory = inventory_for(request.hosts, known_hosts)
+            if request.winrm_password is not None:
+                # --ask-pass (below) gives every host the WinRM password as its
+                # connection password; SSH clients keep logging in with their key.
+                for h in request.hosts:
+                    if h.connection != "winrm":
+                        inventory["all"]["hosts"][h.name].setdefault("ansible_password", "")
+            (workdir / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inventory))
             (workdir / "project").mkdir()
             shutil.copytree(PLAYBOOKS, workdir / "project", dirs_exist_ok=True)
             if request.playbook.parent != PLAYBOOKS:  # a play of the tests' or benchmarks'
@@ -248,15 +253,21 @@ class AnsibleRunner:
                 # The ansible-playbook installed beside this Python, whatever PATH says.
                 "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             }
-            extravars = dict(request.extravars)
+            # The WinRM password is typed at ansible-playbook's connection-password
+            # prompt (--ask-pass) through runner's pexpect ``passwords``: never on the
+            # command line or in the environment, both of which runner writes to
+            # artifacts/<ident>/command.
+            passwords: dict[str, str] = {}
             if request.winrm_password is not None:
-                extravars["ansible_password"] = request.winrm_password
+                passwords[r"^SSH password:\s*?$"] = request.winrm_password
             runner = ansible_runner.run(
                 private_data_dir=str(workdir),
                 playbook=request.playbook.name,
                 inventory=str(workdir / "inventory" / "hosts.yml"),
                 envvars=envvars,
-                extravars=extravars,
+                extravars=dict(request.extravars),
+                passwords=passwords,
+                cmdline="--ask-pass" if passwords else None,
                 ssh_key=request.ssh_key,
                 forks=request.forks,
                 timeout=request.timeout,
