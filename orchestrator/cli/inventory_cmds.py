@@ -68,16 +68,19 @@ def clients_gather(
         str | None,
         typer.Option(help="Only this building (default: every building you may run on)."),
     ] = None,
+    room: Annotated[str | None, typer.Option(help="Only this room, lab or cart.")] = None,
     forks: Annotated[int, typer.Option(help="Hosts worked on at once.")] = 10,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Gather facts (model, serial, OS, disk, software, image) and update each client."""
     title = "gather_facts on " + (f"building {building}" if building else "your buildings")
+    title += f", room {room}" if room else ""
     with HostProgress(console, title, quiet=as_json) as progress:
         view = gather.gather(
             state.ctx,
             state.actor(),
             building=building,
+            room=room,
             forks=forks,
             credentials=_credentials(),
             on_event=progress.on_event,
@@ -111,6 +114,12 @@ def clients_import(
         console.print(
             f"[yellow]{len(result.off_list)} on models off the Approved Technology List or past "
             f"end of support:[/] {', '.join(result.off_list)}"
+        )
+    if result.ignored:
+        console.print(
+            f"not taken from the inventory: {', '.join(result.ignored)} (the orchestrator's own "
+            "connection settings apply; IT stores secrets with 'orchestrator credentials set')",
+            highlight=False,
         )
 
 

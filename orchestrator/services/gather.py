@@ -15,7 +15,7 @@ from orchestrator.db.models import Building, Client
 from orchestrator.db.session import transaction
 from orchestrator.domain import validation
 from orchestrator.domain.policy import Action, Actor, authorize, authorize_role, may
-from orchestrator.errors import NotFound
+from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.remote.ansible import HostEvent, PlaybookRunner
 from orchestrator.services import inventory, runs
 from orchestrator.services.context import Context
@@ -35,17 +35,21 @@ def gather(
     *,
     credentials: runs.Credentials,
     building: str | None = None,
+    room: str | None = None,
     runner: PlaybookRunner | None = None,
     forks: int = 10,
     on_event: Callable[[HostEvent], None] = lambda _e: None,
     should_cancel: Callable[[], bool] = lambda: False,
 ) -> GatherView:
-    """Gather facts from one building's clients, or from every building the actor may run on.
+    """Gather facts from one building's clients (or one room of it), or from every
+    building the actor may run on.
 
     Raises:
         Refused: the building is not the actor's, or the role runs no playbooks.
         NotFound: unknown building, no clients to gather from.
     """
+    if room is not None and building is None:
+        raise InvalidInput("a room is in a building: give --building too", field="room")
     if building is not None:
         validation.building_number(building)
         authorize(actor, Action.RUN_PLAYBOOK, building=building)
@@ -72,6 +76,7 @@ def gather(
                 actor,
                 "gather_facts",
                 building=number,
+                room=room,
                 credentials=credentials,
                 runner=runner,
                 forks=forks,
@@ -79,5 +84,9 @@ def gather(
                 should_cancel=should_cancel,
             )
         )
-    seen = [c for number in numbers for c in inventory.list_clients(ctx, actor, building=number)]
+    seen = [
+        c
+        for number in numbers
+        for c in inventory.list_clients(ctx, actor, building=number, room=room)
+    ]
     return GatherView(done, seen)

@@ -41,6 +41,9 @@ _DNS_NAME = re.compile(
 _ROOM = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,39}")
 _SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{2,39}")
 _MAC_HEX = re.compile(r"[0-9a-f]{12}")
+_LOGIN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_KEPT_ANSIBLE_VARS = frozenset({"ansible_python_interpreter"})
 MAX_ERRORS_SHOWN = 10
 DEFAULT_PORTS = {Platform.MAC: 22, Platform.PC: 5985}
 TRANSPORTS = {Platform.MAC: "ssh", Platform.PC: "winrm"}
@@ -77,6 +80,8 @@ class Row:
     """'FILE, line N' (or 'FILE, host NAME' for inventories)."""
     values: dict[str, str] = field(default_factory=dict)
     port: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+    """Other inventory variables of the host (its own and its groups')."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,10 @@ class ClientSpec:
     mac: str
     address: str
     port: int
+    login_user: str | None = None
+    host_vars: dict[str, str] = field(default_factory=dict)
+    ignored: tuple[str, ...] = ()
+    """Inventory variables not taken (connection settings, secrets)."""
 
 
 class ImportErrors(InvalidInput):
@@ -168,6 +177,7 @@ _INVENTORY_VARS = {
     "hostname": "hostname",
     "ansible_host": "address",
     "ansible_port": "port",
+    "ansible_user": "user",
     "building": "building",
     "orchestrator_building": "building",
     "room": "room",
@@ -188,6 +198,7 @@ class _Host:
     where: str
     values: dict[str, str] = field(default_factory=dict)
     groups: list[str] = field(default_factory=list)
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 def read_ansible_inventory(path: Path) -> list[Row]:
@@ -208,11 +219,13 @@ def read_ansible_inventory(path: Path) -> list[Row]:
     rows = []
     for name, host in hosts.items():
         values: dict[str, str] = {"hostname": name}
+        extra = dict(host.extra)
         origin: dict[str, str] = {}
         for group in _ancestors(host.groups, children):
             for var, value in group_vars.get(group, {}).items():
                 key = _INVENTORY_VARS.get(var)
                 if key is None:
+                    extra.setdefault(var, value)
                     continue
                 if key in values and values[key] != value and origin.get(key) != "host":
                     raise InvalidInput(
@@ -225,7 +238,12 @@ def read_ansible_inventory(path: Path) -> list[Row]:
         for key, value in host.values.items():
             values[key] = value
         rows.append(
-            Row(host.where, {k: v for k, v in values.items() if k != "port"}, values.get("port"))
+            Row(
+                host.where,
+                {k: v for k, v in values.items() if k != "port"},
+                values.get("port"),
+                extra,
+            )
         )
     return rows
 
@@ -297,6 +315,8 @@ def _parse_ini_inventory(
             mapped = _INVENTORY_VARS.get(key)
             if mapped:
                 _host_value(where, hosts, name, mapped, _unquote(value))
+            else:
+                hosts[name].extra[key] = _unquote(value)
     return hosts, group_vars, children
 
 
@@ -357,6 +377,8 @@ def _parse_yaml_inventory(
                 mapped = _INVENTORY_VARS.get(str(key))
                 if mapped:
                     _host_value(where, hosts, hname, mapped, str(value))
+                else:
+                    hosts[hname].extra[str(key)] = str(value)
         for child, cbody in (body.get("children") or {}).items():
             children.setdefault(group, set()).add(str(child))
             walk(str(child), cbody, f"{trail} > {child}")
@@ -429,9 +451,45 @@ def _check_row(row: Row) -> ClientSpec:
         if not row.port.isdigit() or not 0 < int(row.port) < 65536:
             raise InvalidInput(f"{row.port!r} is not a port number", field="port")
         port = int(row.port)
+    user = v.get("user", "").strip() or None
+    if user is not None and not _LOGIN.fullmatch(user):
+        raise InvalidInput(f"{user!r} is not a login name", field="ansible_user")
+    host_vars, ignored = _host_variables(row.extra)
     return ClientSpec(
-        row.where, hostname, building, room, platform, model, serial, mac, address, port
+        row.where,
+        hostname,
+        building,
+        room,
+        platform,
+        model,
+        serial,
+        mac,
+        address,
+        port,
+        user,
+        host_vars,
+        ignored,
     )
+
+
+def _host_variables(extra: dict[str, str]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The variables a client keeps, and those not taken.
+
+    The orchestrator's own connection settings (pinned host keys, encrypted
+    WinRM) always apply, so an inventory's ``ansible_*`` connection variables
+    are not taken; nor are secrets, which IT stores encrypted instead. Other
+    variables (the district's own) are kept and reach the playbooks.
+    """
+    kept: dict[str, str] = {}
+    ignored: list[str] = []
+    for var, value in sorted(extra.items()):
+        if var in _KEPT_ANSIBLE_VARS or not var.startswith("ansible_"):
+            if not _VAR_NAME.fullmatch(var):
+                raise InvalidInput(f"{var!r} is not a variable name", field=var)
+            kept[var] = value
+        else:
+            ignored.append(var)
+    return kept, tuple(ignored)
 
 
 @dataclass(frozen=True)
@@ -440,6 +498,8 @@ class ImportResult:
     buildings: list[str]
     off_list: list[str]
     """Host names whose model is off the Approved Technology List or past end of support."""
+    ignored: list[str] = field(default_factory=list)
+    """Inventory variables not taken: connection settings and secrets."""
 
 
 def import_clients(
@@ -512,6 +572,8 @@ def import_clients(
                     address=spec.address,
                     port=spec.port,
                     transport=TRANSPORTS[spec.platform],
+                    login_user=spec.login_user,
+                    host_vars=spec.host_vars,
                     created_at=now,
                 )
             )
@@ -529,7 +591,8 @@ def import_clients(
                 subject=audit.Subject("client_import", path.name, None, number),
                 after={"clients": count, "file_sha256": digest},
             )
-        return ImportResult(len(specs), sorted(per_building), sorted(off_list))
+        ignored = sorted({var for spec in specs for var in spec.ignored})
+        return ImportResult(len(specs), sorted(per_building), sorted(off_list), ignored)
 
 
 def _guess_format(path: Path) -> str:
@@ -662,6 +725,10 @@ class ClientView(BaseModel):
     host_key_pinned: bool
     test_client: bool
     current_image: str | None
+    login_user: str | None = None
+    """None: the district's default login."""
+    host_vars: dict[str, str] = {}
+    """The district's own Ansible variables for this client (never secrets)."""
     os: str | None = None
     """As last gathered, e.g. 'macOS 15.3'."""
     disk_free_kb: int | None = None
@@ -719,6 +786,8 @@ def list_clients(
                     host_key_pinned=c.host_key is not None,
                     test_client=c.test_client,
                     current_image=c.current_image,
+                    login_user=c.login_user,
+                    host_vars=dict(c.host_vars),
                     **_gathered(c.facts),
                     last_seen=c.last_seen,
                 )
@@ -798,6 +867,9 @@ def ansible_inventory(ctx: Context, actor: Actor, *, building: str | None = None
             }
         else:
             hv["ansible_connection"] = "ssh"
+        if c.login_user:
+            hv["ansible_user"] = c.login_user
+        hv |= {k: v for k, v in c.host_vars.items() if k not in hv}
         hostvars[c.hostname] = hv
     for group in groups.values():
         for host in group["hosts"]:

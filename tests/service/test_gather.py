@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from orchestrator.db.models import Client
 from orchestrator.db.session import transaction
-from orchestrator.errors import NotFound, Refused
+from orchestrator.errors import InvalidInput, NotFound, Refused
 from orchestrator.remote.ansible import FakePlaybookRunner
 from orchestrator.services import gather, inventory, runs
 from tests.factories import District
@@ -162,3 +162,20 @@ def test_a_building_without_clients_is_an_error_not_an_empty_success(
             credentials=CREDS,
             runner=FakePlaybookRunner(),
         )
+
+
+def test_a_room_limits_the_gather_and_needs_its_building(clients: District) -> None:
+    runner = FakePlaybookRunner()
+
+    view = gather.gather(
+        clients.ctx,
+        clients["it.ana"],
+        building="102",
+        room="cart",
+        credentials=CREDS,
+        runner=runner,
+    )
+
+    assert [h.hostname for h in view.runs[0].hosts] == ["cart-01"]
+    with pytest.raises(InvalidInput, match="give --building too"):
+        gather.gather(clients.ctx, clients["it.ana"], room="cart", credentials=CREDS, runner=runner)

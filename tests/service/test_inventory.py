@@ -214,6 +214,51 @@ def test_ansible_yaml_inventory_imports_with_nested_groups(
     assert rooms == {"Lab A"}
 
 
+def test_inventory_logins_and_district_variables_are_kept_but_connection_settings_and_secrets_not(
+    district: District, tmp_path: Path
+) -> None:
+    ini = """\
+[lab_a]
+lab-01 ansible_host=127.0.0.11 serial=SN0001 mac=aa:bb:cc:00:00:01 ansible_user=labadmin
+lab-02 ansible_host=127.0.0.12 serial=SN0002 mac=aa:bb:cc:00:00:02 ansible_password=hunter2
+
+[lab_a:vars]
+building=101
+room=Lab A
+platform=pc
+model=Latitude 3420
+ansible_connection=winrm
+ansible_winrm_server_cert_validation=ignore
+district_asset_tag=LIN-LAB-A
+"""
+    path = _write(tmp_path, "hosts.ini", ini)
+
+    result = inventory.import_clients(district.ctx, district["it.ana"], path)
+
+    assert result.ignored == [
+        "ansible_connection",
+        "ansible_password",
+        "ansible_winrm_server_cert_validation",
+    ]
+    clients = {c.hostname: c for c in inventory.list_clients(district.ctx, district["it.ana"])}
+    assert clients["lab-01"].login_user == "labadmin"
+    assert clients["lab-02"].login_user is None
+    assert clients["lab-02"].host_vars == {"district_asset_tag": "LIN-LAB-A"}
+    exported = inventory.ansible_inventory(district.ctx, district["it.ana"])
+    assert "hunter2" not in repr(exported) and "ignore" not in repr(exported)
+    assert "LIN-LAB-A" in repr(exported) and "labadmin" in repr(exported)
+
+
+def test_a_bad_login_name_in_an_inventory_imports_nothing(
+    district: District, tmp_path: Path
+) -> None:
+    ini = INI.replace("lab-01 ", "lab-01 ansible_user='bad user;rm' ", 1)
+    path = _write(tmp_path, "hosts.ini", ini)
+    with pytest.raises(InvalidInput, match="ansible_user: 'bad user;rm' is not a login name"):
+        inventory.import_clients(district.ctx, district["it.ana"], path)
+    assert _count(district) == 0
+
+
 def test_inventory_host_in_two_buildings_through_its_groups_is_refused(
     district: District, tmp_path: Path
 ) -> None:
