@@ -290,6 +290,11 @@ class Client(SQLModel, table=True):
         default=None, max_length=64, description="remote login; None: the district default"
     )
     host_key: str | None = Field(default=None, max_length=800, description="pinned SSH host key")
+    host_key_offered: str | None = Field(
+        default=None,
+        max_length=800,
+        description="a key the host offered that differs from the pinned one (refused)",
+    )
     host_vars: dict[str, str] = Field(
         default_factory=dict, sa_column=_json(dict), description="extra Ansible host variables"
     )
@@ -340,6 +345,9 @@ class HostResult(SQLModel, table=True):
     skipped: int = 0
     failed_task: str | None = Field(default=None, max_length=200)
     message: str | None = Field(default=None, max_length=2000)
+    reboot_required: bool = Field(
+        default=False, description="an installer exited 3010/1641, or a module said so"
+    )
 
 
 class Credential(SQLModel, table=True):

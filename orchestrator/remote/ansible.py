@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import yaml
 
 from orchestrator.errors import InvalidInput
+from orchestrator.remote.winrm import REBOOT_CODES
 
 PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
 
@@ -72,6 +73,8 @@ class HostOutcome:
     failed_task: str | None = None
     message: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    reboot_required: bool = False
+    """An installer exited 3010/1641, or a module (win_package, …) said a reboot is due."""
 
     @property
     def status(self) -> str:
@@ -166,6 +169,11 @@ def inventory_for(hosts: Sequence[HostTarget], known_hosts: Path | None = None) 
     return {"all": {"hosts": entries}}
 
 
+def needs_reboot(res: Mapping[str, Any]) -> bool:
+    """Whether a task result says the machine must restart to finish."""
+    return bool(res.get("reboot_required")) or res.get("rc") in REBOOT_CODES
+
+
 _RESULT_OF = {
     "runner_on_ok": "ok",
     "runner_on_failed": "failed",
@@ -219,6 +227,11 @@ class AnsibleRunner:
                     if kind == "runner_on_failed" and data.get("ignore_errors"):
                         result = "ok"
                     message = str(res.get("msg") or res.get("stderr") or "").strip()
+                    if result != "failed" and needs_reboot(res):
+                        out.reboot_required = True
+                        rc = res.get("rc")
+                        note = f"exit code {rc}: reboot required" if rc else "reboot required"
+                        out.message = f"{data.get('task') or 'task'}: {note}"
                     if result in ("failed", "unreachable"):
                         out.failed_task = str(data.get("task") or "")
                         out.message = message[:2000]
@@ -298,7 +311,11 @@ class AnsibleRunner:
 
 
 class FakePlaybookRunner:
-    """A runner for unit tests: each host gets the outcome (and facts) it was given."""
+    """A runner for unit tests: each host gets the outcome (and facts) it was given.
+
+    Outcomes are Ansible's (ok, changed, failed, unreachable, skipped), or
+    ``reboot``: changed, with an installer asking for a restart (exit 3010).
+    """
 
     def __init__(
         self,
@@ -322,6 +339,9 @@ class FakePlaybookRunner:
                 return RunOutcome("canceled", None, outcomes, "canceled")
             result = self.results.get(h.name, "ok")
             out = HostOutcome(h.name, facts=dict(self.facts.get(h.name, {})))
+            if result == "reboot":
+                result, out.reboot_required = "changed", True
+                out.message = "fake installer: exit code 3010: reboot required"
             setattr(
                 out,
                 {

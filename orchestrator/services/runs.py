@@ -75,6 +75,7 @@ class HostResultView:
     skipped: int
     failed_task: str | None
     message: str | None
+    reboot_required: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,10 @@ def _finish(
     ids: dict[str, int],
 ) -> RunView:
     now = ctx.now()
+    restart = sorted(h for h, o in hosts.items() if o.reboot_required)
+    if restart:
+        due = f"{len(restart)} host(s) must restart to finish: {', '.join(restart)}"
+        reason = f"{reason}; {due}" if reason else due
     with transaction(ctx.engine) as session:
         run = session.get(Run, run_id)
         assert run is not None
@@ -222,6 +227,7 @@ def _finish(
                     skipped=o.skipped,
                     failed_task=(o.failed_task or None),
                     message=message,
+                    reboot_required=o.reboot_required,
                 )
             )
         session.flush()
@@ -262,6 +268,7 @@ def _view(session: Session, run: Run) -> RunView:
                 r.skipped,
                 r.failed_task,
                 r.message,
+                r.reboot_required,
             )
             for r in results
         ],

@@ -153,3 +153,40 @@ def test_a_run_with_macs_and_pcs_logs_macs_in_with_their_key(
         outcome
     )
     assert winrm_responder.plaintext_bodies == []
+
+
+def test_an_installer_exiting_3010_is_a_success_that_asks_for_a_reboot(
+    make_winrm_responder: Make,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Windows installers say "installed, restart to finish" with exit code 3010."""
+    play = tmp_path / "installer.yml"
+    play.write_text(
+        "- name: Run an installer\n"
+        "  hosts: all\n"
+        "  gather_facts: false\n"
+        "  tasks:\n"
+        "    - name: Install\n"
+        "      ansible.builtin.raw: cmd /c exit {{ exit_code[inventory_hostname] }}\n"
+        "      register: installer\n"
+        "      changed_when: true\n"
+        "      failed_when: installer.rc not in [0, 3010, 1641]\n"
+    )
+    pcs = {name: make_winrm_responder(hostname=name.upper()) for name in ("pc-01", "pc-02")}
+    pcs["pc-03"] = make_winrm_responder(hostname="PC-03")
+    outcome = AnsibleRunner().run(
+        PlaybookRequest(
+            play,
+            [_pc(name, r) for name, r in pcs.items()],
+            extravars={"exit_code": {"pc-01": 3010, "pc-02": 0, "pc-03": 1}},
+            winrm_password=WINRM_PASSWORD,
+            timeout=120,
+        )
+    )
+
+    by_host = outcome.hosts
+    assert by_host["pc-01"].status == "changed" and by_host["pc-01"].reboot_required
+    assert "reboot required" in (by_host["pc-01"].message or "")
+    assert by_host["pc-02"].status == "changed" and not by_host["pc-02"].reboot_required
+    assert by_host["pc-03"].status == "failed" and not by_host["pc-03"].reboot_required
+    assert all(r.plaintext_bodies == [] for r in pcs.values())

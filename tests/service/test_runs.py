@@ -62,6 +62,23 @@ def test_a_run_remembers_every_hosts_result_and_the_failing_message(clients: Dis
     assert actions == ["run.start", "run.finish"]
 
 
+def test_a_host_that_must_restart_is_remembered_and_named_in_the_runs_reason(
+    clients: District,
+) -> None:
+    runner = FakePlaybookRunner({"lab-01": "reboot"})
+
+    view = runs.run_playbook(
+        clients.ctx, clients["btc.lincoln"], "ping", building="101", runner=runner, credentials=CREDS
+    )
+
+    assert view.status == "successful"
+    by_host = {h.hostname: h for h in view.hosts}
+    assert by_host["lab-01"].status == "changed" and by_host["lab-01"].reboot_required
+    assert not by_host["lab-02"].reboot_required
+    assert "1 host(s) must restart to finish: lab-01" in view.reason
+    assert runs.show(clients.ctx, clients["it.ana"], view.id) == view
+
+
 def test_credentials_reach_the_runner_but_never_the_run_record(clients: District) -> None:
     runner = FakePlaybookRunner()
     runs.run_playbook(

@@ -114,6 +114,7 @@ def _ipconfig(hostname: str) -> Answer:
 COMMANDS: dict[str, Callable[[str], Answer]] = {
     "hostname": lambda host: Answer(f"{host}\r\n"),
     "ipconfig /all": _ipconfig,
+    "cmd /c exit 0": lambda _h: Answer(),
     "cmd /c exit 3010": lambda _h: Answer(exit_code=3010),
     "cmd /c exit 1641": lambda _h: Answer(exit_code=1641),
     "cmd /c exit 1": lambda _h: Answer(stderr="failed\r\n", exit_code=1),
