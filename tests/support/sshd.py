@@ -4,9 +4,10 @@ Each host is its own ``sshd`` process on its own port, with its own host key,
 its own local login user (created here, removed afterwards) and its own
 simulated machine: a folder holding the facts a Mac would report, package
 receipts and the orchestrator's image marker. macOS commands (``sw_vers``,
-``system_profiler``, ``pkgutil``) are small stand-ins first on the session's
-PATH that read that folder: macOS steps verified on Linux hosts with
-stand-in commands.
+``system_profiler``, ``pkgutil``, ``installer``, ``defaults``) are small
+stand-ins first on the session's PATH that read and write that folder and log
+each call to its var/log/standins.log: macOS steps verified on Linux hosts
+with stand-in commands. Test packages are JSON files (see ``pkgutil`` below).
 
 Needs root (to create users and start sshd) and Debian's openssh-server.
 """
@@ -43,9 +44,162 @@ print(json.dumps({"SPHardwareDataType": [
     {"machine_model": m["model"], "serial_number": m["serial"]}]}))
 PY
 """,
-    "pkgutil": """#!/bin/sh
-echo "pkgutil $*" >> "$ORCH_ROOT/var/log/standins.log"
-ls "$ORCH_ROOT/var/db/receipts" 2>/dev/null | sed 's/\\.plist$//'
+    # A test "pkg" is a small JSON file: {"identifier", "version", "signer" (null
+    # when unsigned), "payload": {relative path: text}}. Receipts are plists
+    # under var/db/receipts; the hosts' first receipt holds just "receipt".
+    "pkgutil": """#!/usr/bin/python3
+import json, os, plistlib, sys
+root = os.environ["ORCH_ROOT"]
+with open(os.path.join(root, "var/log/standins.log"), "a") as log:
+    log.write(" ".join(["pkgutil", *sys.argv[1:]]) + "\\n")
+receipts = os.path.join(root, "var/db/receipts")
+args = sys.argv[1:]
+if args == ["--pkgs"]:
+    if os.path.isdir(receipts):
+        for name in sorted(os.listdir(receipts)):
+            if name.endswith(".plist"):
+                print(name[: -len(".plist")])
+elif len(args) == 2 and args[0] == "--pkg-info":
+    path = os.path.join(receipts, os.path.basename(args[1]) + ".plist")
+    if not os.path.isfile(path):
+        sys.exit(f"No receipt for '{args[1]}' found at '/'.")
+    try:
+        with open(path, "rb") as f:
+            receipt = plistlib.load(f)
+    except Exception:  # an old-style receipt that records no version
+        receipt = {}
+    print(f"package-id: {args[1]}")
+    print(f"version: {receipt.get('PackageVersion', '0')}")
+    print("volume: /")
+    print(f"location: {receipt.get('InstallPrefixPath', '/')}")
+    print(f"install-time: {receipt.get('InstallTime', 0)}")
+elif len(args) == 2 and args[0] == "--check-signature":
+    print(f'Package "{os.path.basename(args[1])}":')
+    try:
+        with open(args[1]) as f:
+            signer = json.load(f)["signer"]
+    except Exception:
+        print("   Status: package is invalid (checksum did not verify)")
+        sys.exit(1)
+    if not signer:
+        print("   Status: no signature")
+        sys.exit(1)
+    print("   Status: signed by a developer certificate issued by Apple for distribution")
+    print("   Signed with a trusted timestamp on: 2025-01-06 17:21:03 +0000")
+    print("   Certificate Chain:")
+    print(f"    1. {signer}")
+    print("       Expires: 2027-02-01 22:12:15 +0000")
+    print("       ------------------------------------------------------------------------")
+    print("    2. Developer ID Certification Authority")
+    print("       Expires: 2031-09-17 00:00:00 +0000")
+    print("       ------------------------------------------------------------------------")
+    print("    3. Apple Root CA")
+    print("       Expires: 2035-02-09 21:40:36 +0000")
+else:
+    sys.exit("Usage: pkgutil [options] [commands]  (stand-in: --pkgs, --pkg-info ID, "
+             "--check-signature FILE)")
+""",
+    # installer -pkg FILE -target T: T is "/" or the simulated machine's folder.
+    "installer": """#!/usr/bin/python3
+import json, os, plistlib, sys, time
+root = os.environ["ORCH_ROOT"]
+with open(os.path.join(root, "var/log/standins.log"), "a") as log:
+    log.write(" ".join(["installer", *sys.argv[1:]]) + "\\n")
+args = sys.argv[1:]
+if len(args) != 4 or args[0] != "-pkg" or args[2] != "-target":
+    sys.exit("Usage: installer -pkg <pathToPackage> -target <device>")
+package, target = args[1], args[3]
+if target != "/" and os.path.realpath(target) != os.path.realpath(root):
+    sys.exit(f"installer: Error - the target volume {target!r} is not valid.")
+try:
+    with open(package) as f:
+        pkg = json.load(f)
+    identifier, version = pkg["identifier"], pkg["version"]
+except Exception:
+    sys.exit(f"installer: Error - the package path specified was invalid: '{package}'.")
+print(f"installer: Package name is {identifier}")
+print("installer: Installing at base path /")
+for relative, text in pkg.get("payload", {}).items():
+    dest = os.path.realpath(os.path.join(root, relative.lstrip("/")))
+    if not dest.startswith(os.path.realpath(root) + os.sep):
+        sys.exit(f"installer: Error - payload path {relative!r} leaves the volume.")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    with open(dest, "w") as f:
+        f.write(text)
+receipts = os.path.join(root, "var/db/receipts")
+os.makedirs(receipts, exist_ok=True)
+with open(os.path.join(receipts, identifier + ".plist"), "wb") as f:
+    plistlib.dump({
+        "PackageIdentifier": identifier,
+        "PackageVersion": version,
+        "PackageFileName": os.path.basename(package),
+        "InstallPrefixPath": "/",
+        "InstallProcessName": "installer",
+        "InstallTime": int(time.time()),
+    }, f)
+print("installer: The install was successful.")
+""",
+    # defaults write DOMAIN KEY [-TYPE] VALUE / defaults read DOMAIN [KEY], kept as
+    # JSON in Library/Preferences/DOMAIN.json (a path domain keeps its last part).
+    "defaults": """#!/usr/bin/python3
+import json, os, sys
+root = os.environ["ORCH_ROOT"]
+with open(os.path.join(root, "var/log/standins.log"), "a") as log:
+    log.write(" ".join(["defaults", *sys.argv[1:]]) + "\\n")
+args = sys.argv[1:]
+if len(args) < 2 or args[0] not in ("read", "write"):
+    sys.exit("Command line interface to a user's defaults. (stand-in: read, write)")
+domain = os.path.basename(args[1]).removesuffix(".plist")
+path = os.path.join(root, "Library/Preferences", domain + ".json")
+try:
+    with open(path) as f:
+        prefs = json.load(f)
+except FileNotFoundError:
+    prefs = {}
+def shown(value):
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return repr(value).removesuffix(".0")
+    return str(value)
+if args[0] == "read":
+    if len(args) == 2:
+        if not prefs:
+            sys.exit(f"\\nDomain {args[1]} does not exist")
+        print("{")
+        for key, value in prefs.items():
+            print(f'    {key} = "{shown(value)}";')
+        print("}")
+    elif args[2] in prefs:
+        print(shown(prefs[args[2]]))
+    else:
+        sys.exit(f"\\nThe domain/default pair of ({args[1]}, {args[2]}) does not exist")
+    sys.exit(0)
+if len(args) == 4:
+    kind, raw = "-string", args[3]
+elif len(args) == 5:
+    kind, raw = args[3], args[4]
+else:
+    sys.exit("defaults write DOMAIN KEY [-TYPE] VALUE")
+try:
+    if kind == "-string":
+        value = raw
+    elif kind in ("-int", "-integer"):
+        value = int(raw)
+    elif kind == "-float":
+        value = float(raw)
+    elif kind in ("-bool", "-boolean"):
+        if raw.lower() not in ("true", "yes", "1", "false", "no", "0"):
+            raise ValueError(raw)
+        value = raw.lower() in ("true", "yes", "1")
+    else:
+        sys.exit(f"Unexpected argument {kind}; leaving defaults unchanged.")
+except ValueError:
+    sys.exit(f"Could not parse: {raw}.  Try single-quoting it.")
+prefs[args[2]] = value
+os.makedirs(os.path.dirname(path), exist_ok=True)
+with open(path, "w") as f:
+    json.dump(prefs, f, indent=2, sort_keys=True)
 """,
 }
 
@@ -188,3 +342,17 @@ def start_hosts(n: int) -> Iterator[list[SSHHost]]:
             kill_host(host)
             subprocess.run(["userdel", "-r", host.username], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def restart_with_new_host_key(host: SSHHost, key_type: str = "ed25519") -> str:
+    """Stop the host's sshd, give it a freshly generated host key (as a reinstalled
+    or swapped machine has), start it again; returns the new key line, also in
+    ``host.host_key``. Only for hosts a test started itself, never shared ones."""
+    kill_host(host)
+    key = host.config.parent / "host_key"
+    key.unlink(missing_ok=True)
+    key.with_suffix(".pub").unlink(missing_ok=True)
+    _run("ssh-keygen", "-q", "-t", key_type, "-N", "", "-f", str(key))
+    host.host_key = " ".join(key.with_suffix(".pub").read_text().split()[:2])
+    start(host)
+    return host.host_key
