@@ -1,0 +1,355 @@
+"""install_package, apply_image and smoke_checks on the real sshd hosts, with
+their artifacts downloaded from a DistributionServer on loopback (macOS
+steps verified on Linux hosts with stand-in commands; WIMs are real, made and
+applied with wimlib).
+
+A test package is a small JSON file the stand-ins understand (see
+tests/support/sshd.py). Every test uses its own receipt ids and puts the
+hosts' machines back as it found them, so none depends on another's order.
+"""
+
+from __future__ import annotations
+
+import json
+import plistlib
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.remote.ansible import (
+    AnsibleRunner,
+    HostTarget,
+    PlaybookRequest,
+    RunOutcome,
+    playbook_path,
+)
+from orchestrator.remote.distribution import DistributionServer, serve, sha256_file
+from tests.support.fixtures import ssh_hosts  # noqa: F401  (fixture)
+from tests.support.sshd import SSHHost
+
+SIGNER = "Developer ID Installer: Lincoln Unified School District (LUSD123456)"
+LOG = Path("var") / "log" / "standins.log"
+
+
+def _snapshot(root: Path) -> dict[Path, bytes | None]:
+    """Every file (bytes) and folder (None) under a machine, but its log."""
+    return {
+        p.relative_to(root): (p.read_bytes() if p.is_file() else None)
+        for p in root.rglob("*")
+        if p.relative_to(root) != LOG
+    }
+
+
+def _restore(host: SSHHost, saved: Mapping[Path, bytes | None]) -> None:
+    now = _snapshot(host.root)
+    for rel in sorted(set(now) - set(saved), key=lambda r: len(r.parts), reverse=True):
+        path = host.root / rel
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    for rel, data in sorted(saved.items(), key=lambda item: len(item[0].parts)):
+        path = host.root / rel
+        if data is None:
+            path.mkdir(exist_ok=True)
+        elif now.get(rel) != data:
+            path.write_bytes(data)
+        shutil.chown(path, user=host.username)
+
+
+@pytest.fixture
+def hosts(ssh_hosts: list[SSHHost]) -> Iterator[list[SSHHost]]:  # noqa: F811
+    """The shared hosts, each machine put back as it was after the test."""
+    saved = {h.name: _snapshot(h.root) for h in ssh_hosts}
+    yield ssh_hosts
+    for h in ssh_hosts:
+        _restore(h, saved[h.name])
+
+
+@pytest.fixture
+def dist(tmp_path: Path) -> Iterator[DistributionServer]:
+    root = tmp_path / "dist"
+    root.mkdir()
+    with serve(root) as server:
+        yield server
+
+
+def _target(h: SSHHost) -> HostTarget:
+    return HostTarget(
+        h.name,
+        h.address,
+        h.port,
+        "ssh",
+        h.username,
+        {
+            "orchestrator_root": str(h.root),
+            "ansible_python_interpreter": "/usr/bin/python3",
+            # The test hosts' users own their simulated machines; no sudo there.
+            "orchestrator_become": False,
+        },
+        host_key=h.host_key,
+    )
+
+
+def _run(
+    playbook: str,
+    hosts: list[SSHHost],
+    extravars: Mapping[str, Any],
+    per_host: Mapping[str, Mapping[str, Any]] | None = None,
+) -> RunOutcome:
+    """One run of a project playbook; ``per_host`` adds host variables."""
+    targets = []
+    for h in hosts:
+        t = _target(h)
+        extra = (per_host or {}).get(h.name, {})
+        targets.append(
+            HostTarget(
+                t.name,
+                t.address,
+                t.port,
+                t.connection,
+                t.user,
+                {**t.variables, **extra},
+                host_key=t.host_key,
+            )
+        )
+    return AnsibleRunner().run(
+        PlaybookRequest(
+            playbook=playbook_path(playbook),
+            hosts=targets,
+            ssh_key=hosts[0].key_file.read_text(),
+            extravars=dict(extravars),
+            timeout=240,
+        )
+    )
+
+
+class Log:
+    """What the hosts' stand-ins were asked from now on."""
+
+    def __init__(self, hosts: list[SSHHost]) -> None:
+        self.offsets = {
+            h.name: (h.root / LOG).stat().st_size if (h.root / LOG).exists() else 0 for h in hosts
+        }
+        self.hosts = {h.name: h for h in hosts}
+
+    def lines(self, host: SSHHost) -> list[str]:
+        if not (host.root / LOG).exists():
+            return []
+        with open(host.root / LOG, "rb") as f:
+            f.seek(self.offsets[host.name])
+            return f.read().decode().splitlines()
+
+    def calls(self, host: SSHHost, command: str) -> list[str]:
+        return [line for line in self.lines(host) if line.split(" ", 1)[0] == command]
+
+
+def _receipt_id() -> str:
+    return f"org.lusd.test.{uuid.uuid4().hex[:10]}"
+
+
+def _make_pkg(
+    dist: DistributionServer,
+    identifier: str,
+    version: str,
+    signer: str | None = SIGNER,
+    payload: Mapping[str, str] | None = None,
+) -> tuple[str, str]:
+    """A test package on the server: (its URL, its SHA-256)."""
+    name = f"{identifier}-{version}.pkg"
+    path = dist.root / name
+    path.write_text(
+        json.dumps(
+            {
+                "identifier": identifier,
+                "version": version,
+                "signer": signer,
+                "payload": dict(payload or {f"Applications/{identifier}.app/version": version}),
+            }
+        )
+    )
+    return dist.url_for(name), sha256_file(path)
+
+
+def _package_vars(
+    dist: DistributionServer, receipt: str, version: str = "2.1.0", **pkg: Any
+) -> dict[str, Any]:
+    url, sha = _make_pkg(dist, receipt, version, **pkg)
+    return {
+        "package_name": f"Test app {receipt}",
+        "package_version": version,
+        "package_url": url,
+        "package_sha256": sha,
+        "package_receipt": receipt,
+        "package_signer": SIGNER,
+    }
+
+
+def _receipt_version(host: SSHHost, receipt: str) -> str | None:
+    path = host.root / "var" / "db" / "receipts" / f"{receipt}.plist"
+    if not path.exists():
+        return None
+    with open(path, "rb") as f:
+        return str(plistlib.load(f)["PackageVersion"])
+
+
+def _failures(outcome: RunOutcome) -> str:
+    return json.dumps({h: o.__dict__ for h, o in outcome.hosts.items()}, default=str)
+
+
+# -- install_package -----------------------------------------------------------
+
+
+def test_install_package_installs_on_several_hosts_at_once(
+    hosts: list[SSHHost], dist: DistributionServer
+) -> None:
+    group = hosts[0:4]
+    receipt = _receipt_id()
+    log = Log(group)
+
+    outcome = _run("install_package", group, _package_vars(dist, receipt, "2.1.0"))
+
+    assert outcome.status == "successful", _failures(outcome)
+    for h in group:
+        assert outcome.hosts[h.name].status == "changed"
+        assert _receipt_version(h, receipt) == "2.1.0"
+        app = h.root / "Applications" / f"{receipt}.app" / "version"
+        assert app.read_text() == "2.1.0"
+        installs = log.calls(h, "installer")
+        assert len(installs) == 1, installs
+        downloaded = Path(installs[0].split()[2])
+        assert installs[0] == f"installer -pkg {downloaded} -target {h.root}"
+        assert not downloaded.parent.exists(), "the download folder is removed"
+        assert f"pkgutil --check-signature {downloaded}" in log.lines(h)
+
+
+def test_a_rerun_is_ok_not_changed_and_never_calls_the_installer(
+    hosts: list[SSHHost], dist: DistributionServer
+) -> None:
+    group = hosts[4:6]
+    receipt = _receipt_id()
+    # Any signer will do when none is named, as long as there is one.
+    extravars = _package_vars(dist, receipt, "7.0") | {"package_signer": ""}
+    first = _run("install_package", group, extravars)
+    assert first.status == "successful", _failures(first)
+    log = Log(group)
+
+    again = _run("install_package", group, extravars)
+
+    assert again.status == "successful", _failures(again)
+    for h in group:
+        assert again.hosts[h.name].status == "ok"
+        assert again.hosts[h.name].changed == 0
+        assert log.calls(h, "installer") == []
+        assert log.calls(h, "pkgutil") == [f"pkgutil --pkg-info {receipt}"]
+        assert _receipt_version(h, receipt) == "7.0"
+
+
+def test_a_newer_version_is_installed_over_the_old_one(
+    hosts: list[SSHHost], dist: DistributionServer
+) -> None:
+    host = hosts[6]
+    receipt = _receipt_id()
+    assert _run("install_package", [host], _package_vars(dist, receipt, "1.0")).status == (
+        "successful"
+    )
+    log = Log([host])
+
+    outcome = _run("install_package", [host], _package_vars(dist, receipt, "1.1"))
+
+    assert outcome.hosts[host.name].status == "changed", _failures(outcome)
+    assert len(log.calls(host, "installer")) == 1
+    assert _receipt_version(host, receipt) == "1.1"
+
+
+def test_a_wrong_checksum_fails_that_host_before_the_installer(
+    hosts: list[SSHHost], dist: DistributionServer
+) -> None:
+    good, bad = hosts[0], hosts[1]
+    receipt = _receipt_id()
+    extravars = _package_vars(dist, receipt, "3.0")
+    right = extravars.pop("package_sha256")
+    wrong = "0" * 64
+    log = Log([good, bad])
+
+    outcome = _run(
+        "install_package",
+        [good, bad],
+        extravars,
+        per_host={good.name: {"package_sha256": right}, bad.name: {"package_sha256": wrong}},
+    )
+
+    assert outcome.hosts[good.name].status == "changed", _failures(outcome)
+    assert _receipt_version(good, receipt) == "3.0"
+    failed = outcome.hosts[bad.name]
+    assert failed.status == "failed"
+    assert failed.failed_task == "Download the package, checking its SHA-256"
+    assert failed.message is not None and "checksum" in failed.message.lower()
+    assert log.calls(bad, "installer") == []
+    assert not any(line.startswith("pkgutil --check-signature") for line in log.lines(bad))
+    assert _receipt_version(bad, receipt) is None
+
+
+def test_an_unsigned_package_is_refused_and_never_installed(
+    hosts: list[SSHHost], dist: DistributionServer
+) -> None:
+    host = hosts[2]
+    receipt = _receipt_id()
+    log = Log([host])
+
+    outcome = _run(
+        "install_package",
+        [host],
+        _package_vars(dist, receipt, "1.0", signer=None) | {"package_signer": ""},
+    )
+
+    result = outcome.hosts[host.name]
+    assert result.status == "failed"
+    assert result.failed_task == "Refuse an unsigned package"
+    assert result.message is not None
+    assert "not signed" in result.message and "Status: no signature" in result.message
+    assert log.calls(host, "installer") == []
+    assert _receipt_version(host, receipt) is None
+
+
+def test_a_package_from_another_signer_is_refused(
+    hosts: list[SSHHost], dist: DistributionServer
+) -> None:
+    host = hosts[3]
+    receipt = _receipt_id()
+    stranger = "Developer ID Installer: Someone Else (ZZZ9999999)"
+    log = Log([host])
+
+    outcome = _run("install_package", [host], _package_vars(dist, receipt, "1.0", signer=stranger))
+
+    result = outcome.hosts[host.name]
+    assert result.status == "failed"
+    assert result.failed_task == "Refuse a package signed by anyone else"
+    assert result.message is not None
+    assert stranger in result.message and SIGNER in result.message
+    assert log.calls(host, "installer") == []
+    assert _receipt_version(host, receipt) is None
+
+
+def test_missing_variables_fail_at_the_start_naming_them(
+    hosts: list[SSHHost], dist: DistributionServer
+) -> None:
+    host = hosts[4]
+    extravars = _package_vars(dist, _receipt_id())
+    del extravars["package_receipt"]
+    extravars["package_url"] = ""
+    log = Log([host])
+
+    outcome = _run("install_package", [host], extravars)
+
+    result = outcome.hosts[host.name]
+    assert result.status == "failed"
+    assert result.failed_task == "Check the variables"
+    assert result.message == (
+        "install_package needs package_url, package_receipt (missing or empty) on Macs"
+    )
+    assert log.lines(host) == []  # nothing was run on the Mac
