@@ -717,6 +717,7 @@ class ClientView(BaseModel):
     model: str
     approved_model: bool
     flag: str | None
+    """Every flag below in one line ('; '), or None."""
     serial: str
     mac: str
     address: str
@@ -735,6 +736,15 @@ class ClientView(BaseModel):
     software: int | None = None
     """How many packages the client reported installed."""
     last_seen: datetime | None = None
+    flags: list[str] = []
+    """The hardware flag, then the host key's: 'host key not pinned' or
+    'host key changed: refused'."""
+    host_key_refused: bool = False
+    """The host offered another key than the pinned one; refused, kept for review."""
+
+
+HOST_KEY_NOT_PINNED = "host key not pinned"
+HOST_KEY_REFUSED = "host key changed: refused"
 
 
 def list_clients(
@@ -768,6 +778,11 @@ def list_clients(
                 flag = "model not approved"
             elif hw.end_of_support is not None and hw.end_of_support <= today:
                 flag = f"model past end of support ({hw.end_of_support})"
+            flags = [flag] if flag else []
+            if c.transport == "ssh" and c.host_key_offered is not None:
+                flags.append(HOST_KEY_REFUSED)
+            elif c.transport == "ssh" and c.host_key is None:
+                flags.append(HOST_KEY_NOT_PINNED)
             out.append(
                 ClientView(
                     hostname=c.hostname,
@@ -777,7 +792,7 @@ def list_clients(
                     platform=Platform(c.platform),
                     model=c.model,
                     approved_model=flag is None,
-                    flag=flag,
+                    flag="; ".join(flags) or None,
                     serial=c.serial,
                     mac=c.mac,
                     address=c.address,
@@ -790,6 +805,8 @@ def list_clients(
                     host_vars=dict(c.host_vars),
                     **_gathered(c.facts),
                     last_seen=c.last_seen,
+                    flags=flags,
+                    host_key_refused=c.host_key_offered is not None,
                 )
             )
         return out
