@@ -11,8 +11,9 @@ from rich.table import Table
 
 from orchestrator.cli import render
 from orchestrator.cli.app import JSON_OPTION, HandledGroup, console, print_json, state
-from orchestrator.cli.progress import STYLE, HostProgress
-from orchestrator.services import gather, inventory, runs, vault
+from orchestrator.cli.progress import PROBE_STYLE, STYLE, HostProgress, ProbeProgress
+from orchestrator.errors import RemoteError
+from orchestrator.services import gather, inventory, reach, runs, vault
 
 clients_app = typer.Typer(
     cls=HandledGroup, help="Client computers in the buildings.", no_args_is_help=True
@@ -54,7 +55,7 @@ def clients_list(
     room: Annotated[str | None, typer.Option(help="Only this room, lab or cart.")] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Clients you may see, by building and room, with hardware flags."""
+    """Clients you may see, by building and room, with hardware and host key flags."""
     rows = inventory.list_clients(state.ctx, state.actor(), building=building, room=room)
     if as_json:
         print_json(rows)
@@ -104,8 +105,19 @@ def clients_import(
     format: Annotated[
         str | None, typer.Option(help="csv, ini or yaml (default: from the file name).")
     ] = None,
+    pin: Annotated[
+        bool,
+        typer.Option(
+            "--pin/--no-pin",
+            help="Probe the imported Macs and pin the SSH host key each offers (default).",
+        ),
+    ] = True,
 ) -> None:
-    """Import clients: all rows or none; duplicates are refused, never merged."""
+    """Import clients: all rows or none; duplicates are refused, never merged.
+
+    Then the imported Macs are probed and their SSH host keys pinned at first
+    probe; an unreachable Mac stays imported, unpinned until its first probe.
+    """
     result = inventory.import_clients(state.ctx, state.actor(), file, format=format)
     console.print(
         f"imported {result.imported} clients into building(s) {', '.join(result.buildings)}"
@@ -121,6 +133,117 @@ def clients_import(
             "connection settings apply; IT stores secrets with 'orchestrator credentials set')",
             highlight=False,
         )
+    if not pin:
+        console.print(
+            "host keys not pinned (--no-pin): each Mac's is pinned at its first "
+            "'orchestrator clients probe'",
+            highlight=False,
+        )
+        return
+    with ProbeProgress(console, "pinning the imported Macs' host keys") as progress:
+        pinned = reach.pin_imported(
+            state.ctx, state.actor(), file, format=format, on_result=progress.on_result
+        )
+    if not pinned:
+        return
+    done = [r for r in pinned if r.result == reach.PINNED]
+    missed = [r for r in pinned if r.result != reach.PINNED]
+    console.print(f"pinned at first probe: {len(done)} of {len(pinned)} Macs", highlight=False)
+    if missed:
+        console.print(
+            f"[yellow]not reached, left unpinned:[/] {', '.join(r.hostname for r in missed)} "
+            "(still imported; each is pinned at its first 'orchestrator clients probe')",
+            highlight=False,
+        )
+
+
+def _probe_table(results: list[reach.ProbeResult], title: str) -> Table:
+    t = Table(title=title, **render.TABLE_STYLE)
+    for heading in ("host", "transport", "result", "fingerprint", "message"):
+        t.add_column(heading, no_wrap=heading in ("host", "fingerprint"))
+    for r in results:
+        t.add_row(
+            r.hostname,
+            r.transport,
+            f"[{PROBE_STYLE.get(r.result, 'white')}]{r.result}[/]",
+            r.fingerprint or "-",
+            escape(r.message),
+        )
+    return t
+
+
+@clients_app.command("probe")
+def clients_probe(
+    building: Annotated[
+        str | None, typer.Option(help="Only this building (default: every one you manage).")
+    ] = None,
+    host: Annotated[
+        list[str] | None, typer.Option("--host", help="Only this client (repeat for more).")
+    ] = None,
+    pin: Annotated[
+        bool,
+        typer.Option("--pin/--no-pin", help="Pin the key of Macs that have none (default)."),
+    ] = True,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Reach clients: Macs by SSH host key (pinned at first probe), PCs by WinRM port.
+
+    A Mac offering another key than its pinned one is refused; the offer is kept
+    for review ('clients repin'). Exits 8 when a host key changed or a client
+    could not be reached.
+    """
+    title = "probe " + (f"building {building}" if building else "your buildings")
+    if host:
+        title = f"probe {', '.join(host)}" + (f" in building {building}" if building else "")
+    with ProbeProgress(console, title, quiet=as_json) as progress:
+        results = reach.probe(
+            state.ctx,
+            state.actor(),
+            building=building,
+            hostnames=host,
+            pin=pin,
+            on_result=progress.on_result,
+        )
+    bad = [r for r in results if r.result in (reach.KEY_CHANGED, reach.UNREACHABLE)]
+    if as_json:
+        print_json(results)
+    else:
+        console.print(_probe_table(results, f"{title} ({len(results)})"))
+        changed = [r for r in results if r.result == reach.KEY_CHANGED]
+        for r in changed:
+            console.print(
+                f"[red]host key changed:[/] {r.hostname} offers {r.fingerprint}, "
+                f"pinned is {r.pinned_fingerprint}",
+                highlight=False,
+            )
+        if changed:
+            console.print(
+                "Runs refuse these hosts until their key is reviewed. After a known swap or "
+                "reinstall: orchestrator clients repin HOST --reason TEXT",
+                highlight=False,
+            )
+    if bad:
+        raise typer.Exit(RemoteError.exit_code)
+
+
+@clients_app.command("repin")
+def clients_repin(
+    hostname: Annotated[str, typer.Argument(help="The Mac whose host key changed.")],
+    reason: Annotated[
+        str,
+        typer.Option(help="Required: why the key changed (hardware swap, reinstall, ticket)."),
+    ] = "",
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Pin the SSH host key a Mac offers now, after a known hardware swap or reinstall.
+
+    Refused when the key changed again since it was refused: probe again and review.
+    """
+    result = reach.repin(state.ctx, state.actor(), hostname, reason=reason)
+    if as_json:
+        print_json(result)
+        return
+    console.print(result.message, highlight=False)
 
 
 @inventory_app.command("export")

@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli import render
+from orchestrator.services.reach import ProbeResult
 from orchestrator.services.runs import HostEvent
 
 STYLE = {
@@ -139,3 +140,72 @@ class HostProgress:
             self._live.update(self.table())
             self._live.__exit__(exc_type, exc, tb)
             self._live = None
+
+
+# -- probing clients --------------------------------------------------------
+
+PROBE_STYLE = {
+    "pinned": "cyan",
+    "reachable": "green",
+    "not pinned": "yellow",
+    "host key changed": "red",
+    "unreachable": "red",
+}
+
+
+class ProbeProgress:
+    """Live per-host lines while clients are probed: use as
+    ``with ProbeProgress(console, title) as progress:`` and pass
+    ``progress.on_result`` to the probe.
+
+    Each host prints one line as it answers; on a terminal a status line below
+    counts the answers so far.
+    """
+
+    def __init__(self, console: Console, title: str, *, quiet: bool = False) -> None:
+        self.console = console
+        self.title = title
+        self.quiet = quiet
+        self.counts: Counter[str] = Counter()
+        self._status: Any = None
+
+    def on_result(self, result: ProbeResult) -> None:
+        self.counts[result.result] += 1
+        if self.quiet:
+            return
+        colour = PROBE_STYLE.get(result.result, "white")
+        line = f"  {result.hostname}: [{colour}]{result.result}[/]"
+        if result.fingerprint:
+            line += f" {result.fingerprint}"
+        if not result.ok:
+            line += f" — {escape(result.message[:300])}"
+        if result.result == "host key changed":
+            line += f" (pinned: {result.pinned_fingerprint})"
+        self.console.print(line, highlight=False)
+        if self._status is not None:
+            self._status.update(self._summary())
+
+    def _summary(self) -> str:
+        done = sum(self.counts.values())
+        parts = ", ".join(f"{n} {r}" for r, n in sorted(self.counts.items()))
+        return f"{self.title}: {done} answered" + (f" ({parts})" if parts else "")
+
+    def __enter__(self) -> ProbeProgress:
+        if self.quiet:
+            return self
+        if self.console.is_terminal:
+            self._status = self.console.status(self._summary())
+            self._status.__enter__()
+        else:
+            self.console.print(self.title, highlight=False)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._status is not None:
+            self._status.__exit__(exc_type, exc, tb)
+            self._status = None
