@@ -69,6 +69,15 @@ class Settings(BaseSettings):
         description="Key the stored client secrets are encrypted with (data_dir/secret.key).",
     )
 
+    distribution_address: str = Field(
+        default="127.0.0.1",
+        description="Address the orchestrator serves artifacts on during a run; clients "
+        "download from it, so it must be one they reach.",
+    )
+    distribution_port: int = Field(
+        default=0, ge=0, lt=65536, description="Its port; 0 picks a free one for each run."
+    )
+
     @field_validator("district_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

@@ -77,7 +77,9 @@ class District:
         models: list[str] | None = None,
         to: State = State.PUBLISHED,
         by: str = "it.ana",
+        artifact: str | None = None,
     ) -> str:
+        """A base image; ``artifact`` a local file (hashed) instead of a stand-in URL."""
         v = catalog.create_base_image(
             self.ctx,
             self[by],
@@ -87,8 +89,8 @@ class District:
                 version=version,
                 os_version="Windows 11 24H2" if platform == "pc" else "macOS 15.3",
                 sunset_date=self.days(sunset_in),
-                artifact=f"https://dist.test/{platform}-{level}-{version}.wim",
-                artifact_sha256=sha(f"{platform}-{level}-{version}"),
+                artifact=artifact or f"https://dist.test/{platform}-{level}-{version}.wim",
+                artifact_sha256=None if artifact else sha(f"{platform}-{level}-{version}"),
                 models=models if models is not None else ([PC, PC2] if platform == "pc" else [MAC]),
             ),
         )
@@ -135,7 +137,10 @@ class District:
         building: str | None = None,
         by: str = "edtech.grace",
         to: State = State.DRAFT,
+        installer: str | None = None,
+        detection_rule: str | None = None,
     ) -> str:
+        """A package; ``installer`` a local file (hashed) instead of a stand-in URL."""
         v = catalog.create_package(
             self.ctx,
             self[by],
@@ -144,10 +149,10 @@ class District:
                 version=version,
                 platform=platform,
                 audience=audience,
-                installer=f"https://dist.test/{name}-{version}.msi",
-                installer_sha256=sha(f"{name}-{version}"),
+                installer=installer or f"https://dist.test/{name}-{version}.msi",
+                installer_sha256=None if installer else sha(f"{name}-{version}"),
                 building=building,
-                detection_rule=f"registry:{name}>={version}",
+                detection_rule=detection_rule or f"registry:{name}>={version}",
             ),
         )
         self.walk(Kind.PACKAGE, v.ref, to, author=by)

@@ -318,6 +318,9 @@ class Run(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     playbook: str = Field(max_length=63)
+    delivered: str | None = Field(
+        default=None, max_length=200, description="the package or image it put on the clients"
+    )
     building: str | None = Field(default=None, max_length=6, index=True)
     actor: str = Field(max_length=64)
     role: str = Field(max_length=16)

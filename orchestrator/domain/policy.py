@@ -78,6 +78,7 @@ class Action(StrEnum):
     RUN_SUNSET_CHECK = "run_sunset_check"
     MANAGE_CLIENTS = "manage_clients"
     RUN_PLAYBOOK = "run_playbook"
+    ROLL_OUT_BASE_IMAGE = "roll_out_base_image"
     MANAGE_CREDENTIALS = "manage_credentials"
     MAINTAIN_BASE = "maintain_base"
     MAINTAIN_CUSTOM = "maintain_custom"
@@ -143,6 +144,12 @@ PERMISSIONS: Mapping[Action, Grant] = MappingProxyType(
             {Role.IT: _D, Role.SECTEC: _OWN, Role.BTC: _OWN, Role.SYSTEM: _D},
             "run playbooks on client computers",
             "IT, and each building's tech on its own building's computers",
+        ),
+        Action.ROLL_OUT_BASE_IMAGE: Grant(
+            {Role.IT: _D, Role.SYSTEM: _D},
+            "put a base image itself on a building's computers",
+            "version upgrades are tested and rolled out by IT; building techs deploy "
+            "their customized images",
         ),
         Action.MANAGE_CREDENTIALS: Grant(
             {Role.IT: _D},

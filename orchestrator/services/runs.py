@@ -10,6 +10,7 @@ transaction.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from orchestrator.db.session import transaction
 from orchestrator.domain import validation
 from orchestrator.domain.policy import Action, Actor, authorize, may
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.remote import distribution as distribution_server
 from orchestrator.remote.ansible import (
     AnsibleRunner,
     HostEvent,
@@ -30,7 +32,7 @@ from orchestrator.remote.ansible import (
     PlaybookRunner,
     playbook_path,
 )
-from orchestrator.services import audit, inventory
+from orchestrator.services import audit, delivery, inventory
 from orchestrator.services.context import Context
 
 
@@ -82,6 +84,7 @@ class HostResultView:
 class RunView:
     id: int
     playbook: str
+    delivered: str | None
     building: str | None
     actor: str
     status: str
@@ -89,6 +92,15 @@ class RunView:
     started_at: datetime
     finished_at: datetime | None
     hosts: list[HostResultView]
+
+
+@dataclass(frozen=True)
+class DistributionPoint:
+    """Where the orchestrator serves a run's artifacts to the clients."""
+
+    address: str = "127.0.0.1"
+    port: int = 0
+    """0: a free port for each run."""
 
 
 def run_playbook(
@@ -100,18 +112,27 @@ def run_playbook(
     credentials: Credentials,
     runner: PlaybookRunner | None = None,
     room: str | None = None,
+    package: str | None = None,
+    image: str | None = None,
+    distribution: DistributionPoint = DistributionPoint(),
     forks: int = 10,
     on_event: Callable[[HostEvent], None] = lambda _e: None,
     should_cancel: Callable[[], bool] = lambda: False,
 ) -> RunView:
     """Run ``playbook`` on the clients of ``building`` (optionally one room).
 
+    ``install_package`` needs ``package`` and ``apply_image`` / ``smoke_checks``
+    need ``image``: a released one, for this building (see
+    :mod:`orchestrator.services.delivery`); only clients of its platform are
+    targeted, and its files are served from ``distribution`` for the run.
     ``runner`` defaults to the real Ansible runner.
 
     Raises:
-        Refused: not IT, nor a tech of that building.
-        InvalidInput: unknown playbook. NotFound: unknown building, or no clients
-            there (an empty target is an error, not a success).
+        Refused: not IT, nor a tech of that building; the package or image is
+            not released for it. SunsetReached: it is past its sunset.
+        InvalidInput: unknown playbook, a missing or unexpected reference, an
+            artifact that changed since approval. NotFound: unknown building or
+            reference, or no clients there (an empty target is an error).
     """
     validation.building_number(building)
     authorize(actor, Action.RUN_PLAYBOOK, building=building)
@@ -121,15 +142,28 @@ def run_playbook(
         b = session.exec(select(Building).where(Building.number == building)).first()
         if b is None:
             raise NotFound(f"no building {building!r} (see 'orchestrator buildings')")
+        shipment = delivery.prepare(
+            session,
+            actor,
+            path.stem,
+            building=building,
+            package=package,
+            image=image,
+            today=ctx.today(),
+        )
         q = select(Client).where(Client.building_id == b.id).order_by(col(Client.hostname))
         if room is not None:
             q = q.where(func.lower(Client.room) == room.lower())
+        if shipment is not None:
+            q = q.where(Client.platform == shipment.platform)
         clients = list(session.exec(q))
         if not clients:
             where = f"room {room!r} of building {building}" if room else f"building {building}"
-            raise NotFound(f"no clients in {where}: nothing to run on")
+            which = f"{shipment.platform.upper()} clients" if shipment else "clients"
+            raise NotFound(f"no {which} in {where}: nothing to run on")
         run = Run(
             playbook=path.stem,
+            delivered=shipment.ref if shipment else None,
             building=building,
             actor=actor.username,
             role=actor.role.value,
@@ -146,7 +180,8 @@ def run_playbook(
             actor=actor,
             action="run.start",
             subject=audit.Subject("run", f"run {run_id}: {path.stem}", run_id, building),
-            after={"playbook": path.stem, "hosts": len(clients)},
+            after={"playbook": path.stem, "hosts": len(clients)}
+            | ({"delivered": shipment.ref} if shipment else {}),
         )
         ids = {c.hostname: c.id or 0 for c in clients}
         targets = [
@@ -162,15 +197,25 @@ def run_playbook(
             )
             for c in clients
         ]
-    request = PlaybookRequest(
-        playbook=path,
-        hosts=targets,
-        forks=forks,
-        ssh_key=credentials.ssh_key,
-        winrm_password=credentials.winrm_password,
-    )
     try:
-        outcome = (runner or AnsibleRunner()).run(request, on_event, should_cancel)
+        with ExitStack() as stack:
+            base_url = None
+            if shipment is not None and shipment.served:
+                point = stack.enter_context(
+                    distribution_server.serve_files(
+                        shipment.served, address=distribution.address, port=distribution.port
+                    )
+                )
+                base_url = point.url
+            request = PlaybookRequest(
+                playbook=path,
+                hosts=targets,
+                forks=forks,
+                extravars=shipment.extravars(base_url) if shipment else {},
+                ssh_key=credentials.ssh_key,
+                winrm_password=credentials.winrm_password,
+            )
+            outcome = (runner or AnsibleRunner()).run(request, on_event, should_cancel)
     except Exception as exc:  # a crash of the runner itself still ends the run record
         _finish(ctx, actor, run_id, building, "failed", None, f"the run broke: {exc}", {}, ids)
         raise
@@ -251,6 +296,7 @@ def _view(session: Session, run: Run) -> RunView:
     return RunView(
         id=run.id,
         playbook=run.playbook,
+        delivered=run.delivered,
         building=run.building,
         actor=run.actor,
         status=run.status,

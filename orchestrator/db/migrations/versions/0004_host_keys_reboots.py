@@ -1,4 +1,4 @@
-"""refused host keys kept for review; reboot-required results
+"""refused host keys kept for review; reboot-required results; what a run delivered
 
 Revision ID: 0004
 Revises: 0003
@@ -19,6 +19,8 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("client", schema=None) as batch_op:
         batch_op.add_column(sa.Column("host_key_offered", sa.String(length=800), nullable=True))
+    with op.batch_alter_table("run", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("delivered", sa.String(length=200), nullable=True))
     with op.batch_alter_table("host_result", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("reboot_required", sa.Boolean(), nullable=False, server_default=sa.false())
@@ -28,5 +30,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("host_result", schema=None) as batch_op:
         batch_op.drop_column("reboot_required")
+    with op.batch_alter_table("run", schema=None) as batch_op:
+        batch_op.drop_column("delivered")
     with op.batch_alter_table("client", schema=None) as batch_op:
         batch_op.drop_column("host_key_offered")

@@ -1,0 +1,298 @@
+"""What a package or image playbook is given: only released things, with their bits.
+
+``orchestrator run install_package --package firefox@128.0`` (and
+``apply_image`` / ``smoke_checks`` with ``--image``) goes through here
+before anything reaches a client. The gates are the chain's:
+
+* the thing is released (published, or deprecated: superseded but still
+  deployable), not retired or sunset, and its effective sunset date has not
+  been reached;
+* it is for this building: a district-wide package or one of the
+  building's own; a customized image of this building; a base image only
+  when IT rolls it out (building techs deploy their customized images);
+* only clients of the thing's platform are targeted;
+* its artifact is there: a local file is checked against the catalog's
+  SHA-256 before it is offered (the playbook checks it again on the client,
+  while it downloads); a URL is handed on with its SHA-256.
+
+Local artifacts are offered over the orchestrator's distribution server
+(:mod:`orchestrator.remote.distribution`) at ``/<sha256>/<file name>``, for
+the length of the run. Scheduled deployments with waves and windows build on
+this; until they land, a run is the way to push one thing to one building.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+
+from orchestrator.db.models import Releasable
+from orchestrator.domain import sunset
+from orchestrator.domain.policy import Action, Actor, authorize
+from orchestrator.domain.states import Kind, State
+from orchestrator.errors import InvalidInput, Refused, SunsetReached
+from orchestrator.services import catalog
+from orchestrator.services.refs import ref_of
+
+PACKAGE_PLAYBOOKS = frozenset({"install_package"})
+IMAGE_PLAYBOOKS = frozenset({"apply_image", "smoke_checks"})
+IMAGE_MARKER_PATH = "var/orchestrator/image-marker"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file a playbook downloads: served by us (``path``) or already at ``url``."""
+
+    sha256: str
+    name: str
+    path: Path | None = None
+    url: str | None = None
+
+    @property
+    def served_as(self) -> str:
+        return f"{self.sha256}/{self.name}"
+
+    def url_from(self, base_url: str | None) -> str:
+        if self.url is not None:
+            return self.url
+        assert base_url is not None, "a local artifact needs the distribution server"
+        return f"{base_url.rstrip('/')}/{self.served_as}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A released thing, ready to hand to a playbook."""
+
+    ref: str
+    kind: Kind
+    platform: str
+    artifacts: tuple[Artifact, ...] = ()
+    variables: Mapping[str, Any] = field(default_factory=dict)
+    """Extra variables, with ``{"artifact": i}`` placeholders where URLs go."""
+
+    @property
+    def served(self) -> dict[str, Path]:
+        """URL path → local file, for the distribution server."""
+        return {a.served_as: a.path for a in self.artifacts if a.path is not None}
+
+    def extravars(self, base_url: str | None) -> dict[str, Any]:
+        """The variables with every artifact's URL filled in."""
+
+        def fill(value: Any) -> Any:
+            if isinstance(value, dict):
+                if set(value) == {"artifact"}:
+                    return self.artifacts[value["artifact"]].url_from(base_url)
+                return {k: fill(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [fill(v) for v in value]
+            return value
+
+        return {k: fill(v) for k, v in self.variables.items()}
+
+
+def needs_reference(playbook: str) -> str | None:
+    """'package' or 'image' when the playbook needs one, else None."""
+    if playbook in PACKAGE_PLAYBOOKS:
+        return "package"
+    if playbook in IMAGE_PLAYBOOKS:
+        return "image"
+    return None
+
+
+def prepare(
+    session: Session,
+    actor: Actor,
+    playbook: str,
+    *,
+    building: str,
+    package: str | None,
+    image: str | None,
+    today: date,
+) -> Delivery | None:
+    """Check the gates and describe what the playbook gets (None: it needs nothing).
+
+    Raises:
+        InvalidInput: a reference missing, unexpected or malformed; an artifact
+            missing or not matching its SHA-256; a package the orchestrator
+            cannot detect. NotFound: no such thing the actor may see.
+        Refused: not released, for another building, or a base image rolled
+            out by someone other than IT. SunsetReached: past its sunset.
+    """
+    wanted = needs_reference(playbook)
+    given = {"package": package, "image": image}
+    for what, ref in given.items():
+        if ref is not None and what != wanted:
+            needed = f"--{wanted}" if wanted else "no package or image"
+            raise InvalidInput(f"{playbook} takes {needed}, not --{what}", field=what)
+    if wanted is None:
+        return None
+    ref = given[wanted]
+    if ref is None:
+        example = "firefox@128.0" if wanted == "package" else "101/lab@1.2 or pc-high@2026.1"
+        raise InvalidInput(
+            f"{playbook} needs --{wanted} (a released {wanted}, e.g. {example})", field=wanted
+        )
+    if wanted == "package":
+        row = catalog.resolve(session, actor, Kind.PACKAGE, ref)
+    else:
+        kind = Kind.CUSTOM_IMAGE if "/" in ref else Kind.BASE_IMAGE
+        row = catalog.resolve(session, actor, kind, ref)
+    _check_released(session, actor, row, building=building, today=today)
+    if row.kind == Kind.PACKAGE.value:
+        artifact = _artifact(row)
+        return Delivery(ref_of(row), Kind.PACKAGE, row.platform, (artifact,), _package_vars(row, 0))
+    return _image(session, playbook, row, building)
+
+
+def _check_released(
+    session: Session, actor: Actor, row: Releasable, *, building: str, today: date
+) -> None:
+    ref = ref_of(row)
+    kind = Kind(row.kind)
+    effective = catalog.effective_sunset_of(session, row)
+    if row.state == State.SUNSET.value or sunset.is_sunset(effective, today):
+        raise SunsetReached(
+            f"{kind.label} {ref} reached its sunset date ({effective}): it is never deployed again"
+        )
+    if row.state not in (State.PUBLISHED.value, State.DEPRECATED.value):
+        word = "published" if kind is Kind.BASE_IMAGE else "released"
+        raise Refused(
+            f"{kind.label} {ref} is {row.state.replace('_', ' ')}, not {word}: "
+            "nothing reaches a client before the approval chain has passed it"
+        )
+    if kind is Kind.BASE_IMAGE:
+        authorize(actor, Action.ROLL_OUT_BASE_IMAGE, building=building)
+    elif row.scope_key not in ("*", building):
+        raise Refused(
+            f"{kind.label} {ref} is building {row.scope_key}'s, not building {building}'s"
+        )
+
+
+def _artifact(row: Releasable, *, what: str = "artifact") -> Artifact:
+    """The row's file or URL; a local file is checked against the catalog's SHA-256.
+
+    Raises: InvalidInput.
+    """
+    ref, stated = row.artifact_ref, row.artifact_sha256
+    label = f"{Kind(row.kind).label} {ref_of(row)}"
+    if not ref or not stated:
+        raise InvalidInput(f"{label} has no {what} to deliver", field=what)
+    name = ref.rstrip("/").rsplit("/", 1)[-1] or "artifact"
+    if ref.startswith(("http://", "https://")):
+        return Artifact(stated, name, url=ref)
+    path = Path(ref.removeprefix("file://"))
+    if not path.is_file():
+        raise InvalidInput(f"{label}: its {what} {path} is not here any more", field=what)
+    actual = _sha256(path)
+    if actual != stated:
+        raise InvalidInput(
+            f"{label}: {path} has SHA-256 {actual}, not the approved {stated}: "
+            "the file changed after it was approved",
+            field=what,
+        )
+    return Artifact(stated, name, path=path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def detection(row: Releasable) -> tuple[str, str]:
+    """(receipt id for Macs, MSI product code for PCs) from the detection rule.
+
+    Rules look like ``pkgutil:edu.mit.scratch>=3.29`` or ``msi:{0F1A2B3C}``.
+
+    Raises: InvalidInput for a Mac package without a pkgutil rule.
+    """
+    rule = (row.detection_rule or "").strip()
+    how, _, what = rule.partition(":")
+    ident = what.split(">=")[0].split("==")[0].strip()
+    receipt = ident if how == "pkgutil" else ""
+    product = ident if how == "msi" else ""
+    if row.platform == "mac" and not receipt:
+        raise InvalidInput(
+            f"package {ref_of(row)} has no pkgutil receipt rule (e.g. 'pkgutil:org.example.app'): "
+            "without it a Mac cannot tell whether it is installed",
+            field="detection_rule",
+        )
+    return receipt, product
+
+
+def _package_vars(row: Releasable, index: int, *, prefix: str = "package_") -> dict[str, Any]:
+    receipt, product = detection(row)
+    values: dict[str, Any] = {
+        "name": row.name,
+        "version": row.version,
+        "url": {"artifact": index},
+        "sha256": row.artifact_sha256,
+    }
+    if row.platform == "mac":
+        values |= {"receipt": receipt, "signer": ""}
+    else:
+        values |= {"product_id": product}
+    return {f"{prefix}{k}": v for k, v in values.items()}
+
+
+def image_marker(row: Releasable) -> str:
+    """What the image marker on a client says after this image is applied."""
+    return ref_of(row)
+
+
+def _image(session: Session, playbook: str, row: Releasable, building: str) -> Delivery:
+    base = session.get(Releasable, row.base_id) if row.base_id else row
+    assert base is not None
+    variables: dict[str, Any] = {
+        "image_name": row.name,
+        "image_version": row.version,
+        "image_marker": image_marker(row),
+        "expected_image_marker": image_marker(row),
+    }
+    packages = catalog.package_rows(session, row.id) if row.id is not None else []
+    artifacts: list[Artifact] = []
+    if playbook == "smoke_checks":
+        if row.platform == "mac":
+            variables["required_receipts"] = [detection(p)[0] for p in packages]
+        return Delivery(ref_of(row), Kind(row.kind), row.platform, (), variables)
+    if row.platform == "mac":
+        os_min = (base.os_version or "").removeprefix("macOS").strip()
+        items = []
+        for p in packages:
+            artifacts.append(_artifact(p, what="installer"))
+            pv = _package_vars(p, len(artifacts) - 1, prefix="")
+            items.append(pv)
+        variables |= {
+            "image_kind": "mac_thin",
+            "image_os_min": os_min,
+            "image_packages": items,
+            "image_settings": [
+                {"domain": "org.district.orchestrator", "key": k, "type": "string", "value": v}
+                for k, v in sorted(row.settings.items())
+            ],
+        }
+    else:
+        if row.kind == Kind.CUSTOM_IMAGE.value and (row.artifact_ref or packages):
+            carried = ", ".join(ref_of(p) for p in packages) or "a captured overlay"
+            raise InvalidInput(
+                f"customized image {ref_of(row)} carries {carried}: apply_image lays down the "
+                f"base WIM only, so install those with install_package afterwards (scheduled "
+                "deployments will do both in one go)",
+                field="image",
+            )
+        artifacts.append(_artifact(base))
+        variables |= {
+            "image_kind": "wim",
+            "image_url": {"artifact": 0},
+            "image_sha256": base.artifact_sha256,
+            "image_index": 1,
+        }
+    return Delivery(ref_of(row), Kind(row.kind), row.platform, tuple(artifacts), variables)
