@@ -283,7 +283,9 @@ def _credentials() -> runs.Credentials:
 
 def _results_table(view: runs.RunView) -> Table:
     t = Table(
-        title=f"run {view.id}: {view.playbook} on building {view.building} — {view.status}",
+        title=f"run {view.id}: {view.playbook}"
+        + (f" {view.delivered}" if view.delivered else "")
+        + f" on building {view.building} — {view.status}",
         **render.TABLE_STYLE,
     )
     for heading in (
@@ -300,7 +302,8 @@ def _results_table(view: runs.RunView) -> Table:
     for h in view.hosts:
         t.add_row(
             h.hostname,
-            f"[{STYLE.get(h.status, 'white')}]{h.status}[/]",
+            f"[{STYLE.get(h.status, 'white')}]{h.status}[/]"
+            + (" [yellow]· reboot required[/]" if h.reboot_required else ""),
             str(h.ok),
             str(h.changed),
             str(h.failed),
@@ -315,11 +318,23 @@ def run_command(
     playbook: Annotated[str, typer.Argument(help="One of the project's playbooks, e.g. ping.")],
     building: Annotated[str, typer.Option(help="Building number.")],
     room: Annotated[str | None, typer.Option(help="Only this room, lab or cart.")] = None,
+    package: Annotated[
+        str | None,
+        typer.Option(help="For install_package: a released package, e.g. firefox@128.0."),
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(help="For apply_image and smoke_checks: e.g. 101/lab@1.2 or pc-high@2026.1."),
+    ] = None,
     forks: Annotated[int, typer.Option(help="Hosts worked on at once.")] = 10,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Run a playbook on a building's clients, with live per-host progress."""
-    title = f"{playbook} on building {building}" + (f", room {room}" if room else "")
+    what = package or image
+    title = f"{playbook}{f' {what}' if what else ''} on building {building}" + (
+        f", room {room}" if room else ""
+    )
+    s = state.settings
     with HostProgress(console, title, quiet=as_json) as progress:
         view = runs.run_playbook(
             state.ctx,
@@ -327,6 +342,9 @@ def run_command(
             playbook,
             building=building,
             room=room,
+            package=package,
+            image=image,
+            distribution=runs.DistributionPoint(s.distribution_address, s.distribution_port),
             forks=forks,
             credentials=_credentials(),
             on_event=progress.on_event,
@@ -367,7 +385,7 @@ def runs_list(as_json: bool = JSON_OPTION) -> None:
     for v in views:
         t.add_row(
             str(v.id),
-            v.playbook,
+            v.playbook + (f" {v.delivered}" if v.delivered else ""),
             v.building or "-",
             v.actor,
             v.status,
