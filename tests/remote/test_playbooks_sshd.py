@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import plistlib
+import re
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -353,3 +355,255 @@ def test_missing_variables_fail_at_the_start_naming_them(
         "install_package needs package_url, package_receipt (missing or empty) on Macs"
     )
     assert log.lines(host) == []  # nothing was run on the Mac
+
+
+# -- apply_image: a thin image on a Mac -------------------------------------------
+
+
+def _thin_image(dist: DistributionServer, marker: str, os_min: str = "14.0") -> dict[str, Any]:
+    packages = []
+    for name, version in (("Browser", "128.0"), ("Office", "16.90")):
+        receipt = _receipt_id()
+        url, sha = _make_pkg(dist, receipt, version)
+        packages.append(
+            {
+                "name": name,
+                "version": version,
+                "url": url,
+                "sha256": sha,
+                "receipt": receipt,
+                "signer": SIGNER,
+            }
+        )
+    return {
+        "image_name": "lab",
+        "image_version": "2.0",
+        "image_marker": marker,
+        "image_kind": "mac_thin",
+        "image_os_min": os_min,
+        "image_packages": packages,
+        "image_settings": [
+            {
+                "domain": "/Library/Preferences/com.apple.loginwindow",
+                "key": "GuestEnabled",
+                "type": "bool",
+                "value": False,
+            },
+            {"domain": "org.lusd.lab", "key": "Room", "type": "string", "value": "101"},
+            {"domain": "org.lusd.lab", "key": "Seats", "type": "int", "value": 28},
+        ],
+    }
+
+
+def test_a_thin_image_needing_a_newer_macos_fails_saying_which(
+    hosts: list[SSHHost], dist: DistributionServer
+) -> None:
+    host = hosts[5]
+    marker = (host.root / "var" / "orchestrator" / "image-marker").read_text()
+    log = Log([host])
+
+    outcome = _run("apply_image", [host], _thin_image(dist, "101/lab@2.0", os_min="16.1"))
+
+    result = outcome.hosts[host.name]
+    assert result.status == "failed"
+    assert result.message == "lab 2.0 requires macOS 16.1, this Mac runs 15.3"
+    assert log.calls(host, "installer") == [] and log.calls(host, "defaults") == []
+    assert (host.root / "var" / "orchestrator" / "image-marker").read_text() == marker
+
+
+def test_a_thin_image_installs_its_packages_settings_and_marker_and_gather_reads_it(
+    hosts: list[SSHHost], dist: DistributionServer
+) -> None:
+    group = hosts[6:8]
+    image = _thin_image(dist, "101/lab@2.0")
+    log = Log(group)
+
+    outcome = _run("apply_image", group, image)
+
+    assert outcome.status == "successful", _failures(outcome)
+    for h in group:
+        assert outcome.hosts[h.name].status == "changed"
+        for pkg in image["image_packages"]:
+            assert _receipt_version(h, pkg["receipt"]) == pkg["version"]
+        assert len(log.calls(h, "installer")) == 2
+        prefs = h.root / "Library" / "Preferences"
+        assert json.loads((prefs / "com.apple.loginwindow.json").read_text()) == {
+            "GuestEnabled": False
+        }
+        assert json.loads((prefs / "org.lusd.lab.json").read_text()) == {
+            "Room": "101",
+            "Seats": 28,
+        }
+        assert (h.root / "var" / "orchestrator" / "image-marker").read_text() == "101/lab@2.0\n"
+
+    gathered = _run("gather_facts", group, {})
+    assert gathered.status == "successful", _failures(gathered)
+    for h in group:
+        facts = gathered.hosts[h.name].facts
+        assert facts["orchestrator_image"] == "101/lab@2.0"
+        assert {p["receipt"] for p in image["image_packages"]} <= set(
+            facts["orchestrator_software"]
+        )
+
+    again = Log(group)
+    rerun = _run("apply_image", group, image)
+    assert rerun.status == "successful", _failures(rerun)
+    for h in group:
+        assert rerun.hosts[h.name].status == "ok", "nothing left to change"
+        assert again.calls(h, "installer") == []
+        assert not any(c.startswith("defaults write") for c in again.calls(h, "defaults"))
+
+
+# -- apply_image: a WIM from the imaging environment over SSH ---------------------
+
+
+@pytest.fixture
+def wim(tmp_path: Path, dist: DistributionServer) -> tuple[Path, str, str]:
+    """A real WIM of a small Windows-like tree: (the tree, its URL, its SHA-256)."""
+    tree = tmp_path / "volume"
+    (tree / "Windows" / "System32").mkdir(parents=True)
+    (tree / "Users" / "Public" / "Desktop").mkdir(parents=True)
+    (tree / "Windows" / "System32" / "kernel.bin").write_bytes(bytes(range(256)) * 300)
+    (tree / "Windows" / "win.ini").write_text("[fonts]\r\n")
+    (tree / "Users" / "Public" / "Desktop" / "Welcome to Lincoln.txt").write_text("hello\n")
+    (tree / "empty.dat").write_bytes(b"")
+    image = dist.root / "lab-win11.wim"
+    subprocess.run(
+        ["wimcapture", str(tree), str(image), "Lab Windows 11"], check=True, capture_output=True
+    )
+    return tree, dist.url_for(image.name), sha256_file(image)
+
+
+def _wim_vars(url: str, sha: str, target: Path) -> dict[str, Any]:
+    return {
+        "image_name": "lab-win11",
+        "image_version": "24H2",
+        "image_marker": "101/lab-win11@24H2",
+        "image_kind": "wim",
+        "image_url": url,
+        "image_sha256": sha,
+        "image_index": 1,
+        "image_target": str(target),
+    }
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_a_wim_is_downloaded_checked_and_applied_with_wimapply(
+    hosts: list[SSHHost], wim: tuple[Path, str, str]
+) -> None:
+    host = hosts[8]
+    tree, url, sha = wim
+    target = host.root / "mnt" / "windows"
+
+    outcome = _run("apply_image", [host], _wim_vars(url, sha, target))
+
+    assert outcome.hosts[host.name].status == "changed", _failures(outcome)
+    applied = _tree(target)
+    marker = applied.pop("ProgramData/Orchestrator/image-marker")
+    assert marker == b"101/lab-win11@24H2\n"
+    del applied["ProgramData/Orchestrator"], applied["ProgramData"]
+    assert applied == _tree(tree)
+    assert list(Path("/tmp").glob("ansible.*.wim")) == [], "the download is removed"
+
+
+def test_a_tampered_wim_is_never_applied(
+    hosts: list[SSHHost], wim: tuple[Path, str, str], dist: DistributionServer
+) -> None:
+    host = hosts[9]
+    _, url, sha = wim
+    image = dist.root / "lab-win11.wim"
+    image.write_bytes(image.read_bytes() + b"appended by someone")
+    target = host.root / "mnt" / "windows"
+
+    outcome = _run("apply_image", [host], _wim_vars(url, sha, target))
+
+    result = outcome.hosts[host.name]
+    assert result.status == "failed"
+    assert result.failed_task == "Download the image, checking its SHA-256"
+    assert result.message is not None and "checksum" in result.message.lower()
+    assert not target.exists()
+
+
+# -- smoke_checks ----------------------------------------------------------------
+
+
+def test_smoke_checks_pass_after_an_image_is_applied(
+    hosts: list[SSHHost], dist: DistributionServer
+) -> None:
+    group = hosts[0:2]
+    image = _thin_image(dist, "101/lab@2.1")
+    applied = _run("apply_image", group, image)
+    assert applied.status == "successful", _failures(applied)
+
+    outcome = _run(
+        "smoke_checks",
+        group,
+        {
+            "expected_image_marker": "101/lab@2.1",
+            "required_receipts": [p["receipt"] for p in image["image_packages"]],
+        },
+    )
+
+    assert outcome.status == "successful", _failures(outcome)
+    for h in group:
+        assert outcome.hosts[h.name].status == "ok"
+        assert outcome.hosts[h.name].changed == 0
+
+
+@pytest.mark.parametrize(
+    ("extravars", "expected"),
+    [
+        (
+            {"expected_image_marker": "101/lab@9.9"},
+            re.escape(
+                'smoke checks failed: image marker: expected "101/lab@9.9", found "101/lab@1.3"'
+            ),
+        ),
+        (
+            {"required_receipts": ["org.mozilla.firefox", "org.lusd.test.absent"]},
+            re.escape("smoke checks failed: receipts: no receipt for org.lusd.test.absent"),
+        ),
+        (
+            {"min_free_disk_kb": 2**60},
+            rf"smoke checks failed: free disk: [1-9]\d* KB free, {2**60} KB needed",
+        ),
+        (
+            {"expected_image_marker": "101/lab@1.3", "required_receipts": ["org.lusd.x"]},
+            re.escape("smoke checks failed: receipts: no receipt for org.lusd.x"),
+        ),
+    ],
+    ids=["wrong-marker", "missing-receipt", "low-disk", "only-the-failing-check-is-named"],
+)
+def test_a_failing_smoke_check_fails_naming_the_check_and_what_it_found(
+    hosts: list[SSHHost], extravars: dict[str, Any], expected: str
+) -> None:
+    host = hosts[2]  # mac-03: marker 101/lab@1.3, one receipt (org.mozilla.firefox)
+
+    outcome = _run("smoke_checks", [host], extravars)
+
+    result = outcome.hosts[host.name]
+    assert result.status == "failed"
+    assert result.failed_task == "Judge the smoke checks"
+    assert re.fullmatch(expected, result.message or ""), result.message
+
+
+def test_a_missing_marker_and_receipt_are_both_named(hosts: list[SSHHost]) -> None:
+    host = hosts[3]
+    (host.root / "var" / "orchestrator" / "image-marker").unlink()
+
+    outcome = _run(
+        "smoke_checks",
+        [host],
+        {"expected_image_marker": "101/lab@2.0", "required_receipts": ["org.lusd.gone"]},
+    )
+
+    assert outcome.hosts[host.name].message == (
+        'smoke checks failed: image marker: expected "101/lab@2.0", found no marker; '
+        "receipts: no receipt for org.lusd.gone"
+    )
