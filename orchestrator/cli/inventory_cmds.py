@@ -161,11 +161,11 @@ def _probe_table(results: list[reach.ProbeResult], title: str) -> Table:
     t = Table(title=title, **render.TABLE_STYLE)
     t.add_column("host", no_wrap=True)
     t.add_column("transport", no_wrap=True)
-    t.add_column("result", min_width=len(reach.KEY_CHANGED) // 2 + 1)
-    # A fingerprint folds onto a second line in a narrow terminal rather than being cut;
+    t.add_column("result")
+    # A fingerprint folds onto more lines in a narrow terminal rather than being cut;
     # each one is also printed whole, on its host's progress line.
-    t.add_column("fingerprint", overflow="fold", min_width=26)
-    t.add_column("message", min_width=14)
+    t.add_column("fingerprint", overflow="fold")
+    t.add_column("message")
     for r in results:
         t.add_row(
             r.hostname,
