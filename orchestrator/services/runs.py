@@ -256,9 +256,14 @@ def _finish(
         for hostname, o in hosts.items():
             message = o.message or None
             client = session.get(Client, ids[hostname])
-            if client is not None and o.facts and o.status not in ("failed", "unreachable"):
+            finished = o.status in ("ok", "changed")
+            if client is not None and o.facts and finished:
                 note = inventory.apply_facts(session, client, o.facts, now)
                 message = "; ".join(m for m in (message, note) if m) or None
+            if client is not None and finished and run.playbook == "apply_image":
+                # The play wrote this image's marker on the client as its last step.
+                client.current_image, client.last_seen = run.delivered, now
+                session.add(client)
             session.add(
                 HostResult(
                     run_id=run_id,

@@ -248,6 +248,7 @@ def test_a_mac_thin_image_carries_its_macos_version_packages_and_settings(
         to=State.PUBLISHED,
     )
     runner = DownloadingRunner()
+    it = clients["it.ana"]
 
     view = runs.run_playbook(
         clients.ctx,
@@ -260,6 +261,9 @@ def test_a_mac_thin_image_carries_its_macos_version_packages_and_settings(
     )
 
     assert view.status == "successful" and view.delivered == image
+    shown = {c.hostname: c.current_image for c in inventory.list_clients(clients.ctx, it)}
+    assert shown["cart-01"] == shown["cart-02"] == image  # each Mac now runs it
+    assert shown["lab-01"] is None and shown["hs-01"] is None  # not a target
     variables = runner.requests[0].extravars
     assert variables["image_kind"] == "mac_thin"
     assert variables["image_os_min"] == "15.3"
