@@ -59,7 +59,7 @@ from orchestrator.errors import (
 )
 
 if TYPE_CHECKING:
-    import paramiko  # type: ignore[import-untyped]  # no stubs; typed as Any
+    import paramiko  # no stubs (see pyproject): typed as Any
 
 KEY_TYPES = (
     "ssh-ed25519",

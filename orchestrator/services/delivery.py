@@ -212,7 +212,9 @@ def detection(row: Releasable) -> tuple[str, str]:
 
     Rules look like ``pkgutil:edu.mit.scratch>=3.29`` or ``msi:{0F1A2B3C}``.
 
-    Raises: InvalidInput for a Mac package without a pkgutil rule.
+    Raises: InvalidInput for a Mac package without a pkgutil rule, or a PC
+        package without an MSI product code (without them a client cannot
+        tell whether the package is installed, and would reinstall it each run).
     """
     rule = (row.detection_rule or "").strip()
     how, _, what = rule.partition(":")
@@ -223,6 +225,12 @@ def detection(row: Releasable) -> tuple[str, str]:
         raise InvalidInput(
             f"package {ref_of(row)} has no pkgutil receipt rule (e.g. 'pkgutil:org.example.app'): "
             "without it a Mac cannot tell whether it is installed",
+            field="detection_rule",
+        )
+    if row.platform == "pc" and not product:
+        raise InvalidInput(
+            f"package {ref_of(row)} has no MSI product code rule (e.g. 'msi:{{0F1A2B3C-…}}'): "
+            "without it a PC cannot tell whether it is installed",
             field="detection_rule",
         )
     return receipt, product

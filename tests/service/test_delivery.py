@@ -236,6 +236,50 @@ def test_a_mac_package_without_a_receipt_rule_cannot_be_delivered(
         )
 
 
+def test_a_pc_package_without_a_product_code_cannot_be_delivered(
+    clients: District, tmp_path: Path
+) -> None:
+    installer = _file(tmp_path, "Firefox.msi", b"msi")
+    ref = clients.package("firefox", "128.0", installer=str(installer), to=State.PUBLISHED)
+    with pytest.raises(InvalidInput, match="no MSI product code rule"):
+        runs.run_playbook(
+            clients.ctx,
+            clients["it.ana"],
+            "install_package",
+            building="101",
+            package=ref,
+            credentials=CREDS,
+            runner=FakePlaybookRunner(),
+        )
+
+
+def test_a_pc_package_goes_with_its_product_code(clients: District, tmp_path: Path) -> None:
+    installer = _file(tmp_path, "Finance.msi", b"msi")
+    ref = clients.package(
+        "finance",
+        "7.2",
+        audience="admin_staff",
+        by="it.ana",
+        installer=str(installer),
+        detection_rule="msi:{0F1A2B3C-0000-4000-8000-000000000001}",
+        to=State.PUBLISHED,
+    )
+    runner = DownloadingRunner()
+    view = runs.run_playbook(
+        clients.ctx,
+        clients["it.ana"],
+        "install_package",
+        building="101",
+        package=ref,
+        credentials=CREDS,
+        runner=runner,
+    )
+    assert [h.hostname for h in view.hosts] == ["lab-01"]
+    variables = runner.requests[0].extravars
+    assert variables["package_product_id"] == "{0F1A2B3C-0000-4000-8000-000000000001}"
+    assert runner.downloads == {variables["package_url"]: b"msi"}
+
+
 def test_a_mac_thin_image_carries_its_macos_version_packages_and_settings(
     clients: District, tmp_path: Path
 ) -> None:

@@ -68,7 +68,12 @@ def test_a_host_that_must_restart_is_remembered_and_named_in_the_runs_reason(
     runner = FakePlaybookRunner({"lab-01": "reboot"})
 
     view = runs.run_playbook(
-        clients.ctx, clients["btc.lincoln"], "ping", building="101", runner=runner, credentials=CREDS
+        clients.ctx,
+        clients["btc.lincoln"],
+        "ping",
+        building="101",
+        runner=runner,
+        credentials=CREDS,
     )
 
     assert view.status == "successful"
