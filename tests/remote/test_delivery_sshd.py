@@ -71,8 +71,30 @@ def _pkg(tmp_path: Path, identifier: str, version: str, signer: str | None) -> P
     return path
 
 
-def _credentials(macs: list[SSHHost]) -> runs.Credentials:
-    return runs.Credentials(ssh_key=macs[0].key_file.read_text())
+def _run(cart: District, macs: list[SSHHost], who: str, playbook: str, **refs: str) -> runs.RunView:
+    """The real runner, logging in with the hosts' key."""
+    return runs.run_playbook(
+        cart.ctx,
+        cart[who],
+        playbook,
+        building="101",
+        credentials=runs.Credentials(ssh_key=macs[0].key_file.read_text()),
+        **refs,  # type: ignore[arg-type]
+    )
+
+
+def _released_pkg(
+    cart: District, tmp_path: Path, name: str, ident: str, version: str, signer: str | None
+) -> str:
+    """A released Mac package of a stand-in installer file made here."""
+    return cart.package(
+        name,
+        version,
+        platform="mac",
+        installer=str(_pkg(tmp_path, ident, version, signer)),
+        detection_rule=f"pkgutil:{ident}>={version}",
+        to=State.PUBLISHED,
+    )
 
 
 SIGNER = "Developer ID Installer: MIT Scratch (ABCDE12345)"
@@ -82,24 +104,9 @@ def test_a_released_package_is_installed_on_every_mac_and_a_rerun_changes_nothin
     cart: District, macs: list[SSHHost], tmp_path: Path
 ) -> None:
     ident = f"edu.mit.scratch.{tmp_path.name[-8:]}"
-    installer = _pkg(tmp_path, ident, "3.29", SIGNER)
-    ref = cart.package(
-        "scratch",
-        "3.29",
-        platform="mac",
-        installer=str(installer),
-        detection_rule=f"pkgutil:{ident}>=3.29",
-        to=State.PUBLISHED,
-    )
+    ref = _released_pkg(cart, tmp_path, "scratch", ident, "3.29", SIGNER)
 
-    first = runs.run_playbook(
-        cart.ctx,
-        cart["btc.lincoln"],
-        "install_package",
-        building="101",
-        package=ref,
-        credentials=_credentials(macs),
-    )
+    first = _run(cart, macs, "btc.lincoln", "install_package", package=ref)
 
     assert first.status == "successful", first
     assert {h.hostname: h.status for h in first.hosts} == {h.name: "changed" for h in macs}
@@ -107,14 +114,7 @@ def test_a_released_package_is_installed_on_every_mac_and_a_rerun_changes_nothin
         assert (h.root / "var/db/receipts" / f"{ident}.plist").exists()
         assert (h.root / f"Applications/{ident}/VERSION").read_text() == "3.29"
 
-    again = runs.run_playbook(
-        cart.ctx,
-        cart["btc.lincoln"],
-        "install_package",
-        building="101",
-        package=ref,
-        credentials=_credentials(macs),
-    )
+    again = _run(cart, macs, "btc.lincoln", "install_package", package=ref)
     assert again.status == "successful", again
     assert {h.status for h in again.hosts} == {"ok"}
     for h in macs:
@@ -129,24 +129,9 @@ def test_an_unsigned_released_package_is_refused_on_the_mac_before_it_installs(
     cart: District, macs: list[SSHHost], tmp_path: Path
 ) -> None:
     ident = f"org.example.unsigned.{tmp_path.name[-8:]}"
-    installer = _pkg(tmp_path, ident, "1.0", None)
-    ref = cart.package(
-        "unsigned",
-        "1.0",
-        platform="mac",
-        installer=str(installer),
-        detection_rule=f"pkgutil:{ident}",
-        to=State.PUBLISHED,
-    )
+    ref = _released_pkg(cart, tmp_path, "unsigned", ident, "1.0", None)
 
-    view = runs.run_playbook(
-        cart.ctx,
-        cart["it.ana"],
-        "install_package",
-        building="101",
-        package=ref,
-        credentials=_credentials(macs),
-    )
+    view = _run(cart, macs, "it.ana", "install_package", package=ref)
 
     assert view.status == "failed"
     assert {h.status for h in view.hosts} == {"failed"}
@@ -159,14 +144,7 @@ def test_a_mac_thin_image_is_applied_then_passes_its_smoke_checks(
     cart: District, macs: list[SSHHost], tmp_path: Path
 ) -> None:
     ident = f"edu.mit.scratch.img.{tmp_path.name[-8:]}"
-    pkg = cart.package(
-        "scratch-img",
-        "3.30",
-        platform="mac",
-        installer=str(_pkg(tmp_path, ident, "3.30", SIGNER)),
-        detection_rule=f"pkgutil:{ident}>=3.30",
-        to=State.PUBLISHED,
-    )
+    pkg = _released_pkg(cart, tmp_path, "scratch-img", ident, "3.30", SIGNER)
     cart.base("mac", "elementary", "2026.1")  # macOS 15.3, which the hosts run
     image = cart.custom(
         base="mac-elementary@2026.1",
@@ -175,35 +153,15 @@ def test_a_mac_thin_image_is_applied_then_passes_its_smoke_checks(
         to=State.PUBLISHED,
     )
 
-    applied = runs.run_playbook(
-        cart.ctx,
-        cart["btc.lincoln"],
-        "apply_image",
-        building="101",
-        image=image,
-        credentials=_credentials(macs),
-    )
+    applied = _run(cart, macs, "btc.lincoln", "apply_image", image=image)
 
     assert applied.status == "successful", applied
     for h in macs:
         assert (h.root / "var/orchestrator/image-marker").read_text().strip() == image
         assert (h.root / "var/db/receipts" / f"{ident}.plist").exists()
-    checked = runs.run_playbook(
-        cart.ctx,
-        cart["btc.lincoln"],
-        "smoke_checks",
-        building="101",
-        image=image,
-        credentials=_credentials(macs),
-    )
+    checked = _run(cart, macs, "btc.lincoln", "smoke_checks", image=image)
     assert checked.status == "successful", checked
-    gathered = runs.run_playbook(
-        cart.ctx,
-        cart["btc.lincoln"],
-        "gather_facts",
-        building="101",
-        credentials=_credentials(macs),
-    )
+    gathered = _run(cart, macs, "btc.lincoln", "gather_facts")
     assert gathered.status == "successful", gathered
     listed = inventory.list_clients(cart.ctx, cart["btc.lincoln"], building="101")
     assert {c.current_image for c in listed} == {image}

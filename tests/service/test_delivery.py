@@ -64,6 +64,27 @@ def _urls(value: Any) -> list[str]:
     return [value] if isinstance(value, str) and value.startswith("http://") else []
 
 
+def _run(
+    d: District,
+    who: str,
+    playbook: str,
+    *,
+    building: str = "101",
+    runner: FakePlaybookRunner | None = None,
+    **refs: str,
+) -> runs.RunView:
+    """``who`` runs ``playbook`` on ``building`` (``package=`` / ``image=`` as given)."""
+    return runs.run_playbook(
+        d.ctx,
+        d[who],
+        playbook,
+        building=building,
+        credentials=CREDS,
+        runner=runner or FakePlaybookRunner(),
+        **refs,  # type: ignore[arg-type]
+    )
+
+
 @pytest.fixture
 def clients(district: District, tmp_path: Path) -> District:
     path = tmp_path / "assets.csv"
@@ -97,15 +118,7 @@ def test_a_released_package_goes_to_its_platforms_clients_with_its_own_bits(
     ref = _mac_package(clients, tmp_path)
     runner = DownloadingRunner()
 
-    view = runs.run_playbook(
-        clients.ctx,
-        clients["btc.lincoln"],
-        "install_package",
-        building="101",
-        package=ref,
-        credentials=CREDS,
-        runner=runner,
-    )
+    view = _run(clients, "btc.lincoln", "install_package", package=ref, runner=runner)
 
     assert view.status == "successful" and view.delivered == ref
     assert [h.hostname for h in view.hosts] == ["cart-01", "cart-02"]  # not the PC lab-01
@@ -128,15 +141,7 @@ def test_a_package_not_yet_released_never_reaches_a_client(
     runner = FakePlaybookRunner()
 
     with pytest.raises(Refused, match="approved, not released"):
-        runs.run_playbook(
-            clients.ctx,
-            clients["btc.lincoln"],
-            "install_package",
-            building="101",
-            package=ref,
-            credentials=CREDS,
-            runner=runner,
-        )
+        _run(clients, "btc.lincoln", "install_package", package=ref, runner=runner)
     assert runner.requests == []
     assert runs.list_runs(clients.ctx, clients["it.ana"]) == []
 
@@ -146,15 +151,7 @@ def test_an_installer_changed_after_approval_is_refused(clients: District, tmp_p
     (tmp_path / "Scratch.pkg").write_bytes(b"something else entirely")
 
     with pytest.raises(InvalidInput, match="changed after it was approved"):
-        runs.run_playbook(
-            clients.ctx,
-            clients["btc.lincoln"],
-            "install_package",
-            building="101",
-            package=ref,
-            credentials=CREDS,
-            runner=FakePlaybookRunner(),
-        )
+        _run(clients, "btc.lincoln", "install_package", package=ref)
 
 
 def test_another_buildings_local_package_is_refused(clients: District, tmp_path: Path) -> None:
@@ -169,47 +166,20 @@ def test_another_buildings_local_package_is_refused(clients: District, tmp_path:
     chain.publish(clients.ctx, clients["sectec.kim"], Kind.PACKAGE, ref)  # its tech releases it
 
     with pytest.raises(Refused, match="building 301's, not building 101's"):
-        runs.run_playbook(
-            clients.ctx,
-            clients["it.ana"],
-            "install_package",
-            building="101",
-            package=ref,
-            credentials=CREDS,
-            runner=FakePlaybookRunner(),
-        )
+        _run(clients, "it.ana", "install_package", package=ref)
     with pytest.raises(NotFound):  # and Lincoln's tech cannot even see it
-        runs.run_playbook(
-            clients.ctx,
-            clients["btc.lincoln"],
-            "install_package",
-            building="101",
-            package=ref,
-            credentials=CREDS,
-            runner=FakePlaybookRunner(),
-        )
+        _run(clients, "btc.lincoln", "install_package", package=ref)
 
 
 def test_a_package_playbook_without_a_package_or_with_an_image_is_a_clear_error(
     clients: District,
 ) -> None:
-    def run(**kw: str) -> None:
-        runs.run_playbook(
-            clients.ctx,
-            clients["it.ana"],
-            kw.pop("playbook"),
-            building="101",
-            credentials=CREDS,
-            runner=FakePlaybookRunner(),
-            **kw,  # type: ignore[arg-type]
-        )
-
     with pytest.raises(InvalidInput, match="install_package needs --package"):
-        run(playbook="install_package")
+        _run(clients, "it.ana", "install_package")
     with pytest.raises(InvalidInput, match="install_package takes --package, not --image"):
-        run(playbook="install_package", image="101/lab@1.0")
+        _run(clients, "it.ana", "install_package", image="101/lab@1.0")
     with pytest.raises(InvalidInput, match="ping takes no package or image"):
-        run(playbook="ping", package="firefox@128.0")
+        _run(clients, "it.ana", "ping", package="firefox@128.0")
 
 
 def test_a_mac_package_without_a_receipt_rule_cannot_be_delivered(
@@ -225,15 +195,7 @@ def test_a_mac_package_without_a_receipt_rule_cannot_be_delivered(
         to=State.PUBLISHED,
     )
     with pytest.raises(InvalidInput, match="no pkgutil receipt rule"):
-        runs.run_playbook(
-            clients.ctx,
-            clients["it.ana"],
-            "install_package",
-            building="101",
-            package=ref,
-            credentials=CREDS,
-            runner=FakePlaybookRunner(),
-        )
+        _run(clients, "it.ana", "install_package", package=ref)
 
 
 def test_a_pc_package_without_a_product_code_cannot_be_delivered(
@@ -242,15 +204,7 @@ def test_a_pc_package_without_a_product_code_cannot_be_delivered(
     installer = _file(tmp_path, "Firefox.msi", b"msi")
     ref = clients.package("firefox", "128.0", installer=str(installer), to=State.PUBLISHED)
     with pytest.raises(InvalidInput, match="no MSI product code rule"):
-        runs.run_playbook(
-            clients.ctx,
-            clients["it.ana"],
-            "install_package",
-            building="101",
-            package=ref,
-            credentials=CREDS,
-            runner=FakePlaybookRunner(),
-        )
+        _run(clients, "it.ana", "install_package", package=ref)
 
 
 def test_a_pc_package_goes_with_its_product_code(clients: District, tmp_path: Path) -> None:
@@ -265,15 +219,7 @@ def test_a_pc_package_goes_with_its_product_code(clients: District, tmp_path: Pa
         to=State.PUBLISHED,
     )
     runner = DownloadingRunner()
-    view = runs.run_playbook(
-        clients.ctx,
-        clients["it.ana"],
-        "install_package",
-        building="101",
-        package=ref,
-        credentials=CREDS,
-        runner=runner,
-    )
+    view = _run(clients, "it.ana", "install_package", package=ref, runner=runner)
     assert [h.hostname for h in view.hosts] == ["lab-01"]
     variables = runner.requests[0].extravars
     assert variables["package_product_id"] == "{0F1A2B3C-0000-4000-8000-000000000001}"
@@ -294,15 +240,7 @@ def test_a_mac_thin_image_carries_its_macos_version_packages_and_settings(
     runner = DownloadingRunner()
     it = clients["it.ana"]
 
-    view = runs.run_playbook(
-        clients.ctx,
-        clients["btc.lincoln"],
-        "apply_image",
-        building="101",
-        image=image,
-        credentials=CREDS,
-        runner=runner,
-    )
+    view = _run(clients, "btc.lincoln", "apply_image", image=image, runner=runner)
 
     assert view.status == "successful" and view.delivered == image
     shown = {c.hostname: c.current_image for c in inventory.list_clients(clients.ctx, it)}
@@ -331,15 +269,7 @@ def test_an_image_past_its_bases_sunset_is_never_applied(clients: District, tmp_
     clients.ctx.clock = _later(clients, days=31)
 
     with pytest.raises(SunsetReached, match="sunset"):
-        runs.run_playbook(
-            clients.ctx,
-            clients["btc.lincoln"],
-            "apply_image",
-            building="101",
-            image=image,
-            credentials=CREDS,
-            runner=FakePlaybookRunner(),
-        )
+        _run(clients, "btc.lincoln", "apply_image", image=image)
 
 
 def test_a_base_image_itself_is_rolled_out_by_it_only(clients: District, tmp_path: Path) -> None:
@@ -347,25 +277,9 @@ def test_a_base_image_itself_is_rolled_out_by_it_only(clients: District, tmp_pat
     clients.base("pc", "elementary", "2026.1", artifact=str(wim))
 
     with pytest.raises(Refused, match="rolled out by IT"):
-        runs.run_playbook(
-            clients.ctx,
-            clients["btc.lincoln"],
-            "apply_image",
-            building="101",
-            image="pc-elementary@2026.1",
-            credentials=CREDS,
-            runner=FakePlaybookRunner(),
-        )
+        _run(clients, "btc.lincoln", "apply_image", image="pc-elementary@2026.1")
     runner = DownloadingRunner()
-    view = runs.run_playbook(
-        clients.ctx,
-        clients["it.ana"],
-        "apply_image",
-        building="101",
-        image="pc-elementary@2026.1",
-        credentials=CREDS,
-        runner=runner,
-    )
+    view = _run(clients, "it.ana", "apply_image", image="pc-elementary@2026.1", runner=runner)
     assert [h.hostname for h in view.hosts] == ["lab-01"]
     variables = runner.requests[0].extravars
     assert variables["image_kind"] == "wim" and variables["image_index"] == 1
@@ -380,15 +294,7 @@ def test_a_pc_customized_image_with_packages_says_to_install_them_separately(
     image = clients.custom(packages=[pkg], to=State.PUBLISHED)
 
     with pytest.raises(InvalidInput, match="install those with install_package"):
-        runs.run_playbook(
-            clients.ctx,
-            clients["btc.lincoln"],
-            "apply_image",
-            building="101",
-            image=image,
-            credentials=CREDS,
-            runner=FakePlaybookRunner(),
-        )
+        _run(clients, "btc.lincoln", "apply_image", image=image)
 
 
 def test_a_deprecated_image_is_still_checked_but_a_retired_one_is_refused(
@@ -399,15 +305,7 @@ def test_a_deprecated_image_is_still_checked_but_a_retired_one_is_refused(
     chain.deprecate(clients.ctx, clients["btc.lincoln"], Kind.CUSTOM_IMAGE, image, "replaced")
 
     def smoke() -> runs.RunView:
-        return runs.run_playbook(
-            clients.ctx,
-            clients["btc.lincoln"],
-            "smoke_checks",
-            building="101",
-            image=image,
-            credentials=CREDS,
-            runner=FakePlaybookRunner(),
-        )
+        return _run(clients, "btc.lincoln", "smoke_checks", image=image)
 
     assert smoke().status == "successful"  # superseded, but the carts still run it
     chain.retire(clients.ctx, clients["btc.lincoln"], Kind.CUSTOM_IMAGE, image, "gone")
