@@ -256,6 +256,8 @@ def _finish(
         for hostname, o in hosts.items():
             message = o.message or None
             client = session.get(Client, ids[hostname])
+            if client is not None and o.status == "unreachable":
+                message = _why_unreachable(client, message)
             finished = o.status in ("ok", "changed")
             if client is not None and o.facts and finished:
                 note = inventory.apply_facts(session, client, o.facts, now)
@@ -276,7 +278,7 @@ def _finish(
                     unreachable=o.unreachable,
                     skipped=o.skipped,
                     failed_task=(o.failed_task or None),
-                    message=message,
+                    message=message[:2000] if message else None,
                     reboot_required=o.reboot_required,
                 )
             )
@@ -291,6 +293,25 @@ def _finish(
             reason=reason[:500],
         )
     return show(ctx, actor, run_id)
+
+
+def _why_unreachable(client: Client, message: str | None) -> str | None:
+    """Ansible says "Host key verification failed"; say what the orchestrator knows."""
+    if client.transport != "ssh":
+        return message
+    if client.host_key_offered:
+        why = (
+            "its SSH host key changed and was refused (see 'orchestrator clients list'; "
+            f"after a known reinstall: 'orchestrator clients repin {client.hostname}')"
+        )
+    elif not client.host_key:
+        why = (
+            "its SSH host key is not pinned yet "
+            f"(run 'orchestrator clients probe --host {client.hostname}')"
+        )
+    else:
+        return message
+    return f"{why}: {message}" if message else why
 
 
 def _view(session: Session, run: Run) -> RunView:

@@ -55,6 +55,10 @@ def test_a_run_remembers_every_hosts_result_and_the_failing_message(clients: Dis
         "cart-01": "unreachable",
     }
     assert by_host["lab-02"].message == "failed by the fake runner"
+    assert by_host["cart-01"].message == (  # imported without contact: no key pinned yet
+        "its SSH host key is not pinned yet (run 'orchestrator clients probe --host cart-01'): "
+        "unreachable by the fake runner"
+    )
     assert {e.host for e in events} == {"lab-01", "lab-02", "cart-01"}
     again = runs.show(clients.ctx, clients["principal.lincoln"], view.id)
     assert again == view
