@@ -296,13 +296,16 @@ def _finish(
 
 
 def _why_unreachable(client: Client, message: str | None) -> str | None:
-    """Ansible says "Host key verification failed"; say what the orchestrator knows."""
+    """Ansible passes on SSH's banner ("REMOTE HOST IDENTIFICATION HAS CHANGED", …);
+    say what the orchestrator knows instead, and the command that helps."""
     if client.transport != "ssh":
         return message
-    if client.host_key_offered:
+    refused = bool(message) and "Host key verification failed" in (message or "")
+    if client.host_key_offered or (client.host_key and refused):
         why = (
-            "its SSH host key changed and was refused (see 'orchestrator clients list'; "
-            f"after a known reinstall: 'orchestrator clients repin {client.hostname}')"
+            "its SSH host key is not the pinned one, so it was refused (see the key it offers "
+            f"with 'orchestrator clients probe --host {client.hostname}'; after a known reinstall: "
+            f"'orchestrator clients repin {client.hostname} --reason …')"
         )
     elif not client.host_key:
         why = (
@@ -311,6 +314,8 @@ def _why_unreachable(client: Client, message: str | None) -> str | None:
         )
     else:
         return message
+    if refused:
+        return f"{why}: Host key verification failed."
     return f"{why}: {message}" if message else why
 
 
