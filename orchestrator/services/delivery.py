@@ -143,16 +143,24 @@ def prepare(
     else:
         kind = Kind.CUSTOM_IMAGE if "/" in ref else Kind.BASE_IMAGE
         row = catalog.resolve(session, actor, kind, ref)
-    _check_released(session, actor, row, building=building, today=today)
+    check_released(session, actor, row, building=building, today=today)
     if row.kind == Kind.PACKAGE.value:
-        artifact = _artifact(row)
+        artifact = checked_artifact(row)
         return Delivery(ref_of(row), Kind.PACKAGE, row.platform, (artifact,), _package_vars(row, 0))
     return _image(session, playbook, row, building)
 
 
-def _check_released(
-    session: Session, actor: Actor, row: Releasable, *, building: str, today: date
+def check_released(
+    session: Session, actor: Actor, row: Releasable, *, building: str | None, today: date
 ) -> None:
+    """The chain's gates for ``row`` reaching clients of ``building``: released, not
+    sunset, for this building (None: no building named; only a district-wide thing, or a
+    base image rolled out by IT, passes then), a base image only by IT.
+
+    Raises:
+        SunsetReached: past its effective sunset. Refused: not released, another
+            building's, or a base image rolled out by someone other than IT.
+    """
     ref = ref_of(row)
     kind = Kind(row.kind)
     effective = catalog.effective_sunset_of(session, row)
@@ -174,7 +182,7 @@ def _check_released(
         )
 
 
-def _artifact(row: Releasable, *, what: str = "artifact") -> Artifact:
+def checked_artifact(row: Releasable, *, what: str = "artifact") -> Artifact:
     """The row's file or URL; a local file is checked against the catalog's SHA-256.
 
     Raises: InvalidInput.
@@ -275,7 +283,7 @@ def _image(session: Session, playbook: str, row: Releasable, building: str) -> D
         os_min = (base.os_version or "").removeprefix("macOS").strip()
         items = []
         for p in packages:
-            artifacts.append(_artifact(p, what="installer"))
+            artifacts.append(checked_artifact(p, what="installer"))
             pv = _package_vars(p, len(artifacts) - 1, prefix="")
             items.append(pv)
         variables |= {
@@ -296,7 +304,7 @@ def _image(session: Session, playbook: str, row: Releasable, building: str) -> D
                 "deployments will do both in one go)",
                 field="image",
             )
-        artifacts.append(_artifact(base))
+        artifacts.append(checked_artifact(base))
         variables |= {
             "image_kind": "wim",
             "image_url": {"artifact": 0},
