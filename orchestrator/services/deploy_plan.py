@@ -1,0 +1,657 @@
+"""``deploy plan``: who would get a released package or image, and who not and why.
+
+A plan is the dry run of a deployment: it changes nothing and writes nothing.
+
+Targets are the union of
+
+* building numbers (``101``),
+* inventory groups as ``orchestrator inventory export`` names them
+  (:func:`orchestrator.services.inventory.group_name`): ``building_101``,
+  ``level_elementary``, ``platform_mac``, ``room_101_lab_a``, and ``all``,
+* rooms as ``BUILDING/ROOM`` (``101/lab-a``, case-insensitive),
+* client host names.
+
+A malformed target is InvalidInput and an unknown one NotFound, each named;
+a union with no clients in it is InvalidInput, never an empty success.
+
+Scope (chosen: refused outright, not excluded). The requester may deploy to
+a building as it may run playbooks there (IT: any building; a SecTec or BTC:
+its own). A target that names another building (its number, a room or a
+building or room group there) is refused, naming each such building, as
+``orchestrator run`` refuses it; a client host name in a building the
+requester cannot see is not found, as in ``clients list``. Groups that name
+no building (``level_*``, ``platform_*``, ``all``) hold, for a building tech,
+the clients of its own buildings, exactly as its exported inventory does.
+
+The gates are delivery's (:mod:`orchestrator.services.delivery`): released,
+not sunset, for each building the targets name (a customized image or a
+local package only for its own building; a base image only by IT), every file
+a client would download there with the approved SHA-256, and a package the
+clients can detect.
+
+Each client the targets reach is then included, or excluded with the first
+of these reasons that applies, in this order (:data:`REASON_ORDER`):
+
+1. ``wrong_platform``: not the package's or image's platform;
+2. ``wrong_level``: a base image's level is not the building's; a customized
+   image or a building-local package is another building's (reached through
+   a group that names no building);
+3. ``model_not_approved``: the model is not on the Approved Technology List,
+   not approved, or past its end of support;
+4. ``model_unsupported``: the image or package declares the models it
+   supports, and this one is not among them;
+5. ``already_current``: an image: the client's image marker is the image's;
+   a package: the client's gathered software list holds ``name@version``,
+   a Mac's ``receipt@version`` or a PC's MSI product code (what
+   ``install_package`` itself tests). A bare Mac receipt, which is what
+   ``pkgutil --pkgs`` gathers, says nothing of the version: such a Mac is
+   included and the play checks the version there;
+6. ``offline``: last seen longer ago than ``offline_after`` (14 days).
+
+A client never seen (imported, never gathered or run on) is included, marked
+``never_seen``: the inventory has no last contact to call it offline by, and
+a deployment reaches it or records it unreachable.
+
+Everything is read in a few set-based queries, whatever the number of
+clients (see ``benchmarks/deploy_plan.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlmodel import Session, col, func, select
+
+from orchestrator.db.models import Building, Client, HardwareModel, Releasable, ReleasableModel
+from orchestrator.db.session import transaction
+from orchestrator.domain import validation
+from orchestrator.domain.policy import Action, Actor, authorize_role, may
+from orchestrator.domain.states import Kind, Level, Platform
+from orchestrator.errors import InvalidInput, NotFound, Refused
+from orchestrator.services import catalog, delivery, inventory
+from orchestrator.services.context import Context
+from orchestrator.services.refs import building_of, ref_of
+
+DEFAULT_OFFLINE_AFTER = timedelta(days=14)
+SOFTWARE_FACT = "orchestrator_software"
+
+
+class Reason(StrEnum):
+    """Why a client the targets reach would not get the thing."""
+
+    WRONG_PLATFORM = "wrong_platform"
+    WRONG_LEVEL = "wrong_level"
+    MODEL_NOT_APPROVED = "model_not_approved"
+    MODEL_UNSUPPORTED = "model_unsupported"
+    ALREADY_CURRENT = "already_current"
+    OFFLINE = "offline"
+
+    @property
+    def words(self) -> str:
+        return {
+            Reason.WRONG_PLATFORM: "wrong platform",
+            Reason.WRONG_LEVEL: "wrong level or building",
+            Reason.MODEL_NOT_APPROVED: "model not approved",
+            Reason.MODEL_UNSUPPORTED: "model not supported",
+            Reason.ALREADY_CURRENT: "already current",
+            Reason.OFFLINE: "offline",
+        }[self]
+
+
+REASON_ORDER: tuple[Reason, ...] = tuple(Reason)
+"""The order reasons are tried in; a client is excluded for the first that applies."""
+
+
+@dataclass(slots=True)
+class PlannedClient:
+    """A client that would get the thing."""
+
+    hostname: str
+    building: str
+    room: str
+    never_seen: bool = False
+    """No last contact recorded: included, its state unknown until it is reached."""
+
+
+@dataclass(slots=True)
+class ExcludedClient:
+    """A client the targets reach that would not get the thing, and why."""
+
+    hostname: str
+    building: str
+    room: str
+    reason: Reason
+    text: str
+
+
+@dataclass(frozen=True)
+class BuildingCount:
+    building: str
+    name: str
+    included: int
+    excluded: int
+
+
+@dataclass
+class Plan:
+    """What a deployment of ``ref`` to the targets would do; nothing is written."""
+
+    ref: str
+    kind: Kind
+    platform: Platform
+    included: list[PlannedClient]
+    excluded: list[ExcludedClient]
+    buildings: list[BuildingCount]
+    """Per building the targets reach, in building order."""
+    gates: list[str]
+    """The gates passed, in words."""
+    never_seen: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    """Excluded clients per reason code, in :data:`REASON_ORDER`."""
+
+    def summary(self) -> str:
+        """One line: '23 clients in 2 buildings would get scratch@3.30; 5 excluded: …'."""
+        places = len({c.building for c in self.included})
+        line = (
+            f"{_n(len(self.included), 'client')} in {_n(places, 'building')} would get {self.ref}"
+        )
+        if self.never_seen:
+            line += f" ({self.never_seen} never seen yet)"
+        if self.excluded:
+            parts = ", ".join(f"{n} {Reason(code).words}" for code, n in self.reasons.items())
+            line += f"; {len(self.excluded)} excluded: {parts}"
+        else:
+            line += "; none excluded"
+        return line
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def plan(
+    ctx: Context,
+    actor: Actor,
+    *,
+    package: str | None = None,
+    image: str | None = None,
+    buildings: Iterable[str] = (),
+    groups: Iterable[str] = (),
+    rooms: Iterable[str] = (),
+    clients: Iterable[str] = (),
+    offline_after: timedelta = DEFAULT_OFFLINE_AFTER,
+) -> Plan:
+    """Who would get ``package`` or ``image`` (exactly one) among the targets' clients.
+
+    Raises:
+        InvalidInput: not exactly one of package/image, no targets, a malformed
+            target, a target union with no clients, an artifact missing or changed
+            since approval, a package clients cannot detect.
+        NotFound: the package or image, or a building, group, room or client
+            (each unknown one is named).
+        Refused: the role deploys nothing, a named building outside the
+            requester's, the thing not released or another building's, a base
+            image by someone other than IT. SunsetReached: past its sunset.
+    """
+    if (package is None) == (image is None):
+        raise InvalidInput("give one of --package or --image", field="package")
+    wanted = _Wanted(
+        buildings=_clean(buildings),
+        groups=_clean(groups),
+        rooms=_clean(rooms),
+        clients=[h.lower() for h in _clean(clients)],
+    )
+    if wanted.empty:
+        raise InvalidInput(
+            "say which clients: --building, --group, --room or --client (repeatable)",
+            field="targets",
+        )
+    authorize_role(actor, Action.RUN_PLAYBOOK)
+    today = ctx.today()
+    cutoff = ctx.now() - offline_after
+    with transaction(ctx.engine) as session:
+        row = _resolve(session, actor, package=package, image=image)
+        everything = {b.number: b for b in session.exec(select(Building))}
+        targets = _targets(session, actor, wanted, everything)
+        gates = _gates(session, actor, row, targets.named, today)
+        rows = _clients(session, row, targets, actor, everything)
+        if not rows:
+            raise InvalidInput(
+                f"{wanted.describe()} resolves to no clients"
+                + ("" if _district(actor) else " in your buildings"),
+                field="targets",
+            )
+        judge = _Judge(row, today, cutoff, _supported(session, row))
+        included: list[PlannedClient] = []
+        excluded: list[ExcludedClient] = []
+        for r in rows:
+            reason = judge.reason(r)
+            if reason is None:
+                included.append(PlannedClient(r.hostname, r.number, r.room, r.last_seen is None))
+            else:
+                excluded.append(ExcludedClient(r.hostname, r.number, r.room, *reason))
+    return _assemble(row, included, excluded, gates, everything)
+
+
+# ---------------------------------------------------------------------------
+# Targets
+# ---------------------------------------------------------------------------
+
+_GROUP = re.compile(r"(building|level|platform)_([a-z0-9]+)|room_([0-9]{1,6})_([a-z0-9_]+)|all")
+
+
+@dataclass
+class _Wanted:
+    buildings: list[str]
+    groups: list[str]
+    rooms: list[str]
+    clients: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.buildings or self.groups or self.rooms or self.clients)
+
+    def describe(self) -> str:
+        parts = [
+            *(f"building {b}" for b in self.buildings),
+            *(f"group {g}" for g in self.groups),
+            *(f"room {r}" for r in self.rooms),
+            *(f"client {c}" for c in self.clients),
+        ]
+        return ("the target " if len(parts) == 1 else "the targets ") + ", ".join(parts)
+
+
+@dataclass
+class _Targets:
+    building_ids: set[int] = field(default_factory=set)
+    rooms: set[tuple[int, str]] = field(default_factory=set)
+    levels: set[str] = field(default_factory=set)
+    platforms: set[str] = field(default_factory=set)
+    client_ids: set[int] = field(default_factory=set)
+    everything: bool = False
+    named: set[str] = field(default_factory=set)
+    """Building numbers the targets name (directly, by room or group, or by client)."""
+
+
+def _clean(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(v.strip() for v in values if v.strip()))
+
+
+def _district(actor: Actor) -> bool:
+    return may(actor, Action.RUN_PLAYBOOK, building=None)
+
+
+def _targets(
+    session: Session, actor: Actor, wanted: _Wanted, everything: dict[str, Building]
+) -> _Targets:
+    t = _Targets()
+    malformed: list[str] = []
+    unknown: list[str] = []
+
+    def building(number: str, what: str) -> Building | None:
+        b = everything.get(number)
+        if b is None:
+            unknown.append(
+                f"{what} (no building {number})" if what != number else f"building {what}"
+            )
+            return None
+        t.named.add(number)
+        return b
+
+    for number in wanted.buildings:
+        try:
+            validation.building_number(number)
+        except InvalidInput:
+            malformed.append(f"building {number!r} (1-6 digits)")
+            continue
+        b = building(number, number)
+        if b is not None:
+            t.building_ids.add(b.id or 0)
+
+    room_wanted: list[tuple[str, Building, str]] = []  # (as given, building, room or group key)
+    for given in wanted.rooms:
+        number, sep, room = given.partition("/")
+        if not sep or not room.strip() or not re.fullmatch(r"[0-9]{1,6}", number):
+            malformed.append(f"room {given!r} (BUILDING/ROOM, e.g. 101/lab-a)")
+            continue
+        b = building(number, f"room {given}")
+        if b is not None:
+            room_wanted.append((f"room {given}", b, room.strip().lower()))
+    group_wanted: list[tuple[str, Building, str]] = []
+    for g in wanted.groups:
+        m = _GROUP.fullmatch(g.lower())
+        if m is None:
+            malformed.append(
+                f"group {g!r} (building_N, level_L, platform_P, room_N_ROOM or all, as "
+                "'orchestrator inventory export' names them)"
+            )
+            continue
+        kind, value = m[1], m[2]
+        if m[0] == "all":
+            t.everything = True
+        elif kind == "building":
+            b = building(value, f"group {g}")
+            if b is not None:
+                t.building_ids.add(b.id or 0)
+        elif kind == "level":
+            if value not in {lv.value for lv in Level}:
+                unknown.append(f"group {g} (no level {value})")
+            t.levels.add(value)
+        elif kind == "platform":
+            if value not in {p.value for p in Platform}:
+                unknown.append(f"group {g} (no platform {value})")
+            t.platforms.add(value)
+        else:
+            b = building(m[3], f"group {g}")
+            if b is not None:
+                group_wanted.append((f"group {g}", b, m[4]))
+    if malformed:
+        raise InvalidInput("not a target: " + "; ".join(malformed), field="targets")
+    # Before looking into another building's rooms or clients: it is not the actor's.
+    outside = sorted(n for n in t.named if not may(actor, Action.RUN_PLAYBOOK, building=n))
+    if outside:
+        raise Refused(
+            f"{actor.describe()} cannot deploy to building(s) {', '.join(outside)}: "
+            "a building tech deploys only in its own buildings"
+        )
+
+    if room_wanted or group_wanted:
+        ids = {b.id for _, b, _ in room_wanted + group_wanted}
+        present: dict[int, set[str]] = {}
+        for bid, room in session.execute(
+            select(Client.building_id, Client.room)
+            .where(col(Client.building_id).in_(ids))
+            .distinct()
+        ):
+            present.setdefault(bid, set()).add(room)
+        for what, b, key in room_wanted:
+            found = {r for r in present.get(b.id or 0, ()) if r.lower() == key}
+            t.rooms |= {(b.id or 0, r) for r in found}
+            if not found:
+                unknown.append(f"{what} (no such room in building {b.number})")
+        for what, b, key in group_wanted:
+            found = {
+                r
+                for r in present.get(b.id or 0, ())
+                if inventory.group_name("room", b.number, r) == f"room_{b.number}_{key}"
+            }
+            t.rooms |= {(b.id or 0, r) for r in found}
+            if not found:
+                unknown.append(f"{what} (no such room in building {b.number})")
+
+    if wanted.clients:
+        found_hosts: dict[str, tuple[int, str]] = {}
+        for cid, host, number in session.execute(
+            sa.select(col(Client.id), col(Client.hostname), col(Building.number))
+            .join(Building, col(Building.id) == col(Client.building_id))
+            .where(col(Client.hostname).in_(wanted.clients))
+        ):
+            if may(actor, Action.READ_CATALOG, building=number):
+                found_hosts[host] = (cid, number)
+        for host in wanted.clients:
+            if host in found_hosts:
+                cid, number = found_hosts[host]
+                t.client_ids.add(cid)
+                t.named.add(number)
+            else:
+                unknown.append(f"client {host}")
+    if unknown:
+        raise NotFound(
+            "unknown target(s): "
+            + "; ".join(unknown)
+            + " (see 'orchestrator buildings', 'orchestrator clients list')"
+        )
+    return t
+
+
+# ---------------------------------------------------------------------------
+# Gates
+# ---------------------------------------------------------------------------
+
+
+def _resolve(
+    session: Session, actor: Actor, *, package: str | None, image: str | None
+) -> Releasable:
+    if package is not None:
+        return catalog.resolve(session, actor, Kind.PACKAGE, package)
+    assert image is not None
+    kind = Kind.CUSTOM_IMAGE if "/" in image else Kind.BASE_IMAGE
+    return catalog.resolve(session, actor, kind, image)
+
+
+def _gates(
+    session: Session, actor: Actor, row: Releasable, named: set[str], today: date
+) -> list[str]:
+    """Delivery's gates for every building the targets name, then the files."""
+    own = building_of(row)
+    checked: list[str | None] = [*sorted(named)] or [own]
+    for number in checked:
+        delivery.check_released(session, actor, row, building=number, today=today)
+    kind = Kind(row.kind)
+    effective = catalog.effective_sunset_of(session, row)
+    gates = [
+        f"{kind.label} {ref_of(row)} is {row.state}"
+        + (f", effective sunset {effective}" if effective else ", no sunset date"),
+    ]
+    if kind is Kind.BASE_IMAGE:
+        gates.append(f"a base image, rolled out by {actor.role.label}")
+    elif own is None:
+        gates.append("district-wide: for every building")
+    else:
+        gates.append(f"building {own}'s own: for building {own} only")
+    for what, item in _files(session, row):
+        artifact = delivery.checked_artifact(item, what=what)
+        where = "local file" if artifact.path is not None else "URL, checked on the client"
+        gates.append(
+            f"{what} {artifact.name} ({ref_of(item)}): SHA-256 {artifact.sha256[:12]}… ({where})"
+        )
+    for p in _packages(session, row):
+        receipt, product = delivery.detection(p)
+        gates.append(
+            f"{ref_of(p)} detected by "
+            + (f"receipt {receipt}" if receipt else f"MSI product code {product}")
+        )
+    return gates
+
+
+def _packages(session: Session, row: Releasable) -> list[Releasable]:
+    if row.kind == Kind.PACKAGE.value:
+        return [row]
+    return catalog.package_rows(session, row.id) if row.id is not None else []
+
+
+def _files(session: Session, row: Releasable) -> list[tuple[str, Releasable]]:
+    """Every file a client downloads for ``row`` (as delivery offers them)."""
+    if row.kind == Kind.PACKAGE.value:
+        return [("installer", row)]
+    installers = [("installer", p) for p in _packages(session, row)]
+    if row.platform == Platform.MAC.value:
+        return installers
+    base = session.get(Releasable, row.base_id) if row.base_id else row
+    assert base is not None
+    files = [("artifact", base)]
+    if row.kind == Kind.CUSTOM_IMAGE.value and row.artifact_ref:
+        files.append(("overlay", row))
+    return files + installers
+
+
+# ---------------------------------------------------------------------------
+# Clients: one query, then one judgement per client
+# ---------------------------------------------------------------------------
+
+
+def _clients(
+    session: Session,
+    row: Releasable,
+    t: _Targets,
+    actor: Actor,
+    everything: dict[str, Building],
+) -> list[Any]:
+    """The clients the targets reach (within the actor's buildings), in one query."""
+    reach: list[sa.ColumnElement[bool]] = []
+    if t.everything:
+        reach.append(sa.true())
+    if t.building_ids:
+        reach.append(col(Client.building_id).in_(t.building_ids))
+    for bid, room in sorted(t.rooms):
+        reach.append(sa.and_(col(Client.building_id) == bid, col(Client.room) == room))
+    if t.levels:
+        reach.append(col(Building.level).in_(t.levels))
+    if t.platforms:
+        reach.append(col(Client.platform).in_(t.platforms))
+    if t.client_ids:
+        reach.append(col(Client.id).in_(t.client_ids))
+    q = (
+        sa.select(
+            col(Client.hostname),
+            col(Building.number),
+            col(Client.room),
+            col(Client.platform),
+            col(Building.level),
+            col(Client.model),
+            col(Client.hardware_model_id),
+            col(HardwareModel.approved),
+            col(HardwareModel.end_of_support),
+            col(Client.last_seen),
+            _current(session, row).label("current"),
+        )
+        .join(Building, col(Building.id) == col(Client.building_id))
+        .join(HardwareModel, col(HardwareModel.id) == col(Client.hardware_model_id), isouter=True)
+        .where(sa.or_(*reach))
+        .order_by(col(Building.number), col(Client.room), col(Client.hostname))
+    )
+    if not _district(actor):
+        own = [b.id for n, b in everything.items() if may(actor, Action.RUN_PLAYBOOK, building=n)]
+        q = q.where(col(Client.building_id).in_(own))
+    return list(session.execute(q))
+
+
+def _current(session: Session, row: Releasable) -> sa.ColumnElement[bool]:
+    """Whether the client already runs ``row``, computed in the database."""
+    if row.kind != Kind.PACKAGE.value:
+        return sa.func.coalesce(Client.current_image == delivery.image_marker(row), False)
+    receipt, product = delivery.detection(row)
+    markers = {f"{row.name}@{row.version}".lower()}
+    if receipt:
+        markers.add(f"{receipt}@{row.version}".lower())
+    if product:
+        markers.add(product.lower())
+    # Cheap first: the marker as a JSON string anywhere in the facts' text; only then
+    # the exact test on the software list's items.
+    text = func.lower(sa.cast(Client.facts, sa.Text))
+    maybe = sa.or_(*(text.contains(json.dumps(m), autoescape=True) for m in sorted(markers)))
+    return sa.case((maybe, _software_holds(session, markers)), else_=False)
+
+
+def _software_holds(session: Session, markers: set[str]) -> sa.ColumnElement[bool]:
+    if session.get_bind().dialect.name == "postgresql":
+        facts = sa.type_coerce(Client.facts, postgresql.JSON)
+        software = facts[SOFTWARE_FACT]
+        items = sa.case(
+            (func.json_typeof(software) == "array", software),
+            else_=sa.cast(sa.literal("[]"), postgresql.JSON),
+        )
+        each = func.json_array_elements_text(items).table_valued("value")
+        return sa.exists(select(1).select_from(each).where(func.lower(each.c.value).in_(markers)))
+    path = f"$.{SOFTWARE_FACT}"
+    each = func.json_each(Client.facts, path).table_valued("value")
+    return sa.and_(
+        func.json_type(Client.facts, path) == "array",
+        sa.exists(select(1).select_from(each).where(func.lower(each.c.value).in_(markers))),
+    )
+
+
+def _supported(session: Session, row: Releasable) -> frozenset[int]:
+    return frozenset(
+        session.exec(
+            select(ReleasableModel.hardware_model_id).where(ReleasableModel.releasable_id == row.id)
+        ).all()
+    )
+
+
+_WORD = {Platform.PC.value: "PC", Platform.MAC.value: "Mac"}
+
+
+class _Judge:
+    """The first reason (in :data:`REASON_ORDER`) a client would not get the thing."""
+
+    def __init__(
+        self, row: Releasable, today: date, cutoff: datetime, supported: frozenset[int]
+    ) -> None:
+        self.row, self.today, self.cutoff, self.supported = row, today, cutoff, supported
+        self.ref = ref_of(row)
+        self.kind = Kind(row.kind)
+        self.own = building_of(row)
+        self.label = f"{self.kind.label} {self.ref}"
+
+    def reason(self, r: Any) -> tuple[Reason, str] | None:
+        if r.platform != self.row.platform:
+            return (
+                Reason.WRONG_PLATFORM,
+                f"a {_WORD[r.platform]}; {self.label} is for {_WORD[self.row.platform]}s",
+            )
+        if self.kind is Kind.BASE_IMAGE and r.level != self.row.level:
+            return (
+                Reason.WRONG_LEVEL,
+                f"building {r.number} is {r.level}; {self.label} is for {self.row.level} buildings",
+            )
+        if self.own is not None and r.number != self.own:
+            return (
+                Reason.WRONG_LEVEL,
+                f"{self.label} is building {self.own}'s own, not building {r.number}'s",
+            )
+        if r.hardware_model_id is None:
+            return (
+                Reason.MODEL_NOT_APPROVED,
+                f"model {r.model} is not on the Approved Technology List",
+            )
+        if not r.approved:
+            return Reason.MODEL_NOT_APPROVED, f"model {r.model} is not approved"
+        if r.end_of_support is not None and r.end_of_support <= self.today:
+            return (
+                Reason.MODEL_NOT_APPROVED,
+                f"model {r.model} is past its end of support ({r.end_of_support})",
+            )
+        if self.supported and r.hardware_model_id not in self.supported:
+            return Reason.MODEL_UNSUPPORTED, f"{self.label} does not support model {r.model}"
+        if r.current:
+            what = "runs" if self.kind is not Kind.PACKAGE else "has"
+            return Reason.ALREADY_CURRENT, f"already {what} {self.ref}"
+        if r.last_seen is not None and r.last_seen < self.cutoff:
+            return Reason.OFFLINE, f"last seen {r.last_seen:%Y-%m-%d %H:%M} UTC"
+        return None
+
+
+def _assemble(
+    row: Releasable,
+    included: list[PlannedClient],
+    excluded: list[ExcludedClient],
+    gates: list[str],
+    everything: dict[str, Building],
+) -> Plan:
+    ins = Counter(c.building for c in included)
+    outs = Counter(c.building for c in excluded)
+    per_reason = Counter(c.reason for c in excluded)
+    return Plan(
+        ref=ref_of(row),
+        kind=Kind(row.kind),
+        platform=Platform(row.platform),
+        included=included,
+        excluded=excluded,
+        buildings=[
+            BuildingCount(n, everything[n].name, ins[n], outs[n])
+            for n in sorted(set(ins) | set(outs))
+        ],
+        gates=gates,
+        never_seen=sum(1 for c in included if c.never_seen),
+        reasons={r.value: per_reason[r] for r in REASON_ORDER if per_reason[r]},
+    )
