@@ -591,23 +591,22 @@ class _Judge:
         self.ref = ref_of(row)
         self.kind = Kind(row.kind)
         self.own = building_of(row)
-        self.label = f"{self.kind.label} {self.ref}"
 
     def reason(self, r: Any) -> tuple[Reason, str] | None:
         if r.platform != self.row.platform:
             return (
                 Reason.WRONG_PLATFORM,
-                f"a {_WORD[r.platform]}; {self.label} is for {_WORD[self.row.platform]}s",
+                f"a {_WORD[r.platform]}; this is for {_WORD[self.row.platform]}s",
             )
         if self.kind is Kind.BASE_IMAGE and r.level != self.row.level:
             return (
                 Reason.WRONG_LEVEL,
-                f"building {r.number} is {r.level}; {self.label} is for {self.row.level} buildings",
+                f"building {r.number} is {r.level}; this is for {self.row.level} buildings",
             )
         if self.own is not None and r.number != self.own:
             return (
                 Reason.WRONG_LEVEL,
-                f"{self.label} is building {self.own}'s own, not building {r.number}'s",
+                f"in building {r.number}; this is building {self.own}'s own",
             )
         if r.hardware_model_id is None:
             return (
@@ -622,7 +621,7 @@ class _Judge:
                 f"model {r.model} is past its end of support ({r.end_of_support})",
             )
         if self.supported and r.hardware_model_id not in self.supported:
-            return Reason.MODEL_UNSUPPORTED, f"{self.label} does not support model {r.model}"
+            return Reason.MODEL_UNSUPPORTED, f"model {r.model} is not among those this supports"
         if r.current:
             what = "runs" if self.kind is not Kind.PACKAGE else "has"
             return Reason.ALREADY_CURRENT, f"already {what} {self.ref}"
