@@ -24,6 +24,7 @@ from orchestrator.cli.catalog_cmds import base_app, image_app, package_app
 from orchestrator.cli.credentials_cmds import credentials_app
 from orchestrator.cli.deploy_cmds import deploy_app
 from orchestrator.cli.inventory_cmds import clients_app, inventory_app, run_command, runs_app
+from orchestrator.cli.windows_cmds import windows_app
 from orchestrator.domain.states import Kind
 from orchestrator.errors import InvalidInput
 from orchestrator.services import (
@@ -53,6 +54,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(credentials_app, name="credentials")
 app.command("run")(run_command)
 app.add_typer(deploy_app, name="deploy")
+app.add_typer(windows_app, name="windows")
 
 
 def _print_version(value: bool) -> None:

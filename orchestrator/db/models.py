@@ -365,3 +365,37 @@ class Credential(SQLModel, table=True):
     )
     updated_by: str = Field(max_length=64)
     updated_at: datetime = Field(sa_column=_utc())
+
+
+class MaintenanceWindow(SQLModel, table=True):
+    """A weekly window, in the district's local time, when a building's computers may
+    be worked on (see domain/windows.py)."""
+
+    __tablename__ = "maintenance_window"
+    __table_args__ = (
+        sa.CheckConstraint("end_day >= 0 AND end_day <= 7", name="maintenance_window_end_day"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    building_id: int = Field(foreign_key="building.id", index=True)
+    days: list[int] = Field(sa_column=_json(list), description="0 = Monday .. 6 = Sunday")
+    start: str = Field(max_length=5, description="local HH:MM")
+    end: str = Field(max_length=5, description="local HH:MM")
+    end_day: int = Field(description="days after the opening day on which it closes")
+    created_by: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_utc())
+
+
+class Blackout(SQLModel, table=True):
+    """A stretch of the calendar when nothing runs: for one building, or all (no building)."""
+
+    __tablename__ = "blackout"
+
+    id: int | None = Field(default=None, primary_key=True)
+    building_id: int | None = Field(default=None, foreign_key="building.id", index=True)
+    name: str = Field(default="", max_length=200)
+    source: str = Field(max_length=200, description="the calendar file it came from, or 'manual'")
+    starts_at: datetime = Field(sa_column=_utc())
+    ends_at: datetime = Field(sa_column=_utc())
+    created_by: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_utc())

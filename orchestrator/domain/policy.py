@@ -79,6 +79,7 @@ class Action(StrEnum):
     MANAGE_CLIENTS = "manage_clients"
     RUN_PLAYBOOK = "run_playbook"
     ROLL_OUT_BASE_IMAGE = "roll_out_base_image"
+    MANAGE_WINDOWS = "manage_windows"
     MANAGE_CREDENTIALS = "manage_credentials"
     MAINTAIN_BASE = "maintain_base"
     MAINTAIN_CUSTOM = "maintain_custom"
@@ -150,6 +151,12 @@ PERMISSIONS: Mapping[Action, Grant] = MappingProxyType(
             "put a base image itself on a building's computers",
             "version upgrades are tested and rolled out by IT; building techs deploy "
             "their customized images",
+        ),
+        Action.MANAGE_WINDOWS: Grant(
+            {Role.IT: _D, Role.SECTEC: _OWN, Role.BTC: _OWN, Role.SYSTEM: _D},
+            "set maintenance windows or import calendars",
+            "IT keeps the district calendar; each building's tech sets when its computers "
+            "may be worked on",
         ),
         Action.MANAGE_CREDENTIALS: Grant(
             {Role.IT: _D},
