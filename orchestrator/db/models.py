@@ -399,3 +399,73 @@ class Blackout(SQLModel, table=True):
     ends_at: datetime = Field(sa_column=_utc())
     created_by: str = Field(max_length=64)
     created_at: datetime = Field(sa_column=_utc())
+
+
+class Deployment(SQLModel, table=True):
+    """A released package or image pushed to a set of clients, in windows and waves.
+
+    The deployment's own state and its clients' rows are the truth; the
+    scheduler's jobs carry only the deployment's id.
+    """
+
+    __tablename__ = "deployment"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "state IN ('scheduled', 'running', 'paused', 'completed', 'cancelled', 'failed')",
+            name="deployment_state",
+        ),
+        sa.CheckConstraint(
+            "failure_threshold_pct >= 0 AND failure_threshold_pct <= 100",
+            name="deployment_threshold",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    releasable_id: int = Field(foreign_key="releasable.id", index=True)
+    ref: str = Field(max_length=200, description="what is deployed, as people name it")
+    digest: str = Field(max_length=71, description="the approved content it was created for")
+    playbook: str = Field(max_length=63)
+    owner: str = Field(max_length=64)
+    role: str = Field(max_length=16)
+    state: str = Field(max_length=12)
+    state_version: int = Field(default=0, description="bumped by every compare-and-set write")
+    reason: str = Field(default="", max_length=500, description="why it paused, failed, ended")
+    targets: dict[str, Any] = Field(default_factory=dict, sa_column=_json(dict))
+    not_before: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    deadline: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    pilot_names: list[str] = Field(default_factory=list, sa_column=_json(list))
+    pilot_per_building: int = 0
+    per_building_limit: int = 10
+    district_limit: int = 50
+    failure_threshold_pct: float = 10.0
+    created_at: datetime = Field(sa_column=_utc())
+    updated_at: datetime = Field(sa_column=_utc())
+
+
+class DeploymentClient(SQLModel, table=True):
+    """One client in one deployment: its wave, where it stands, and why."""
+
+    __tablename__ = "deployment_client"
+    __table_args__ = (
+        sa.UniqueConstraint("deployment_id", "client_id", name="deployment_client_once"),
+        sa.CheckConstraint(
+            "state IN ('pending', 'staging', 'applying', 'verifying', 'unreachable', "
+            "'succeeded', 'failed', 'skipped', 'cancelled')",
+            name="deployment_client_state",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment_id: int = Field(foreign_key="deployment.id", index=True)
+    client_id: int = Field(foreign_key="client.id", index=True)
+    hostname: str = Field(max_length=63)
+    building: str = Field(max_length=6)
+    wave: int = Field(description="1 is the pilot when there is one; 0 for clients excluded")
+    pilot: bool = False
+    state: str = Field(max_length=12)
+    attempts: int = 0
+    reason: str | None = Field(default=None, max_length=2000)
+    step: str | None = Field(default=None, max_length=200, description="the failing step")
+    retry_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    run_id: int | None = Field(default=None, foreign_key="run.id")
+    updated_at: datetime = Field(sa_column=_utc())
