@@ -9,7 +9,7 @@ transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -118,8 +118,17 @@ def run_playbook(
     forks: int = 10,
     on_event: Callable[[HostEvent], None] = lambda _e: None,
     should_cancel: Callable[[], bool] = lambda: False,
+    hostnames: Collection[str] | None = None,
+    on_start: Callable[[Session, int], None] | None = None,
 ) -> RunView:
     """Run ``playbook`` on the clients of ``building`` (optionally one room).
+
+    ``hostnames`` narrows the run to exactly those clients of the building
+    (a scheduled deployment's batch); every one must be there. ``on_start`` is
+    called with the session and the new run's id inside the transaction that
+    writes the run row, before Ansible starts, so the caller's own rows
+    (a batch moved to staging) are committed together with the run, or not
+    at all if it raises.
 
     ``install_package`` needs ``package`` and ``apply_image`` / ``smoke_checks``
     need ``image``: a released one, for this building (see
@@ -132,7 +141,10 @@ def run_playbook(
             not released for it. SunsetReached: it is past its sunset.
         InvalidInput: unknown playbook, a missing or unexpected reference, an
             artifact that changed since approval. NotFound: unknown building or
-            reference, or no clients there (an empty target is an error).
+            reference, or no clients there (an empty target is an error), or a
+            client of ``hostnames`` that is not one of the building's (of the
+            thing's platform).
+        Whatever ``on_start`` raises; nothing of the run is written then.
     """
     validation.building_number(building)
     authorize(actor, Action.RUN_PLAYBOOK, building=building)
@@ -156,7 +168,16 @@ def run_playbook(
             q = q.where(func.lower(Client.room) == room.lower())
         if shipment is not None:
             q = q.where(Client.platform == shipment.platform)
+        if hostnames is not None:
+            q = q.where(col(Client.hostname).in_(sorted(set(hostnames))))
         clients = list(session.exec(q))
+        if hostnames is not None:
+            missing = sorted(set(hostnames) - {c.hostname for c in clients})
+            if missing:
+                which = f"{shipment.platform.upper()} clients" if shipment else "clients"
+                raise NotFound(
+                    f"not {which} of building {building}: {', '.join(missing)}; nothing was run"
+                )
         if not clients:
             where = f"room {room!r} of building {building}" if room else f"building {building}"
             which = f"{shipment.platform.upper()} clients" if shipment else "clients"
@@ -183,6 +204,8 @@ def run_playbook(
             after={"playbook": path.stem, "hosts": len(clients)}
             | ({"delivered": shipment.ref} if shipment else {}),
         )
+        if on_start is not None:
+            on_start(session, run_id)
         ids = {c.hostname: c.id or 0 for c in clients}
         targets = [
             HostTarget(
