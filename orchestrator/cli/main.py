@@ -23,6 +23,7 @@ from orchestrator.cli.app import (
 from orchestrator.cli.catalog_cmds import base_app, image_app, package_app
 from orchestrator.cli.credentials_cmds import credentials_app
 from orchestrator.cli.deploy_cmds import deploy_app
+from orchestrator.cli.deployment_cmds import COMMANDS as DEPLOYMENT_COMMANDS
 from orchestrator.cli.inventory_cmds import clients_app, inventory_app, run_command, runs_app
 from orchestrator.cli.windows_cmds import windows_app
 from orchestrator.domain.states import Kind
@@ -53,6 +54,8 @@ app.add_typer(inventory_app, name="inventory")
 app.add_typer(runs_app, name="runs")
 app.add_typer(credentials_app, name="credentials")
 app.command("run")(run_command)
+for _name, _command in DEPLOYMENT_COMMANDS.items():
+    deploy_app.command(_name)(_command)
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(windows_app, name="windows")
 

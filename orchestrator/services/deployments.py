@@ -371,11 +371,10 @@ def _visible(session: Session, actor: Actor, dep_id: int) -> tuple[Deployment, l
 
 def _view(ctx: Context, session: Session, dep: Deployment, *, with_clients: bool) -> DeploymentView:
     assert dep.id is not None
-    rows = session.exec(
-        select(DeploymentClient)
-        .where(DeploymentClient.deployment_id == dep.id)
-        .order_by(col(DeploymentClient.wave), col(DeploymentClient.hostname))
-    ).all()
+    rows = sorted(
+        session.exec(select(DeploymentClient).where(DeploymentClient.deployment_id == dep.id)),
+        key=lambda r: (r.wave == 0, r.wave, r.hostname),  # waves in order, excluded last
+    )
     buildings = sorted({r.building for r in rows}, key=lambda b: (len(b), b))
     counts = Counter(r.state for r in rows)
     waves: dict[int, list[DeploymentClient]] = {}

@@ -1,0 +1,65 @@
+"""``orchestrator deploy create | list | show | pause | resume | cancel`` on the sample district."""
+
+from __future__ import annotations
+
+import json
+
+from tests.support.cli import Invoke
+
+
+def _windows(orchestrator: Invoke) -> None:
+    orchestrator(
+        "--as", "btc.lincoln", "windows", "add", "--building", "101", "--days", "mon-sun",
+        "--from", "18:00", "--to", "06:00",
+    )  # fmt: skip
+
+
+def test_a_tech_schedules_a_deployment_then_pauses_resumes_and_cancels_it(
+    orchestrator: Invoke,
+) -> None:
+    _windows(orchestrator)
+    made = orchestrator(
+        "--as", "btc.lincoln", "deploy", "create", "--package", "scratch@3.29", "--building",
+        "101", "--pilot-per-building", "1",
+    )  # fmt: skip
+    assert "deployment 1: scratch@3.29 — scheduled" in made.stdout
+    assert "wave 1 (pilot)" in made.stdout
+
+    shown = json.loads(
+        orchestrator("--as", "principal.lincoln", "deploy", "show", "1", "--json").stdout
+    )
+    states = {c["hostname"]: c["state"] for c in shown["clients"]}
+    assert states["101-cart-1-01"] == "pending" and states["101-lab-a-01"] == "skipped"
+
+    orchestrator("--as", "btc.lincoln", "deploy", "pause", "1", "--reason", "lab in use")
+    refused = orchestrator("--as", "principal.lincoln", "deploy", "resume", "1", expect=3)
+    assert "refused" in refused.stderr
+    orchestrator("--as", "btc.lincoln", "deploy", "resume", "1")
+    done = orchestrator("--as", "btc.lincoln", "deploy", "cancel", "1", "--reason", "wrong version")
+    assert "cancelled: 4 clients cancelled" in done.stdout
+    again = orchestrator("--as", "btc.lincoln", "deploy", "resume", "1", expect=5)
+    assert "cancelled is final" in again.stderr
+    listed = json.loads(orchestrator("--as", "it.rivera", "deploy", "list", "--json").stdout)
+    assert [(d["id"], d["state"]) for d in listed] == [(1, "cancelled")]
+
+
+def test_bad_deployments_exit_with_the_reason_and_create_nothing(orchestrator: Invoke) -> None:
+    no_window = orchestrator(
+        "--as", "btc.lincoln", "deploy", "create", "--package", "scratch@3.29", "--building", "101",
+        expect=2,
+    )  # fmt: skip
+    assert "no maintenance window" in no_window.stderr
+    _windows(orchestrator)
+    bad_time = orchestrator(
+        "--as", "btc.lincoln", "deploy", "create", "--package", "scratch@3.29", "--building", "101",
+        "--deadline", "tomorrow", expect=2,
+    )  # fmt: skip
+    assert "is not a date and time" in bad_time.stderr
+    other = orchestrator(
+        "--as", "btc.lincoln", "deploy", "create", "--package", "scratch@3.29", "--building", "102",
+        expect=3,
+    )  # fmt: skip
+    assert "refused" in other.stderr
+    missing = orchestrator("--as", "btc.lincoln", "deploy", "show", "7", expect=4)
+    assert "no deployment 7" in missing.stderr
+    assert json.loads(orchestrator("--as", "it.rivera", "deploy", "list", "--json").stdout) == []
