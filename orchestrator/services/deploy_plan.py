@@ -629,6 +629,9 @@ def _clients(
     # Core, not the ORM: plain rows, no identity map. The collector is paused while
     # the (acyclic) rows and clients are built: otherwise it rescans them again and
     # again as they pile up, a fifth of the time for 150,000 clients.
+    if _postgres(session):
+        # The sort of a district's clients fits in memory, not in the default 4 MB.
+        session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
     with _collector_paused():
         rows = session.connection().execute(q).all()
         for host, number, room, code, hw_id, unlisted, seen in rows:
@@ -658,17 +661,20 @@ def _current(session: Session, row: Releasable) -> sa.ColumnElement[bool]:
     if row.kind != Kind.PACKAGE.value:
         return col(Client.current_image) == delivery.image_marker(row)
     receipt, product = delivery.detection(row)
-    markers = {f"{row.name}@{row.version}".lower()}
+    markers = {f"{row.name}@{row.version}"}
     if receipt:
-        markers.add(f"{receipt}@{row.version}".lower())
+        markers.add(f"{receipt}@{row.version}")
     if product:
-        markers.add(product.lower())
-    # Cheap first: the marker as a JSON string anywhere in the facts' text (SQLite's
-    # LIKE ignores ASCII case, and JSON text is ASCII); only then the exact test on
-    # the software list's items.
+        markers.add(product)
+    # Cheap first: the marker as a JSON string in the facts' text; only then the
+    # exact, case-blind test on the software list's items. SQLite's LIKE already
+    # ignores ASCII case (and JSON text is ASCII). PostgreSQL's ILIKE costs half a
+    # second over 150,000 clients, so there a plain substring search looks for the
+    # marker as the rule writes it, in lower and in upper case.
     text = sa.cast(Client.facts, sa.Text)
     if _postgres(session):
-        maybe = sa.or_(*(text.icontains(json.dumps(m), autoescape=True) for m in sorted(markers)))
+        variants = sorted({json.dumps(v) for m in markers for v in (m, m.lower(), m.upper())})
+        maybe = sa.or_(*(func.strpos(text, v) > 0 for v in variants))
     else:
         maybe = sa.or_(*(text.contains(json.dumps(m), autoescape=True) for m in sorted(markers)))
     return sa.and_(maybe, _software_holds(session, markers))
@@ -679,6 +685,7 @@ def _postgres(session: Session) -> bool:
 
 
 def _software_holds(session: Session, markers: set[str]) -> sa.ColumnElement[bool]:
+    wanted = sorted(m.lower() for m in markers)
     if _postgres(session):
         facts = sa.type_coerce(Client.facts, postgresql.JSON)
         software = facts[SOFTWARE_FACT]
@@ -687,12 +694,12 @@ def _software_holds(session: Session, markers: set[str]) -> sa.ColumnElement[boo
             else_=sa.cast(sa.literal("[]"), postgresql.JSON),
         )
         each = func.json_array_elements_text(items).table_valued("value")
-        return sa.exists(select(1).select_from(each).where(func.lower(each.c.value).in_(markers)))
+        return sa.exists(select(1).select_from(each).where(func.lower(each.c.value).in_(wanted)))
     path = f"$.{SOFTWARE_FACT}"
     each = func.json_each(Client.facts, path).table_valued("value")
     return sa.and_(
         func.json_type(Client.facts, path) == "array",
-        sa.exists(select(1).select_from(each).where(func.lower(each.c.value).in_(markers))),
+        sa.exists(select(1).select_from(each).where(func.lower(each.c.value).in_(wanted))),
     )
 
 

@@ -181,9 +181,9 @@ def test_a_package_is_current_where_the_gathered_software_names_this_version(
     mac_ref = _mac_package(district)
     software = "orchestrator_software"
     _client(
-        district, "m-receipt", platform="mac", model=MAC, facts={software: ["edu.mit.scratch@3.30"]}
+        district, "m-receipt", platform="mac", model=MAC, facts={software: ["EDU.MIT.SCRATCH@3.30"]}
     )
-    _client(district, "m-name", platform="mac", model=MAC, facts={software: ["Scratch@3.30"]})
+    _client(district, "m-name", platform="mac", model=MAC, facts={software: ["scratch@3.30"]})
     _client(district, "m-bare", platform="mac", model=MAC, facts={software: ["edu.mit.scratch"]})
     _client(district, "m-older", platform="mac", model=MAC, facts={software: ["scratch@3.29"]})
     _client(
