@@ -9,6 +9,11 @@ Linux hosts), and the clients' rows moved by each host's result.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +22,7 @@ import pytest
 from sqlmodel import select
 
 from orchestrator.clock import FixedClock
-from orchestrator.db.models import Client
+from orchestrator.db.models import Client, Deployment, DeploymentClient, Run
 from orchestrator.db.session import transaction
 from orchestrator.domain.states import State
 from orchestrator.remote.ansible import AnsibleRunner, HostEvent, PlaybookRequest, RunOutcome
@@ -89,10 +94,8 @@ def _installs(host: SSHHost, ident: str) -> list[str]:
     return [line for line in lines if line.startswith("installer") and ident in line]
 
 
-def test_a_deployment_of_a_released_package_is_carried_out_by_ticks_inside_the_window(
-    cart: District, macs: list[SSHHost], tmp_path: Path
-) -> None:
-    ident = f"edu.mit.scratch.roll.{tmp_path.name[-8:]}"
+def _released(cart: District, tmp_path: Path, ident: str) -> str:
+    """Scratch 3.29 released for the Macs, as a stand-in installer file made here."""
     installer = tmp_path / f"{ident}-3.29.pkg"
     installer.write_text(
         json.dumps(
@@ -104,7 +107,7 @@ def test_a_deployment_of_a_released_package_is_carried_out_by_ticks_inside_the_w
             }
         )
     )
-    ref = cart.package(
+    return cart.package(
         "scratch",
         "3.29",
         platform="mac",
@@ -112,6 +115,13 @@ def test_a_deployment_of_a_released_package_is_carried_out_by_ticks_inside_the_w
         detection_rule=f"pkgutil:{ident}>=3.29",
         to=State.PUBLISHED,
     )
+
+
+def test_a_deployment_of_a_released_package_is_carried_out_by_ticks_inside_the_window(
+    cart: District, macs: list[SSHHost], tmp_path: Path
+) -> None:
+    ident = f"edu.mit.scratch.roll.{tmp_path.name[-8:]}"
+    ref = _released(cart, tmp_path, ident)
     dep = deployments.create(
         cart.ctx, cart["btc.lincoln"], DeploymentSpec(package=ref, buildings=("101",))
     )
@@ -144,3 +154,118 @@ def test_a_deployment_of_a_released_package_is_carried_out_by_ticks_inside_the_w
     assert runner.given == [sorted(h.name for h in macs)]
     for h in macs:
         assert len(_installs(h, ident)) == 1  # the installer was never called again
+
+
+# One tick in a process of its own, as the scheduler's service would make it.
+_TICK_IN_A_PROCESS = """
+import json, sys
+from datetime import datetime
+from zoneinfo import ZoneInfo
+from orchestrator.clock import FixedClock
+from orchestrator.db.session import make_engine
+from orchestrator.services import rollout_runner, runs
+from orchestrator.services.context import Context
+a = json.loads(sys.argv[1])
+kw = {"connect_args": {"options": "-csearch_path=" + a["search_path"]}} if a["search_path"] else {}
+ctx = Context(
+    engine=make_engine(a["url"], **kw),
+    zone=ZoneInfo(a["zone"]),
+    clock=FixedClock(datetime.fromisoformat(a["now"])),
+)
+key = open(a["key"]).read()
+rollout_runner.tick(ctx, a["deployment"], credentials=runs.Credentials(ssh_key=key))
+"""
+
+
+def _wait_for(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 90
+    while not ready():
+        if proc.poll() is not None:
+            _out, err = proc.communicate()
+            pytest.fail(f"the tick ended (rc {proc.returncode}) before {what}: {err.decode()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within 90 s")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("kill_point", ["as_its_run_starts", "after_a_mac_installed"])
+def test_an_orchestrator_killed_mid_run_is_reconciled_and_the_next_tick_finishes_the_job(
+    cart: District, macs: list[SSHHost], tmp_path: Path, kill_point: str
+) -> None:
+    ident = f"edu.mit.scratch.kill.{tmp_path.name[-8:]}"
+    ref = _released(cart, tmp_path, ident)
+    dep = deployments.create(
+        cart.ctx, cart["btc.lincoln"], DeploymentSpec(package=ref, buildings=("101",))
+    )
+    engine = cart.ctx.engine
+    search_path = None
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            search_path = conn.exec_driver_sql("SHOW search_path").scalar()
+    args = {
+        "url": engine.url.render_as_string(hide_password=False),
+        "search_path": search_path,
+        "zone": str(cart.ctx.zone),
+        "now": INSIDE_TONIGHTS_WINDOW.isoformat(),
+        "key": str(macs[0].key_file),
+        "deployment": dep.id,
+    }
+    # Its own session, so the kill takes ansible-playbook and ssh with it, as the
+    # service manager kills the whole service.
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TICK_IN_A_PROCESS, json.dumps(args)],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    receipts = [h.root / "var/db/receipts" / f"{ident}.plist" for h in macs]
+
+    def run_going() -> bool:
+        with transaction(engine) as s:
+            return s.exec(select(Run).where(Run.status == "running")).first() is not None
+
+    try:
+        _wait_for("its run started", run_going, proc)
+        if kill_point == "after_a_mac_installed":
+            _wait_for("a Mac installed", lambda: any(p.exists() for p in receipts), proc)
+        installed_before = [p.exists() for p in receipts]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with transaction(engine) as s:
+        (left,) = s.exec(select(Run)).all()
+        assert left.status == "running"  # what the kill leaves
+        assert {r.state for r in s.exec(select(DeploymentClient))} == {"staging"}
+
+    cart.ctx.clock = FixedClock(INSIDE_TONIGHTS_WINDOW)
+    settled = rollout_runner.reconcile(cart.ctx)
+
+    assert [(r.kind, r.outcome) for r in settled] == [
+        ("run", "failed"),
+        ("client", "staging"),
+        ("client", "staging"),
+        ("client", "staging"),
+        ("deployment", "scheduled"),
+    ]
+    with transaction(engine) as s:
+        assert s.exec(select(Run).where(Run.status == "running")).all() == []
+        assert s.exec(select(Deployment).where(Deployment.state == "running")).all() == []
+
+    runner = CountingRunner()
+    credentials = runs.Credentials(ssh_key=macs[0].key_file.read_text())
+    again = rollout_runner.tick(cart.ctx, dep.id, credentials=credentials, runner=runner)
+
+    assert again.state == "completed", again
+    shown = deployments.show(cart.ctx, cart["btc.lincoln"], dep.id)
+    assert {c.hostname: (c.state, c.attempts) for c in shown.clients} == {
+        h.name: ("succeeded", 1) for h in macs
+    }
+    for h, receipt, before in zip(macs, receipts, installed_before, strict=True):
+        assert receipt.exists()
+        if before:  # installed before the kill: the re-run found its receipt and left it
+            assert len(_installs(h, ident)) == 1
+        else:
+            assert len(_installs(h, ident)) >= 1
