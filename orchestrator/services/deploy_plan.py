@@ -43,9 +43,11 @@ of these reasons that applies, in this order (:data:`REASON_ORDER`):
 5. ``already_current``: an image: the client's image marker is the image's;
    a package: the client's gathered software list holds ``name@version``,
    a Mac's ``receipt@version`` or a PC's MSI product code (what
-   ``install_package`` itself tests). A bare Mac receipt, which is what
-   ``pkgutil --pkgs`` gathers, says nothing of the version: such a Mac is
-   included and the play checks the version there;
+   ``install_package`` itself tests), ignoring case (on PostgreSQL: written
+   as in the detection rule, all lower or all upper case; a client missed
+   here is included, and the play leaves it alone). A bare Mac receipt,
+   which is what ``pkgutil --pkgs`` gathers, says nothing of the version:
+   such a Mac is included and the play checks the version there;
 6. ``offline``: last seen longer ago than ``offline_after`` (14 days).
 
 A client never seen (imported, never gathered or run on) is included, marked
