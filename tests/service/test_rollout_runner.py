@@ -131,6 +131,35 @@ def test_at_the_window_a_batch_starts_within_the_per_building_limit(lincoln: Dis
     assert runner.requests[0].extravars["package_receipt"] == "edu.mit.scratch"
 
 
+def test_when_the_window_closes_it_goes_back_to_scheduled_until_the_next_evening(
+    lincoln: District,
+) -> None:
+    dep = _create(lincoln, per_building_limit=1)
+    runner = FakePlaybookRunner()
+    _at_window(lincoln)
+    assert _tick(lincoln, dep.id, runner).started == ("cart-01",)
+
+    _at_window(lincoln, hours=12)  # Tuesday 07:00 in New York: school hours
+    closed = _tick(lincoln, dep.id, runner)
+
+    assert closed.state == "scheduled" and closed.events == ("window_closed",)
+    assert closed.started == () and closed.next_at == TONIGHT + timedelta(days=1)
+    assert len(runner.requests) == 1
+
+
+def test_nothing_starts_before_its_start_not_before_even_in_a_window(lincoln: District) -> None:
+    start = TONIGHT + timedelta(days=1, minutes=30)
+    dep = _create(lincoln, not_before=start)
+    runner = FakePlaybookRunner()
+    _at_window(lincoln)
+
+    early = _tick(lincoln, dep.id, runner)
+
+    assert early.state == "scheduled" and early.next_at == start and runner.requests == []
+    _clock(lincoln).now = start
+    assert _tick(lincoln, dep.id, runner).state == "completed"
+
+
 def test_the_pilot_wave_runs_alone_first_then_the_rest(lincoln: District) -> None:
     dep = _create(lincoln, pilot_names=("cart-03",))
     runner = FakePlaybookRunner()
