@@ -286,6 +286,26 @@ def test_the_sunset_reached_between_ticks_cancels_it_automatically_and_audited(
     assert last.reason == result.reason
 
 
+def test_a_package_no_longer_released_pauses_it_with_why_before_anything_starts(
+    lincoln: District,
+) -> None:
+    dep = _create(lincoln)
+    with transaction(lincoln.ctx.engine) as s:  # IT retired it after the deployment was made
+        pkg = s.exec(select(Releasable).where(Releasable.name == "scratch")).one()
+        pkg.state = State.RETIRED.value
+        s.add(pkg)
+    runner = FakePlaybookRunner()
+    _at_window(lincoln)
+
+    result = _tick(lincoln, dep.id, runner)
+
+    assert result.state == "paused" and result.events == ("pause",)
+    assert "is retired, not released" in result.reason
+    assert runner.requests == [] and _state(lincoln, dep.id).counts == {"pending": 4}
+    last = _deployment_audit(lincoln)[-1]
+    assert (last.action, last.actor) == ("deployment.pause", "system")
+
+
 def test_a_passed_deadline_fails_the_deployment_with_the_reason(lincoln: District) -> None:
     deadline = TONIGHT + timedelta(hours=4)
     dep = _create(lincoln, per_building_limit=1, deadline=deadline)
