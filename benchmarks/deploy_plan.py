@@ -42,12 +42,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
-from orchestrator.db.models import Building, Client, HardwareModel
+from orchestrator.db.models import Building, Client, HardwareModel, Person, PersonBuilding
 from orchestrator.db.session import make_engine, transaction
-from orchestrator.domain.states import Level, State
-from orchestrator.services import bootstrap, deploy_plan
+from orchestrator.domain.policy import Actor
+from orchestrator.domain.states import Kind, Level, Role, Step
+from orchestrator.services import bootstrap, catalog, chain, deploy_plan, directory, hardware
+from orchestrator.services.catalog import BaseImageSpec, CustomImageSpec, PackageSpec
+from orchestrator.services.chain import CheckResult
 from orchestrator.services.context import Context
-from tests.factories import District, make_district
 
 POSTGRES_URL = os.environ.get(
     "ORCHESTRATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -92,21 +94,129 @@ class Figure:
     max_s: float
 
 
-def _generate(d: District, buildings: int, clients: int, seed: int = 7) -> None:
-    """Buildings beyond the test district's five, then every client, in bulk."""
+PEOPLE = [
+    ("it.ana", Role.IT, None),
+    ("it.wei", Role.IT, None),
+    ("edtech.grace", Role.EDTECH, None),
+    ("edtech.marco", Role.EDTECH, None),
+    ("btc.lincoln", Role.BTC, "101"),
+]
+# (vendor, model, platform, approved, end of support in days)
+MODELS = [
+    ("Dell", "Latitude 3420", "pc", True, 900),
+    ("HP", "ProBook 450 G8", "pc", True, 900),
+    ("Dell", "OptiPlex 7010", "pc", True, -10),
+    ("Lenovo", "ThinkPad 11e", "pc", False, 900),
+    ("Apple", "MacBookAir10,1", "mac", True, 900),
+]
+
+
+def _district(ctx: Context, buildings: int, seed: int = 7) -> dict[str, Actor]:
+    """Buildings (101 is Lincoln Elementary), the people who act, the Approved
+    Technology List; returns the actors by user name."""
     rng = random.Random(seed)
-    now = d.ctx.now()
     levels = [Level.ELEMENTARY] * 12 + [Level.MIDDLE] * 4 + [Level.HIGH] * 3 + [Level.OFFICE]
-    with transaction(d.ctx.engine) as s:
-        have = len(s.exec(select(Building)).all())
+    with transaction(ctx.engine) as s:
         s.execute(
             sa.insert(Building),
-            [
+            [{"number": "101", "name": "Lincoln Elementary", "level": Level.ELEMENTARY}]
+            + [
                 {"number": str(1000 + i), "name": f"School {1000 + i}", "level": rng.choice(levels)}
-                for i in range(buildings - have)
+                for i in range(buildings - 1)
             ],
         )
-    with transaction(d.ctx.engine) as s:
+        lincoln = s.exec(select(Building).where(Building.number == "101")).one()
+        for username, role, building in PEOPLE:
+            person = Person(username=username, display_name=username, role=role.value)
+            s.add(person)
+            s.flush()
+            if building is not None:
+                s.add(PersonBuilding(person_id=person.id or 0, building_id=lincoln.id or 0))
+    actors = {u: directory.actor(ctx, u) for u, _, _ in PEOPLE}
+    today = ctx.today()
+    for vendor, model, platform_, approved, eos in MODELS:
+        hardware.add_model(
+            ctx,
+            actors["it.ana"],
+            vendor=vendor,
+            model=model,
+            platform=platform_,
+            approved=approved,
+            end_of_support=today + timedelta(days=eos),
+        )
+    return actors
+
+
+def _through_chain(
+    ctx: Context, people: dict[str, Actor], kind: Kind, ref: str, author: str, publisher: str
+) -> None:
+    """The happy path of the approval chain, by the people the chain wants."""
+    chain.submit(ctx, people[author], kind, ref)
+    if kind is not Kind.PACKAGE:
+        chain.approve(ctx, people["edtech.marco"], kind, ref, "fits", step=Step.REVIEW)
+    tester = "edtech.marco" if author == "edtech.grace" else "edtech.grace"
+    for persona in ("student", "staff"):
+        chain.record_test(
+            ctx,
+            people[tester],
+            kind,
+            ref,
+            persona=persona,
+            checks=[CheckResult("sign-in succeeds", True)],
+            evidence=f"{persona} login fine",
+        )
+    chain.approve(ctx, people[tester], kind, ref, "tests pass", step=Step.TEST)
+    chain.publish(ctx, people[publisher], kind, ref)
+
+
+def _catalog(ctx: Context, people: dict[str, Actor]) -> tuple[str, str]:
+    """A released district-wide PC package and Lincoln's released customized image."""
+    today = ctx.today()
+    package = catalog.create_package(
+        ctx,
+        people["edtech.grace"],
+        PackageSpec(
+            name="firefox",
+            version="129.0",
+            platform="pc",
+            audience="instructional",
+            installer="https://dist.example.org/packages/firefox-129.0.msi",
+            installer_sha256="a" * 64,
+            detection_rule=f"msi:{PRODUCT_CODE}",
+        ),
+    ).ref
+    _through_chain(ctx, people, Kind.PACKAGE, package, "edtech.grace", "it.wei")
+    base = catalog.create_base_image(
+        ctx,
+        people["it.ana"],
+        BaseImageSpec(
+            platform="pc",
+            level="elementary",
+            version="2026.1",
+            os_version="Windows 11 24H2",
+            sunset_date=today + timedelta(days=365),
+            artifact="https://dist.example.org/base/pc-elementary-2026.1.wim",
+            artifact_sha256="b" * 64,
+            models=["Dell:Latitude 3420", "HP:ProBook 450 G8"],
+        ),
+    ).ref
+    _through_chain(ctx, people, Kind.BASE_IMAGE, base, "it.ana", "it.wei")
+    image = catalog.create_custom_image(
+        ctx,
+        people["btc.lincoln"],
+        CustomImageSpec(
+            building="101", name="lab", version="1.0", base=base, settings={"wallpaper": "lions"}
+        ),
+    ).ref
+    _through_chain(ctx, people, Kind.CUSTOM_IMAGE, image, "btc.lincoln", "btc.lincoln")
+    return package, image
+
+
+def _generate(ctx: Context, clients: int, seed: int = 7) -> None:
+    """Every client, in bulk."""
+    rng = random.Random(seed)
+    now = ctx.now()
+    with transaction(ctx.engine) as s:
         ids = [b.id for b in s.exec(select(Building).order_by(Building.number))]
         models = {m.model: m.id for m in s.exec(select(HardwareModel))}
     pc_models = [("Latitude 3420", 50), ("ProBook 450 G8", 35), ("OptiPlex 7010", 10)]
@@ -114,7 +224,7 @@ def _generate(d: District, buildings: int, clients: int, seed: int = 7) -> None:
     rows: list[dict[str, Any]] = []
 
     def flush() -> None:
-        with transaction(d.ctx.engine) as s:
+        with transaction(ctx.engine) as s:
             s.execute(sa.insert(Client), rows)
         rows.clear()
 
@@ -167,15 +277,6 @@ def _generate(d: District, buildings: int, clients: int, seed: int = 7) -> None:
         flush()
 
 
-def _catalog(d: District) -> tuple[str, str]:
-    package = d.package(
-        "firefox", "129.0", detection_rule=f"msi:{PRODUCT_CODE}", to=State.PUBLISHED
-    )
-    d.base("pc", "elementary")
-    image = d.custom("101", to=State.PUBLISHED)
-    return package, image
-
-
 @contextmanager
 def _sqlite(folder: Path) -> Iterator[Engine]:
     engine = make_engine(f"sqlite:///{folder / 'bench.db'}")
@@ -213,9 +314,9 @@ def _bench(backend: str, engine: Engine, args: argparse.Namespace) -> list[Figur
     ctx = Context(engine=engine)
     bootstrap.init_database(ctx)
     started = time.perf_counter()
-    d = make_district(ctx)
-    package, image = _catalog(d)
-    _generate(d, args.buildings, args.clients)
+    people = _district(ctx, args.buildings)
+    package, image = _catalog(ctx, people)
+    _generate(ctx, args.clients)
     with engine.begin() as conn:
         conn.execute(sa.text("ANALYZE"))
     print(
@@ -225,10 +326,10 @@ def _bench(backend: str, engine: Engine, args: argparse.Namespace) -> list[Figur
     )
     scenarios = {
         f"district-wide: IT, {package}, --group all": dict(
-            actor=d["it.ana"], package=package, groups=["all"]
+            actor=people["it.ana"], package=package, groups=["all"]
         ),
         f"one building: BTC, {image}, --building 101": dict(
-            actor=d["btc.lincoln"], image=image, buildings=["101"]
+            actor=people["btc.lincoln"], image=image, buildings=["101"]
         ),
     }
     figures = []
@@ -259,8 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         "--backend", choices=("sqlite", "postgresql"), action="append", help="default: both"
     )
     args = parser.parse_args(argv)
-    if args.buildings < 5:
-        parser.error("--buildings: at least the test district's 5")
+    if args.buildings < 1:
+        parser.error("--buildings: at least one (101, Lincoln Elementary)")
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backend or ("sqlite", "postgresql"):
