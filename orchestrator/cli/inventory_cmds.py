@@ -270,20 +270,7 @@ runs_app = typer.Typer(
 
 def _credentials() -> runs.Credentials:
     """Settings (ORCHESTRATOR_SSH_KEY_FILE, …) win; otherwise the encrypted store."""
-    s = state.settings
-    given = runs.Credentials.from_files(
-        ssh_user=s.ssh_user,
-        ssh_key_file=s.ssh_key_file,
-        winrm_user=s.winrm_user,
-        winrm_password=s.winrm_password.get_secret_value() if s.winrm_password else None,
-    )
-    return vault.client_credentials(
-        state.ctx,
-        ssh_user=s.ssh_user,
-        winrm_user=s.winrm_user,
-        ssh_key=given.ssh_key,
-        winrm_password=given.winrm_password,
-    )
+    return vault.credentials_from_settings(state.ctx, state.settings)
 
 
 def _results_table(view: runs.RunView) -> Table:

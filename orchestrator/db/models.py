@@ -469,3 +469,14 @@ class DeploymentClient(SQLModel, table=True):
     retry_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
     run_id: int | None = Field(default=None, foreign_key="run.id")
     updated_at: datetime = Field(sa_column=_utc())
+
+
+SCHEDULER_JOBS = sa.Table(
+    "apscheduler_jobs",
+    SQLModel.metadata,
+    # APScheduler's own SQLAlchemyJobStore layout, made here by a migration so the
+    # schema stays the migrations'. Its jobs hold only a deployment's id.
+    sa.Column("id", sa.Unicode(191), primary_key=True),
+    sa.Column("next_run_time", sa.Float(25), index=True),
+    sa.Column("job_state", sa.LargeBinary(), nullable=False),
+)

@@ -1,29 +1,155 @@
 """The orchestrator service: the scheduler and its jobs.
 
-At this stage it runs the daily sunset check (at start, then every day at
-``sunset_check_time`` in the district's zone). Deployment and web issues add
-their jobs and servers to the same process.
+* The daily sunset check, at start and then every day at ``sunset_check_time``
+  in the district's zone.
+* Deployments. APScheduler decides *when*: each scheduled or running
+  deployment has one job, ``deployment-<id>``, in the SQLAlchemy job store on
+  the project's own database, holding nothing but the deployment's id. The
+  deployment's rows decide *what*: each firing is one
+  :func:`orchestrator.services.rollout_runner.tick`, and the job is moved to
+  the time the tick says (the next window, a retry, or at once while clients
+  wait for a slot), with an hourly heartbeat besides. A sweep every minute
+  gives a job to deployments created since (by ``deploy create`` in another
+  process) or resumed, and drops the jobs of those ended or paused.
+* At start, before any job fires, :func:`rollout_runner.reconcile` settles
+  what a crash left in flight: nothing stays "running".
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import FrameType
 
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from orchestrator.config import Settings
-from orchestrator.services import sunset
+from orchestrator.errors import OrchestratorError
+from orchestrator.services import deployments, rollout_runner, runs, sunset, vault
 from orchestrator.services.context import Context
+from orchestrator.services.runs import PlaybookRunner
 
 log = logging.getLogger("orchestrator.scheduler")
 
 SUNSET_JOB = "sunset-daily-check"
+SWEEP_JOB = "deployments-sweep"
+DEPLOYMENTS_STORE = "deployments"
+RETRY_AFTER_ERROR = timedelta(minutes=5)
+HEARTBEAT = timedelta(hours=1)
+"""Each live deployment is looked at least this often, whatever its last tick said."""
+
+
+@dataclass
+class Runtime:
+    """What a deployment job needs that cannot travel in the job store (only ids do)."""
+
+    ctx: Context
+    settings: Settings
+    scheduler: BaseScheduler
+    runner: PlaybookRunner | None = None
+    """None: the real Ansible runner (tests give a fake)."""
+
+
+_runtime: Runtime | None = None
+
+
+def install(runtime: Runtime | None) -> None:
+    """Make ``runtime`` the one deployment jobs use (None: none, jobs only log)."""
+    global _runtime
+    _runtime = runtime
+
+
+def job_id(deployment_id: int) -> str:
+    return f"deployment-{deployment_id}"
+
+
+def run_deployment(deployment_id: int) -> None:
+    """One deployment job firing: one tick, then the job moves to the tick's next time."""
+    rt = _runtime
+    if rt is None:
+        log.warning("deployment %d: no runtime installed, nothing done", deployment_id)
+        return
+    next_at: datetime | None
+    try:
+        result = rollout_runner.tick(
+            rt.ctx,
+            deployment_id,
+            credentials=vault.credentials_from_settings(rt.ctx, rt.settings),
+            runner=rt.runner,
+            distribution=runs.DistributionPoint(
+                rt.settings.distribution_address, rt.settings.distribution_port
+            ),
+        )
+        next_at = result.next_at
+        log.info(
+            "deployment %d: %s, %d started%s",
+            deployment_id,
+            result.state,
+            len(result.started),
+            f", next at {next_at:%Y-%m-%d %H:%M} UTC" if next_at else "",
+        )
+    except OrchestratorError as exc:  # logged, tried again; the rows stay the truth
+        next_at = rt.ctx.now() + RETRY_AFTER_ERROR
+        log.warning("deployment %d: %s; trying again at %s", deployment_id, exc, next_at)
+    schedule(rt.scheduler, deployment_id, next_at)
+
+
+def schedule(scheduler: BaseScheduler, deployment_id: int, at: datetime | None) -> None:
+    """Move the deployment's job to ``at``; None leaves it to its heartbeat and the sweep.
+
+    A job never removes itself: APScheduler updates a job's row right after
+    firing it, and a row gone by then stops the scheduler's thread. Jobs of
+    ended or paused deployments are removed by :func:`sweep`, outside their
+    own firing.
+    """
+    if at is None:
+        return
+    jid = job_id(deployment_id)
+    if scheduler.get_job(jid, jobstore=DEPLOYMENTS_STORE) is None:
+        scheduler.add_job(
+            run_deployment,
+            IntervalTrigger(seconds=int(HEARTBEAT.total_seconds())),
+            next_run_time=at,
+            args=[deployment_id],
+            id=jid,
+            jobstore=DEPLOYMENTS_STORE,
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,  # late is fine: the tick itself checks the window
+        )
+    else:
+        scheduler.modify_job(jid, jobstore=DEPLOYMENTS_STORE, next_run_time=at)
+
+
+def sweep() -> list[int]:
+    """Give a job (due at once) to each live deployment without one, and drop the
+    jobs of deployments that ended or were paused. Returns the ids given a job."""
+    rt = _runtime
+    if rt is None:
+        return []
+    live = set(deployments.active_ids(rt.ctx))
+    for job in rt.scheduler.get_jobs(jobstore=DEPLOYMENTS_STORE):
+        if job.args and job.args[0] not in live:
+            with contextlib.suppress(JobLookupError):  # removed meanwhile
+                rt.scheduler.remove_job(job.id, jobstore=DEPLOYMENTS_STORE)
+    added = []
+    for deployment_id in sorted(live):
+        if rt.scheduler.get_job(job_id(deployment_id), jobstore=DEPLOYMENTS_STORE) is None:
+            schedule(rt.scheduler, deployment_id, rt.ctx.now())
+            added.append(deployment_id)
+    return added
 
 
 def daily_sunset_check(ctx: Context) -> sunset.DailyCheck:
@@ -40,7 +166,21 @@ def daily_sunset_check(ctx: Context) -> sunset.DailyCheck:
 
 def build_scheduler(ctx: Context, settings: Settings) -> BackgroundScheduler:
     hour, minute = (int(p) for p in settings.sunset_check_time.split(":"))
-    scheduler = BackgroundScheduler(timezone=settings.zone)
+    scheduler = BackgroundScheduler(
+        timezone=settings.zone,
+        jobstores={
+            "default": MemoryJobStore(),
+            DEPLOYMENTS_STORE: SQLAlchemyJobStore(engine=ctx.engine),
+        },
+    )
+    scheduler.add_job(
+        sweep,
+        IntervalTrigger(minutes=1),
+        id=SWEEP_JOB,
+        replace_existing=True,
+        coalesce=True,
+        max_instances=1,
+    )
     scheduler.add_job(
         daily_sunset_check,
         CronTrigger(hour=hour, minute=minute, timezone=settings.zone),
@@ -73,11 +213,22 @@ def serve(
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
     daily_sunset_check(ctx)
+    for settled in rollout_runner.reconcile(ctx):
+        log.warning(
+            "after a stop: %s %s %s: %s",
+            settled.kind,
+            settled.name,
+            settled.outcome,
+            settled.reason,
+        )
     scheduler = build_scheduler(ctx, settings)
+    install(Runtime(ctx, settings, scheduler))
     scheduler.start()
+    sweep()
     try:
         job = scheduler.get_job(SUNSET_JOB)
         on_ready(job.next_run_time if job else None)
         stop.wait()
     finally:
         scheduler.shutdown(wait=True)
+        install(None)

@@ -581,3 +581,18 @@ def retry_failed(
         reason,
         action="deployment.retry_failed",
     )
+
+
+def active_ids(ctx: Context) -> list[int]:
+    """Deployments the scheduler must keep an eye on: scheduled or running."""
+    live = [DeploymentState.SCHEDULED.value, DeploymentState.RUNNING.value]
+    with transaction(ctx.engine) as session:
+        return [
+            i
+            for i in session.exec(
+                select(Deployment.id)
+                .where(col(Deployment.state).in_(live))
+                .order_by(col(Deployment.id))
+            )
+            if i is not None
+        ]

@@ -26,6 +26,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import serialization
 from sqlmodel import col, select
 
+from orchestrator.config import Settings
 from orchestrator.db.models import Credential
 from orchestrator.db.session import transaction
 from orchestrator.domain.policy import Action, Actor, authorize
@@ -234,4 +235,26 @@ def client_credentials(
             if winrm_password is not None
             else _reveal(ctx, SecretName.WINRM_PASSWORD)
         ),
+    )
+
+
+def credentials_from_settings(ctx: Context, settings: Settings) -> Credentials:
+    """The logins runs use: the settings' key file and password win, else the stored ones.
+
+    Raises: InvalidInput (an unreadable key file), SecretKeyProblem.
+    """
+    given = Credentials.from_files(
+        ssh_user=settings.ssh_user,
+        ssh_key_file=settings.ssh_key_file,
+        winrm_user=settings.winrm_user,
+        winrm_password=(
+            settings.winrm_password.get_secret_value() if settings.winrm_password else None
+        ),
+    )
+    return client_credentials(
+        ctx,
+        ssh_user=settings.ssh_user,
+        winrm_user=settings.winrm_user,
+        ssh_key=given.ssh_key,
+        winrm_password=given.winrm_password,
     )
