@@ -34,7 +34,6 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from orchestrator.db.models import Building, Client, Deployment, DeploymentClient, Releasable
@@ -44,8 +43,8 @@ from orchestrator.domain import windows as window_rules
 from orchestrator.domain.policy import Action, Actor, authorize, may
 from orchestrator.domain.rollout import ClientState, DeploymentEvent, DeploymentState
 from orchestrator.domain.states import Kind
-from orchestrator.errors import InvalidInput, NotFound, StaleState, SunsetReached
-from orchestrator.services import audit, catalog, deploy_plan, windows
+from orchestrator.errors import InvalidInput, NotFound, SunsetReached
+from orchestrator.services import audit, catalog, deploy_plan, transitions, windows
 from orchestrator.services.context import Context
 
 PLAYBOOK_OF = {Kind.PACKAGE: "install_package"}
@@ -454,24 +453,7 @@ def _move(
     current = DeploymentState(dep.state)
     target = rollout.next_deployment_state(current, event)
     values = {"state": target.value, "reason": reason[:500], "updated_at": at}
-    result = session.execute(
-        sa.update(Deployment)
-        .where(
-            col(Deployment.id) == dep.id,
-            col(Deployment.state) == current.value,
-            col(Deployment.state_version) == dep.state_version,
-        )
-        .values(state_version=dep.state_version + 1, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise StaleState(
-            f"deployment {dep.id} was changed by someone else while you acted "
-            f"(it is no longer {current.value} as you saw it); look again and retry"
-        )
-    set_committed_value(dep, "state_version", dep.state_version + 1)
-    for key, value in values.items():
-        set_committed_value(dep, key, value)
+    transitions.compare_and_set(session, dep, current.value, values, what=f"deployment {dep.id}")
     return target
 
 

@@ -10,11 +10,11 @@ state_version = <read>``. The loser of a race gets
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from orchestrator.db.models import Releasable
 from orchestrator.domain import lifecycle
@@ -24,25 +24,45 @@ from orchestrator.errors import StaleState
 from orchestrator.services.refs import ref_of
 
 
-def _cas(session: Session, row: Releasable, expect: State, values: dict[str, Any]) -> None:
+class Versioned(Protocol):
+    """A row with a state moved compare-and-set: ``id``, ``state``, ``state_version``."""
+
+    id: int | None
+    state: str
+    state_version: int
+
+
+def compare_and_set(
+    session: Session, row: Versioned, expect: str, values: dict[str, Any], *, what: str
+) -> None:
+    """``UPDATE … SET values, state_version + 1 WHERE id, state = expect, state_version``.
+
+    Raises:
+        StaleState: someone else moved or changed ``what`` since it was read.
+    """
+    table = sa.inspect(type(row)).local_table
     result = session.execute(
-        sa.update(Releasable)
+        sa.update(table)
         .where(
-            col(Releasable.id) == row.id,
-            col(Releasable.state) == expect.value,
-            col(Releasable.state_version) == row.state_version,
+            table.c.id == row.id,
+            table.c.state == expect,
+            table.c.state_version == row.state_version,
         )
         .values(state_version=row.state_version + 1, **values)
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise StaleState(
-            f"{ref_of(row)} was changed by someone else while you acted "
-            f"(it is no longer {expect.value} as you saw it); look again and retry"
+            f"{what} was changed by someone else while you acted "
+            f"(it is no longer {expect} as you saw it); look again and retry"
         )
     set_committed_value(row, "state_version", row.state_version + 1)
     for key, value in values.items():
         set_committed_value(row, key, value)
+
+
+def _cas(session: Session, row: Releasable, expect: State, values: dict[str, Any]) -> None:
+    compare_and_set(session, row, expect.value, values, what=ref_of(row))
 
 
 def move(session: Session, row: Releasable, event: Event, at: datetime) -> State:

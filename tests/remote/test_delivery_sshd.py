@@ -14,13 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlmodel import select
 
-from orchestrator.db.models import Client
-from orchestrator.db.session import transaction
 from orchestrator.domain.states import State
 from orchestrator.services import inventory, runs
 from tests.factories import District
+from tests.support.fixtures import import_as_clients
 from tests.support.sshd import SSHHost, start_hosts
 
 
@@ -33,26 +31,7 @@ def macs() -> Iterator[list[SSHHost]]:
 
 @pytest.fixture
 def cart(district: District, macs: list[SSHHost], tmp_path: Path) -> District:
-    lines = ["Hostname,Building,Room,Platform,Model,Serial,MAC,IP"]
-    for i, h in enumerate(macs, 1):
-        lines.append(
-            f'{h.name},101,cart-9,mac,"MacBookAir10,1",DLV{i:04d},02:00:00:00:0d:{i:02x},127.0.0.1'
-        )
-    assets = tmp_path / "cart.csv"
-    assets.write_text("\n".join(lines) + "\n")
-    inventory.import_clients(district.ctx, district["it.ana"], assets)
-    by_name = {h.name: h for h in macs}
-    with transaction(district.ctx.engine) as s:
-        for c in s.exec(select(Client)):
-            h = by_name[c.hostname]
-            c.port, c.login_user, c.host_key = h.port, h.username, h.host_key
-            c.host_vars = {
-                "orchestrator_root": str(h.root),
-                "ansible_python_interpreter": "/usr/bin/python3",
-                # The test hosts' users install into their own folder, without sudo.
-                "orchestrator_become": "false",
-            }
-            s.add(c)
+    import_as_clients(district, macs, room="cart-9", serial="DLV", mac_byte=0x0D)
     return district
 
 

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from sqlmodel import col, select
 
+from orchestrator.db.models import Client
+from orchestrator.db.session import transaction
+from orchestrator.services import inventory
+from tests.factories import District
 from tests.support.sshd import SSHHost, start_hosts
 
 
@@ -14,3 +21,32 @@ def ssh_hosts() -> Iterator[list[SSHHost]]:
     """Ten running sshd hosts, shared by the session (tests must leave them running)."""
     with start_hosts(10) as hosts:
         yield hosts
+
+
+def import_as_clients(
+    district: District, hosts: list[SSHHost], *, room: str, serial: str, mac_byte: int
+) -> None:
+    """Import ``hosts`` as Macs of building 101 (as IT would, from a CSV), then point
+    each at its sshd: port, login, pinned host key, and the variables test hosts need."""
+    lines = ["Hostname,Building,Room,Platform,Model,Serial,MAC,IP"]
+    for i, h in enumerate(hosts, 1):
+        lines.append(
+            f'{h.name},101,{room},mac,"MacBookAir10,1",{serial}{i:04d},'
+            f"02:00:00:00:{mac_byte:02x}:{i:02x},127.0.0.1"
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        assets = Path(folder) / "cart.csv"
+        assets.write_text("\n".join(lines) + "\n")
+        inventory.import_clients(district.ctx, district["it.ana"], assets)
+    by_name = {h.name: h for h in hosts}
+    with transaction(district.ctx.engine) as s:
+        for c in s.exec(select(Client).where(col(Client.hostname).in_(list(by_name)))):
+            h = by_name[c.hostname]
+            c.port, c.login_user, c.host_key = h.port, h.username, h.host_key
+            c.host_vars = {
+                "orchestrator_root": str(h.root),
+                "ansible_python_interpreter": "/usr/bin/python3",
+                # The test hosts' users install into their own folder, without sudo.
+                "orchestrator_become": "false",
+            }
+            s.add(c)
