@@ -13,7 +13,6 @@ References (``ref``) name one version of one thing:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -44,6 +43,7 @@ from orchestrator.domain.states import (
     State,
 )
 from orchestrator.errors import Conflict, Duplicate, InvalidInput, NotFound, SunsetReached
+from orchestrator.remote.distribution import sha256_file
 from orchestrator.services import audit, hardware
 from orchestrator.services.context import Context
 from orchestrator.services.directory import get_building
@@ -304,7 +304,7 @@ def artifact(ref: str, sha256: str | None, *, field: str = "artifact") -> Artifa
     path = Path(ref.removeprefix("file://"))
     if "://" not in ref or ref.startswith("file://"):
         if path.is_file():
-            actual = _sha256_file(path)
+            actual = sha256_file(path)
             if stated and stated != actual:
                 raise InvalidInput(
                     f"{ref} has SHA-256 {actual}, not the stated {stated}", field=field
@@ -318,14 +318,6 @@ def artifact(ref: str, sha256: str | None, *, field: str = "artifact") -> Artifa
             field=field,
         )
     return ArtifactRef(ref, stated)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _model_refs(session: Session, row_id: int) -> list[str]:

@@ -23,7 +23,6 @@ this; until they land, a run is the way to push one thing to one building.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -37,6 +36,7 @@ from orchestrator.domain import sunset
 from orchestrator.domain.policy import Action, Actor, authorize
 from orchestrator.domain.states import Kind, State
 from orchestrator.errors import InvalidInput, Refused, SunsetReached
+from orchestrator.remote.distribution import sha256_file
 from orchestrator.services import catalog
 from orchestrator.services.refs import ref_of
 
@@ -197,7 +197,7 @@ def checked_artifact(row: Releasable, *, what: str = "artifact") -> Artifact:
     path = Path(ref.removeprefix("file://"))
     if not path.is_file():
         raise InvalidInput(f"{label}: its {what} {path} is not here any more", field=what)
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != stated:
         raise InvalidInput(
             f"{label}: {path} has SHA-256 {actual}, not the approved {stated}: "
@@ -205,14 +205,6 @@ def checked_artifact(row: Releasable, *, what: str = "artifact") -> Artifact:
             field=what,
         )
     return Artifact(stated, name, path=path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def detection(row: Releasable) -> tuple[str, str]:
