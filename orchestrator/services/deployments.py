@@ -427,6 +427,153 @@ def show(ctx: Context, actor: Actor, deployment_id: int) -> DeploymentView:
         return _view(ctx, session, dep, with_clients=True)
 
 
+@dataclass(frozen=True)
+class ProgressCell:
+    """One building's clients in one wave, counted by client state."""
+
+    building: str
+    wave: int
+    """1, 2, …; 0 for the clients the plan excluded (skipped from the start)."""
+    pilot: bool
+    counts: dict[str, int]
+    """Clients by state, only the states present."""
+    total: int
+    done: int
+    """Clients in a final state (succeeded, failed, skipped, cancelled)."""
+    next_retry: datetime | None
+    """When the first of its unreachable clients is tried again."""
+
+
+@dataclass(frozen=True)
+class FailedClientView:
+    hostname: str
+    building: str
+    wave: int
+    step: str | None
+    """The step that failed, when a step failed (else the reason says why)."""
+    reason: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Opening:
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class DeploymentProgress:
+    """How far one deployment has come, at ``at``: what ``deploy watch`` draws."""
+
+    id: int
+    ref: str
+    state: str
+    final: bool
+    """It ended (completed, cancelled or failed): nothing will change any more."""
+    reason: str
+    at: datetime
+    not_before: datetime | None
+    deadline: datetime | None
+    current_wave: int | None
+    """The lowest wave with clients not yet final; None when every client is final."""
+    next_windows: dict[str, Opening]
+    """Per building with clients not yet final, its window in force or the next one
+    (from its start-not-before); empty once it ended."""
+    next_start: datetime | None
+    """When the earliest of those windows opens: the soonest it may start (again)."""
+    counts: dict[str, int]
+    cells: list[ProgressCell]
+    """By building (as numbers sort), then wave (excluded clients last)."""
+    failures: list[FailedClientView]
+    """The latest failed clients, newest first."""
+
+
+def progress(
+    ctx: Context, actor: Actor, deployment_id: int, *, failures: int = 5
+) -> DeploymentProgress:
+    """One deployment's progress per building and wave, and its latest failures.
+
+    Seen exactly as :func:`show` sees it (another building's deployment is not
+    found), but counted in the database: one grouped query for the counts, one
+    for the ``failures`` newest failed clients, so it stays cheap to ask for
+    every few seconds however many clients it reaches.
+
+    Raises: NotFound; InvalidInput for a negative ``failures``.
+    """
+    if failures < 0:
+        raise InvalidInput("the number of failures shown cannot be negative", field="failures")
+    now = ctx.now()
+    dc = DeploymentClient
+    with transaction(ctx.engine) as session:
+        dep, _ = _visible(session, actor, deployment_id)
+        assert dep.id is not None
+        keys = (col(dc.building), col(dc.wave), col(dc.pilot), col(dc.state))
+        grouped = session.execute(
+            sa.select(*keys, sa.func.count(), sa.func.min(col(dc.retry_at)))
+            .where(col(dc.deployment_id) == dep.id)
+            .group_by(*keys)
+        ).all()
+        cells: dict[tuple[str, int], dict[str, Any]] = {}
+        for building, wave, pilot, client_state, n, retry in grouped:
+            cell = cells.setdefault(
+                (building, wave), {"pilot": False, "counts": Counter(), "retry": None}
+            )
+            cell["pilot"] = cell["pilot"] or bool(pilot)
+            cell["counts"][client_state] += n
+            if client_state == ClientState.UNREACHABLE.value and retry is not None:
+                cell["retry"] = retry if cell["retry"] is None else min(cell["retry"], retry)
+        terminal = {s.value for s in rollout.CLIENT_TERMINAL}
+        views = [
+            ProgressCell(
+                building=b,
+                wave=w,
+                pilot=c["pilot"],
+                counts=dict(c["counts"]),
+                total=sum(c["counts"].values()),
+                done=sum(n for s, n in c["counts"].items() if s in terminal),
+                next_retry=c["retry"],
+            )
+            for (b, w), c in sorted(
+                cells.items(),
+                key=lambda kv: (len(kv[0][0]), kv[0][0], kv[0][1] == 0, kv[0][1]),
+            )
+        ]
+        failed = session.exec(
+            select(dc)
+            .where(dc.deployment_id == dep.id, dc.state == ClientState.FAILED.value)
+            .order_by(col(dc.updated_at).desc(), col(dc.hostname))
+            .limit(failures)
+        ).all()
+        final = DeploymentState(dep.state) in rollout.DEPLOYMENT_TERMINAL
+        open_cells = [v for v in views if v.done < v.total]
+        opened: dict[str, window_rules.Interval] = {}
+        if not final:
+            places = {v.building for v in open_cells} or {v.building for v in views}
+            opened, _bare = _first_windows(ctx, session, places, max(now, dep.not_before or now))
+        counts: Counter[str] = Counter()
+        for v in views:
+            counts.update(v.counts)
+        return DeploymentProgress(
+            id=dep.id,
+            ref=dep.ref,
+            state=dep.state,
+            final=final,
+            reason=dep.reason,
+            at=now,
+            not_before=dep.not_before,
+            deadline=dep.deadline,
+            current_wave=min((v.wave for v in open_cells if v.wave), default=None),
+            next_windows={b: Opening(i.start, i.end) for b, i in opened.items()},
+            next_start=min((i.start for i in opened.values()), default=None),
+            counts=dict(counts),
+            cells=views,
+            failures=[
+                FailedClientView(r.hostname, r.building, r.wave, r.step, r.reason, r.updated_at)
+                for r in failed
+            ],
+        )
+
+
 def list_deployments(ctx: Context, actor: Actor, *, limit: int = 20) -> list[DeploymentView]:
     """The newest deployments reaching a building the actor may see."""
     with transaction(ctx.engine) as session:
