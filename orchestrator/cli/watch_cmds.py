@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli import render
-from orchestrator.cli.app import JSON_OPTION, console, print_json, state
+from orchestrator.cli.app import console, print_json, state
 from orchestrator.cli.deployment_cmds import ID, _clients, _summary
 from orchestrator.domain.rollout import ClientState, DeploymentState
 from orchestrator.errors import InvalidInput
@@ -206,7 +206,7 @@ def deploy_watch(
         float, typer.Option(help="Seconds between looks at the deployment (more than 0).")
     ] = 2.0,
     once: Annotated[bool, typer.Option("--once", help="Draw one frame and exit.")] = False,
-    as_json: bool = JSON_OPTION,
+    as_json: bool = typer.Option(False, "--json", help="With --once: print it as JSON."),
 ) -> None:
     """Follow one deployment live, per building and wave, until it ends (Ctrl-C stops watching)."""
     if not (interval > 0 and math.isfinite(interval)):
