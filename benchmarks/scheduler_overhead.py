@@ -884,6 +884,13 @@ def _ms(value: float | None) -> str:
     return "—" if value is None or math.isnan(value) else f"{1000 * value:.0f}"
 
 
+def _startup(call: AnsibleCall) -> float | None:
+    """From ansible_runner.run being called to ansible-playbook starting the playbook."""
+    if call.playbook_start_created is None:
+        return None
+    return call.playbook_start_created - call.inner_start
+
+
 def _spread(samples: list[float]) -> str:
     return f"{statistics.fmean(samples):.2f} ({', '.join(f'{x:.2f}' for x in samples)})"
 
@@ -940,10 +947,10 @@ def _print_tables(figures: list[DeploymentFigures]) -> None:
     print(
         "| backend | tick | starts, s after the opening | clients | scheduler gap before "
         "| decide: gates, window, batch | prepare: gates, run and staging rows (server up) "
-        "| runner s | of which ansible_runner.run s | record: host results, audit (server down) "
-        "| map: client rows, verdict | tick s |"
+        "| runner s | of which ansible_runner.run s | of which ansible-playbook's start-up s "
+        "| record: host results, audit (server down) | map: client rows, verdict | tick s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for f in figures:
         previous: float | None = None
         for n, t in enumerate(f.ticks):
@@ -954,13 +961,14 @@ def _print_tables(figures: list[DeploymentFigures]) -> None:
             row = [f.backend, str(n), _s(t.start - f.opening, 2)]
             row += [str(sum(c.hosts for c in t.calls)), _ms(gap)]
             if seg is None:
-                row += [_ms(t.end - t.start) if not t.calls else "—", *["—"] * 5]
+                row += [_ms(t.end - t.start) if not t.calls else "—", *["—"] * 6]
             else:
                 row += [
                     _ms(seg["decide"]),
                     f"{_ms(seg['prepare'])} ({_ms(t.server_up_s)})",
                     _s(sum(c.end - c.start for c in t.calls), 2),
                     _s(sum(c.inner_end - c.inner_start for c in t.calls), 2),
+                    _s(_startup(t.calls[0]), 2),
                     f"{_ms(seg['record'])} ({_ms(t.server_down_s)})",
                     _ms(seg["map"]),
                 ]
