@@ -305,6 +305,37 @@ class Client(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc())
 
 
+class ClientSoftware(SQLModel, table=True):
+    """What one client is known to have installed: one row per detection marker.
+
+    Kept by :mod:`orchestrator.services.installed`: ``gathered`` rows are the
+    software list the client's last gather reported, replaced at each gather;
+    ``installed`` rows are packages the orchestrator installed there and saw
+    succeed, with the release (a Mac's ``pkgutil --pkgs`` names no versions).
+    """
+
+    __tablename__ = "client_software"
+    __table_args__ = (
+        sa.CheckConstraint("source IN ('gathered', 'installed')", name="client_software_source"),
+        sa.Index("client_software_marker", "marker", "client_id"),
+    )
+
+    client_id: int = Field(foreign_key="client.id", primary_key=True)
+    source: str = Field(max_length=10, primary_key=True)
+    marker: str = Field(
+        max_length=200,
+        primary_key=True,
+        description="lower case: name@version, receipt@version, a bare receipt, a product code",
+    )
+    releasable_id: int | None = Field(
+        default=None, foreign_key="releasable.id", description="installed: the package release"
+    )
+    receipt: str | None = Field(
+        default=None, max_length=200, description="installed on a Mac: its pkgutil receipt"
+    )
+    recorded_at: datetime = Field(sa_column=_utc())
+
+
 class Run(SQLModel, table=True):
     """One playbook run against a set of clients."""
 

@@ -31,7 +31,7 @@ from orchestrator.domain import validation
 from orchestrator.domain.policy import Action, Actor, authorize, authorize_role, may
 from orchestrator.domain.states import Level, Platform
 from orchestrator.errors import InvalidInput, NotFound
-from orchestrator.services import audit
+from orchestrator.services import audit, installed
 from orchestrator.services.context import Context
 
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
@@ -666,6 +666,7 @@ def match_model(session: Session, model: str) -> HardwareModel | None:
 
 
 FACT_PREFIX = "orchestrator_"
+FACT_SOFTWARE = "orchestrator_software"
 
 
 def apply_facts(
@@ -677,6 +678,8 @@ def apply_facts(
         return None
     client.facts = {**client.facts, **mine}
     client.last_seen = now
+    if FACT_SOFTWARE in mine:
+        installed.record_gathered(session, client, mine[FACT_SOFTWARE], now)
     note = None
     marker = mine.get("orchestrator_image")
     if isinstance(marker, str) and marker.strip():
@@ -735,6 +738,8 @@ class ClientView(BaseModel):
     disk_free_kb: int | None = None
     software: int | None = None
     """How many packages the client reported installed."""
+    installed: list[str] = []
+    """Package releases the orchestrator installed here and saw succeed."""
     last_seen: datetime | None = None
     flags: list[str] = []
     """The hardware flag, then the host key's: 'host key not pinned' or
@@ -768,9 +773,13 @@ def list_clients(
         if room is not None:
             q = q.where(func.lower(Client.room) == room.lower())
         out = []
-        for c, b, hw in session.exec(q):
-            if not may(actor, Action.READ_CATALOG, building=b.number):
-                continue
+        rows = [
+            (c, b, hw)
+            for c, b, hw in session.exec(q)
+            if may(actor, Action.READ_CATALOG, building=b.number)
+        ]
+        refs = installed.installed_refs(session, [c.id or 0 for c, _, _ in rows])
+        for c, b, hw in rows:
             flag = None
             if hw is None:
                 flag = "model not on the Approved Technology List"
@@ -804,6 +813,7 @@ def list_clients(
                     login_user=c.login_user,
                     host_vars=dict(c.host_vars),
                     **_gathered(c.facts),
+                    installed=refs.get(c.id or 0, []),
                     last_seen=c.last_seen,
                     flags=flags,
                     host_key_refused=c.host_key_offered is not None,
@@ -815,7 +825,7 @@ def list_clients(
 def _gathered(facts: dict[str, Any]) -> dict[str, Any]:
     name, version = facts.get("orchestrator_os"), facts.get("orchestrator_os_version")
     disk = facts.get("orchestrator_disk_free_kb")
-    software = facts.get("orchestrator_software")
+    software = facts.get(FACT_SOFTWARE)
     return {
         "os": " ".join(str(p) for p in (name, version) if p) or None,
         "disk_free_kb": int(disk) if isinstance(disk, int | str) and str(disk).isdigit() else None,

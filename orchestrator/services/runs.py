@@ -17,10 +17,11 @@ from pathlib import Path
 
 from sqlmodel import Session, col, func, select
 
-from orchestrator.db.models import Building, Client, HostResult, Run
+from orchestrator.db.models import Building, Client, HostResult, Releasable, Run
 from orchestrator.db.session import transaction
 from orchestrator.domain import validation
 from orchestrator.domain.policy import Action, Actor, authorize, may
+from orchestrator.domain.states import Kind
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.remote import distribution as distribution_server
 from orchestrator.remote.ansible import (
@@ -32,7 +33,7 @@ from orchestrator.remote.ansible import (
     PlaybookRunner,
     playbook_path,
 )
-from orchestrator.services import audit, delivery, inventory
+from orchestrator.services import audit, catalog, delivery, installed, inventory
 from orchestrator.services.context import Context
 
 
@@ -255,6 +256,16 @@ def run_playbook(
     )
 
 
+def _installed_package(session: Session, actor: Actor, run: Run) -> Releasable | None:
+    """The package release an ``install_package`` run put on its clients."""
+    if run.playbook != "install_package" or not run.delivered:
+        return None
+    try:
+        return catalog.resolve(session, actor, Kind.PACKAGE, run.delivered)
+    except (InvalidInput, NotFound):  # the run's record matters more than this one
+        return None
+
+
 def _finish(
     ctx: Context,
     actor: Actor,
@@ -275,6 +286,8 @@ def _finish(
         run = session.get(Run, run_id)
         assert run is not None
         run.status, run.rc, run.reason, run.finished_at = status, rc, reason[:500], now
+        package = _installed_package(session, actor, run)
+        installed_on: list[int] = []
         session.add(run)
         for hostname, o in hosts.items():
             message = o.message or None
@@ -289,6 +302,8 @@ def _finish(
                 # The play wrote this image's marker on the client as its last step.
                 client.current_image, client.last_seen = run.delivered, now
                 session.add(client)
+            if client is not None and finished and package is not None:
+                installed_on.append(ids[hostname])
             session.add(
                 HostResult(
                     run_id=run_id,
@@ -305,6 +320,8 @@ def _finish(
                     reboot_required=o.reboot_required,
                 )
             )
+        if package is not None:
+            installed.record_installed(session, installed_on, package, now)
         session.flush()
         audit.append(
             session,

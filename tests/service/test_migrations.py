@@ -62,3 +62,51 @@ def test_upgrade_is_repeatable_and_downgrade_removes_everything(empty_engine: sa
 def test_commands_refuse_a_database_without_the_schema(empty_engine: sa.Engine) -> None:
     with pytest.raises(bootstrap.SchemaNotCurrent, match="run 'orchestrator init'"):
         bootstrap.require_current_schema(Context(engine=empty_engine))
+
+
+def test_the_software_table_takes_what_clients_gathered_before_it_existed(
+    empty_engine: sa.Engine,
+) -> None:
+    migrate.upgrade(empty_engine, "0007")
+    with empty_engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO building (id, number, name, level) "
+                "VALUES (1, '101', 'Lincoln Elementary', 'elementary')"
+            )
+        )
+        for n, facts in enumerate(
+            [
+                '{"orchestrator_software": ["Org.Mozilla.Firefox", "7-Zip", "7-zip"]}',
+                '{"orchestrator_software": "not a list"}',
+                "{}",
+            ],
+            1,
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO client (id, hostname, building_id, room, platform, model, "
+                    "serial, mac, address, port, transport, host_vars, test_client, facts, "
+                    "created_at) VALUES (:id, :host, 1, 'lab', 'pc', 'x', :serial, :mac, "
+                    "'127.0.0.1', 5985, 'winrm', '{}', false, :facts, :at)"
+                ),
+                {
+                    "id": n,
+                    "host": f"pc-{n}",
+                    "serial": f"SN{n}",
+                    "mac": f"02:00:00:00:00:0{n}",
+                    "facts": facts,
+                    "at": "2026-03-02 15:00:00",
+                },
+            )
+
+    migrate.upgrade(empty_engine)
+
+    with empty_engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT client_id, source, marker FROM client_software ORDER BY marker")
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (1, "gathered", "7-zip"),
+        (1, "gathered", "org.mozilla.firefox"),
+    ]
