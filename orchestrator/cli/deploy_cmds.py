@@ -30,28 +30,27 @@ EXCLUDED_SHOWN = 50
 
 
 def _included_table(p: deploy_plan.Plan) -> Table:
-    t = Table(title=f"would get {p.ref} ({len(p.included)})", **render.TABLE_STYLE)
+    t = Table(title=f"would get {p.ref} ({p.included_count})", **render.TABLE_STYLE)
     for heading in ("building", "clients", "rooms", "never seen"):
         t.add_column(heading, justify="right" if heading in ("clients", "never seen") else "left")
     names = {b.building: b.name for b in p.buildings}
-    rooms: dict[str, dict[str, int]] = {}
-    never: dict[str, int] = {}
-    for c in p.included:
-        per_room = rooms.setdefault(c.building, {})
-        per_room[c.room] = per_room.get(c.room, 0) + 1
-        never[c.building] = never.get(c.building, 0) + c.never_seen
+    rooms: dict[str, list[deploy_plan.RoomCount]] = {}
+    for r in p.rooms:
+        if r.included:
+            rooms.setdefault(r.building, []).append(r)
     for number, per_room in rooms.items():
+        never = sum(r.never_seen for r in per_room)
         t.add_row(
             f"{number} {escape(names[number])}",
-            str(sum(per_room.values())),
-            escape(", ".join(f"{room} ({n})" for room, n in sorted(per_room.items()))),
-            str(never[number] or ""),
+            str(sum(r.included for r in per_room)),
+            escape(", ".join(f"{r.room} ({r.included})" for r in per_room)),
+            str(never or ""),
         )
     return t
 
 
 def _excluded_table(p: deploy_plan.Plan) -> Table:
-    t = Table(title=f"excluded ({len(p.excluded)})", **render.TABLE_STYLE)
+    t = Table(title=f"excluded ({p.excluded_count})", **render.TABLE_STYLE)
     for heading in ("host", "building", "room", "reason", "why"):
         t.add_column(heading, no_wrap=heading in ("host", "reason"))
     for c in p.excluded[:EXCLUDED_SHOWN]:
@@ -100,15 +99,18 @@ def plan_command(
         groups=group or (),
         rooms=room or (),
         clients=client or (),
+        # A person reads counts and the first excluded; --json lists every client.
+        listed=as_json,
+        sample=EXCLUDED_SHOWN,
     )
     if as_json:
         print_json(to_jsonable(p) | {"summary": p.summary()})
         return
-    if p.included:
+    if p.included_count:
         console.print(_included_table(p))
-    if p.excluded:
+    if p.excluded_count:
         console.print(_excluded_table(p))
-        more = len(p.excluded) - EXCLUDED_SHOWN
+        more = p.excluded_count - EXCLUDED_SHOWN
         if more > 0:
             console.print(f"… and {more} more excluded (--json lists every one)", highlight=False)
     console.print("gates passed: " + escape("; ".join(p.gates)), highlight=False)

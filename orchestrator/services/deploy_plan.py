@@ -41,13 +41,13 @@ of these reasons that applies, in this order (:data:`REASON_ORDER`):
 4. ``model_unsupported``: the image or package declares the models it
    supports, and this one is not among them;
 5. ``already_current``: an image: the client's image marker is the image's;
-   a package: the client's gathered software list holds ``name@version``,
-   a Mac's ``receipt@version`` or a PC's MSI product code (what
-   ``install_package`` itself tests), ignoring case (on PostgreSQL: written
-   as in the detection rule, all lower or all upper case; a client missed
-   here is included, and the play leaves it alone). A bare Mac receipt,
+   a package: :mod:`orchestrator.services.installed` records for the client
+   ``name@version``, a Mac's ``receipt@version`` or a PC's MSI product code
+   (what ``install_package`` itself tests), ignoring case: gathered in its
+   software list, or installed there by the orchestrator. A bare Mac receipt,
    which is what ``pkgutil --pkgs`` gathers, says nothing of the version:
-   such a Mac is included and the play checks the version there;
+   such a Mac, unless the orchestrator installed this release on it, is
+   included and the play checks the version there;
 6. ``offline``: last seen longer ago than ``offline_after`` (14 days).
 
 A client never seen (imported, never gathered or run on) is included, marked
@@ -61,7 +61,6 @@ clients (see ``benchmarks/deploy_plan.py``).
 from __future__ import annotations
 
 import gc
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -69,11 +68,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlmodel import Session, col, func, select
 
 from orchestrator.db.models import Building, Client, HardwareModel, Releasable, ReleasableModel
@@ -82,12 +79,11 @@ from orchestrator.domain import validation
 from orchestrator.domain.policy import Action, Actor, authorize_role, may
 from orchestrator.domain.states import Kind, Level, Platform
 from orchestrator.errors import InvalidInput, NotFound, Refused
-from orchestrator.services import catalog, delivery, inventory
+from orchestrator.services import catalog, delivery, installed, inventory
 from orchestrator.services.context import Context
 from orchestrator.services.refs import building_of, ref_of
 
 DEFAULT_OFFLINE_AFTER = timedelta(days=14)
-SOFTWARE_FACT = "orchestrator_software"
 
 
 class Reason(StrEnum):
@@ -146,9 +142,24 @@ class BuildingCount:
     excluded: int
 
 
+@dataclass(frozen=True)
+class RoomCount:
+    building: str
+    room: str
+    included: int
+    never_seen: int
+    excluded: int
+
+
 @dataclass
 class Plan:
-    """What a deployment of ``ref`` to the targets would do; nothing is written."""
+    """What a deployment of ``ref`` to the targets would do; nothing is written.
+
+    The counts are always complete. ``included`` and ``excluded`` list every
+    client when ``listed``; otherwise (``plan(..., listed=False)``)
+    ``included`` is empty and ``excluded`` holds the first excluded clients
+    in building, room and host order, up to the sample asked for.
+    """
 
     ref: str
     kind: Kind
@@ -157,23 +168,28 @@ class Plan:
     excluded: list[ExcludedClient]
     buildings: list[BuildingCount]
     """Per building the targets reach, in building order."""
+    rooms: list[RoomCount]
+    """Per building and room the targets reach, in that order."""
     gates: list[str]
     """The gates passed, in words."""
+    included_count: int = 0
+    excluded_count: int = 0
     never_seen: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     """Excluded clients per reason code, in :data:`REASON_ORDER`."""
+    listed: bool = True
 
     def summary(self) -> str:
         """One line: '23 clients in 2 buildings would get scratch@3.30; 5 excluded: …'."""
-        places = len({c.building for c in self.included})
+        places = sum(1 for b in self.buildings if b.included)
         line = (
-            f"{_n(len(self.included), 'client')} in {_n(places, 'building')} would get {self.ref}"
+            f"{_n(self.included_count, 'client')} in {_n(places, 'building')} would get {self.ref}"
         )
         if self.never_seen:
             line += f" ({self.never_seen} never seen yet)"
-        if self.excluded:
+        if self.excluded_count:
             parts = ", ".join(f"{n} {Reason(code).words}" for code, n in self.reasons.items())
-            line += f"; {len(self.excluded)} excluded: {parts}"
+            line += f"; {self.excluded_count} excluded: {parts}"
         else:
             line += "; none excluded"
         return line
@@ -194,8 +210,14 @@ def plan(
     rooms: Iterable[str] = (),
     clients: Iterable[str] = (),
     offline_after: timedelta = DEFAULT_OFFLINE_AFTER,
+    listed: bool = True,
+    sample: int = 50,
 ) -> Plan:
     """Who would get ``package`` or ``image`` (exactly one) among the targets' clients.
+
+    ``listed=False`` counts in the database and lists only the first
+    ``sample`` excluded clients: what a person reads, and a district-wide plan
+    does not hand back 150,000 clients one by one.
 
     Raises:
         InvalidInput: not exactly one of package/image, no targets, a malformed
@@ -228,15 +250,27 @@ def plan(
         everything = {b.number: b for b in session.exec(select(Building))}
         targets = _targets(session, actor, wanted, everything)
         gates = _gates(session, actor, row, targets.named, today)
+        if _postgres(session):
+            # The sort of a district's clients fits in memory, not in the default
+            # 4 MB; and compiling the query (JIT, which its cost estimate asks for)
+            # takes longer than running it: half a second for 150,000 clients.
+            session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
+            session.execute(sa.text("SET LOCAL jit = off"))
         judge = _Judge(session, row, today, cutoff, everything)
-        included, excluded = _clients(session, judge, targets, actor, everything)
-        if not included and not excluded:
+        source = _Source(session, judge, targets, actor, everything)
+        if listed:
+            included, excluded = source.every_client()
+            counts = _counts_of(included, excluded)
+        else:
+            included, excluded = [], source.first_excluded(sample)
+            counts = source.counts()
+        if not counts:
             raise InvalidInput(
                 f"{wanted.describe()} resolves to no clients"
                 + ("" if _district(actor) else " in your buildings"),
                 field="targets",
             )
-    return _assemble(row, included, excluded, gates, everything)
+    return _assemble(row, included, excluded, counts, gates, everything, listed=listed)
 
 
 # ---------------------------------------------------------------------------
@@ -585,66 +619,120 @@ class _Judge:
         return f"last seen {seen:%Y-%m-%d %H:%M} UTC"
 
 
-def _clients(
-    session: Session,
-    judge: _Judge,
-    t: _Targets,
-    actor: Actor,
-    everything: dict[str, Building],
-) -> tuple[list[PlannedClient], list[ExcludedClient]]:
-    """The clients the targets reach (within the actor's buildings), in one query."""
-    reach: list[sa.ColumnElement[bool]] = []
-    if t.everything:
-        reach.append(sa.true())
-    if t.building_ids:
-        reach.append(col(Client.building_id).in_(t.building_ids))
-    for bid, room in sorted(t.rooms):
-        reach.append(sa.and_(col(Client.building_id) == bid, col(Client.room) == room))
-    if t.levels:
-        reach.append(col(Building.level).in_(t.levels))
-    if t.platforms:
-        reach.append(col(Client.platform).in_(t.platforms))
-    if t.client_ids:
-        reach.append(col(Client.id).in_(t.client_ids))
-    last_seen = col(Client.last_seen)
-    q = (
-        sa.select(
+# (building, room, verdict code) -> clients
+_Counts = dict[tuple[str, str, str], int]
+
+
+class _Source:
+    """The clients the targets reach (within the actor's buildings), each with
+    its verdict, read in one query: listed one by one, or counted."""
+
+    def __init__(
+        self,
+        session: Session,
+        judge: _Judge,
+        t: _Targets,
+        actor: Actor,
+        everything: dict[str, Building],
+    ) -> None:
+        self.session, self.judge = session, judge
+        reach: list[sa.ColumnElement[bool]] = []
+        if t.everything:
+            reach.append(sa.true())
+        if t.building_ids:
+            reach.append(col(Client.building_id).in_(t.building_ids))
+        for bid, room in sorted(t.rooms):
+            reach.append(sa.and_(col(Client.building_id) == bid, col(Client.room) == room))
+        if t.levels:
+            reach.append(col(Building.level).in_(t.levels))
+        if t.platforms:
+            reach.append(col(Client.platform).in_(t.platforms))
+        if t.client_ids:
+            reach.append(col(Client.id).in_(t.client_ids))
+        self.where = [sa.or_(*reach)]
+        if not _district(actor):
+            own = [
+                b.id for n, b in everything.items() if may(actor, Action.RUN_PLAYBOOK, building=n)
+            ]
+            self.where.append(col(Client.building_id).in_(own))
+        self.verdict = judge.reason_column()
+        self.order = (col(Building.number), col(Client.room), col(Client.hostname))
+
+    def _select(self, *columns: Any, scan: bool = False) -> sa.Select[Any]:
+        # scan: "+ 0" keeps SQLite from walking every client through the building
+        # index (a random read per client: four times slower than reading the
+        # table through once); a filter on building_id still uses the index.
+        building_id = col(Client.building_id) + 0 if scan else col(Client.building_id)
+        return (
+            sa.select(*columns)
+            .join(Building, col(Building.id) == building_id)
+            .join(
+                HardwareModel,
+                col(HardwareModel.id) == col(Client.hardware_model_id),
+                isouter=True,
+            )
+            .where(*self.where)
+        )
+
+    def _listing(self) -> sa.Select[Any]:
+        last_seen = col(Client.last_seen)
+        return self._select(
             col(Client.hostname),
             col(Building.number),
             col(Client.room),
-            judge.reason_column(),
+            self.verdict,
             col(Client.hardware_model_id),
             # Only what an excluded client's words need: every row goes through the sort.
             sa.case((col(Client.hardware_model_id).is_(None), col(Client.model)), else_=sa.null()),
-            sa.case((last_seen < judge.cutoff, last_seen), else_=sa.null()),
-        )
-        .join(Building, col(Building.id) == col(Client.building_id))
-        .join(HardwareModel, col(HardwareModel.id) == col(Client.hardware_model_id), isouter=True)
-        .where(sa.or_(*reach))
-        .order_by(col(Building.number), col(Client.room), col(Client.hostname))
-    )
-    if not _district(actor):
-        own = [b.id for n, b in everything.items() if may(actor, Action.RUN_PLAYBOOK, building=n)]
-        q = q.where(col(Client.building_id).in_(own))
-    included: list[PlannedClient] = []
-    excluded: list[ExcludedClient] = []
-    # Core, not the ORM: plain rows, no identity map. The collector is paused while
-    # the (acyclic) rows and clients are built: otherwise it rescans them again and
-    # again as they pile up, a fifth of the time for 150,000 clients.
-    if _postgres(session):
-        # The sort of a district's clients fits in memory, not in the default 4 MB.
-        session.execute(sa.text("SET LOCAL work_mem = '64MB'"))
-    with _collector_paused():
-        rows = session.connection().execute(q).all()
-        for host, number, room, code, hw_id, unlisted, seen in rows:
-            if code == _INCLUDED:
-                included.append(PlannedClient(host, number, room))
-            elif code == _NEVER_SEEN:
-                included.append(PlannedClient(host, number, room, True))
-            else:
-                text = judge.text(code, number, hw_id, unlisted, seen)
-                excluded.append(ExcludedClient(host, number, room, _REASONS[code], text))
-    return included, excluded
+            sa.case((last_seen < self.judge.cutoff, last_seen), else_=sa.null()),
+        ).order_by(*self.order)
+
+    def counts(self) -> _Counts:
+        """Clients per building, room and verdict, counted in the database."""
+        verdict = self.verdict.label("verdict")
+        q = self._select(
+            col(Building.number), col(Client.room), verdict, func.count(), scan=True
+        ).group_by(col(Building.number), col(Client.room), verdict)
+        return {(n, room, code): k for n, room, code, k in self.session.execute(q)}
+
+    def first_excluded(self, limit: int) -> list[ExcludedClient]:
+        """The first ``limit`` excluded clients in building, room and host order."""
+        if limit <= 0:
+            return []
+        q = self._listing().where(self.verdict.not_in([_INCLUDED, _NEVER_SEEN])).limit(limit)
+        return [
+            ExcludedClient(host, n, room, _REASONS[code], self.judge.text(code, n, hw, odd, seen))
+            for host, n, room, code, hw, odd, seen in self.session.execute(q)
+        ]
+
+    def every_client(self) -> tuple[list[PlannedClient], list[ExcludedClient]]:
+        """Every client, included or excluded, in building, room and host order."""
+        included: list[PlannedClient] = []
+        excluded: list[ExcludedClient] = []
+        # Core, not the ORM: plain rows, no identity map. The collector is paused while
+        # the (acyclic) rows and clients are built: otherwise it rescans them again and
+        # again as they pile up, a fifth of the time for 150,000 clients.
+        judge = self.judge
+        with _collector_paused():
+            rows = self.session.connection().execute(self._listing()).all()
+            for host, number, room, code, hw_id, unlisted, seen in rows:
+                if code == _INCLUDED:
+                    included.append(PlannedClient(host, number, room))
+                elif code == _NEVER_SEEN:
+                    included.append(PlannedClient(host, number, room, True))
+                else:
+                    text = judge.text(code, number, hw_id, unlisted, seen)
+                    excluded.append(ExcludedClient(host, number, room, _REASONS[code], text))
+        return included, excluded
+
+
+def _counts_of(included: list[PlannedClient], excluded: list[ExcludedClient]) -> _Counts:
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for c in included:
+        counts[c.building, c.room, _NEVER_SEEN if c.never_seen else _INCLUDED] += 1
+    for x in excluded:
+        counts[x.building, x.room, x.reason.value] += 1
+    return dict(counts)
 
 
 @contextmanager
@@ -662,59 +750,38 @@ def _current(session: Session, row: Releasable) -> sa.ColumnElement[bool]:
     """Whether the client already runs ``row``, computed in the database."""
     if row.kind != Kind.PACKAGE.value:
         return col(Client.current_image) == delivery.image_marker(row)
-    receipt, product = delivery.detection(row)
-    markers = {f"{row.name}@{row.version}"}
-    if receipt:
-        markers.add(f"{receipt}@{row.version}")
-    if product:
-        markers.add(product)
-    # Cheap first: the marker as a JSON string in the facts' text; only then the
-    # exact, case-blind test on the software list's items. SQLite's LIKE already
-    # ignores ASCII case (and JSON text is ASCII). PostgreSQL's ILIKE costs half a
-    # second over 150,000 clients, so there a plain substring search looks for the
-    # marker as the rule writes it, in lower and in upper case.
-    text = sa.cast(Client.facts, sa.Text)
-    if _postgres(session):
-        variants = sorted({json.dumps(v) for m in markers for v in (m, m.lower(), m.upper())})
-        maybe = sa.or_(*(func.strpos(text, v) > 0 for v in variants))
-    else:
-        maybe = sa.or_(*(text.contains(json.dumps(m), autoescape=True) for m in sorted(markers)))
-    return sa.and_(maybe, _software_holds(session, markers))
+    return installed.holds(installed.markers_of(row))
 
 
 def _postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _software_holds(session: Session, markers: set[str]) -> sa.ColumnElement[bool]:
-    wanted = sorted(m.lower() for m in markers)
-    if _postgres(session):
-        facts = sa.type_coerce(Client.facts, postgresql.JSON)
-        software = facts[SOFTWARE_FACT]
-        items = sa.case(
-            (func.json_typeof(software) == "array", software),
-            else_=sa.cast(sa.literal("[]"), postgresql.JSON),
-        )
-        each = func.json_array_elements_text(items).table_valued("value")
-        return sa.exists(select(1).select_from(each).where(func.lower(each.c.value).in_(wanted)))
-    path = f"$.{SOFTWARE_FACT}"
-    each = func.json_each(Client.facts, path).table_valued("value")
-    return sa.and_(
-        func.json_type(Client.facts, path) == "array",
-        sa.exists(select(1).select_from(each).where(func.lower(each.c.value).in_(wanted))),
-    )
-
-
 def _assemble(
     row: Releasable,
     included: list[PlannedClient],
     excluded: list[ExcludedClient],
+    counts: _Counts,
     gates: list[str],
     everything: dict[str, Building],
+    *,
+    listed: bool,
 ) -> Plan:
-    ins = Counter(map(attrgetter("building"), included))
-    outs = Counter(map(attrgetter("building"), excluded))
-    per_reason = Counter(map(attrgetter("reason"), excluded))
+    rooms: dict[tuple[str, str], list[int]] = {}  # included, never seen, excluded
+    per_reason: Counter[str] = Counter()
+    for (number, room, code), k in counts.items():
+        tally = rooms.setdefault((number, room), [0, 0, 0])
+        if code in (_INCLUDED, _NEVER_SEEN):
+            tally[0] += k
+            tally[1] += k if code == _NEVER_SEEN else 0
+        else:
+            tally[2] += k
+            per_reason[code] += k
+    per_building: dict[str, list[int]] = {}
+    for (number, _), (ins, _, outs) in sorted(rooms.items()):
+        tally = per_building.setdefault(number, [0, 0])
+        tally[0] += ins
+        tally[1] += outs
     return Plan(
         ref=ref_of(row),
         kind=Kind(row.kind),
@@ -722,10 +789,14 @@ def _assemble(
         included=included,
         excluded=excluded,
         buildings=[
-            BuildingCount(n, everything[n].name, ins[n], outs[n])
-            for n in sorted(set(ins) | set(outs))
+            BuildingCount(n, everything[n].name, ins, outs)
+            for n, (ins, outs) in per_building.items()
         ],
+        rooms=[RoomCount(n, room, *tally) for (n, room), tally in sorted(rooms.items())],
         gates=gates,
-        never_seen=sum(map(attrgetter("never_seen"), included)),
-        reasons={r.value: per_reason[r] for r in REASON_ORDER if per_reason[r]},
+        included_count=sum(t[0] for t in rooms.values()),
+        excluded_count=sum(t[2] for t in rooms.values()),
+        never_seen=sum(t[1] for t in rooms.values()),
+        reasons={r.value: per_reason[r.value] for r in REASON_ORDER if per_reason[r.value]},
+        listed=listed,
     )

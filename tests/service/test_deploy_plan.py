@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from orchestrator.db.models import Building, Client, Person, PersonBuilding
 from orchestrator.db.session import transaction
 from orchestrator.domain.states import Kind, Role, State
 from orchestrator.errors import InvalidInput, NotFound, Refused, SunsetReached
-from orchestrator.services import catalog, directory, hardware
+from orchestrator.services import catalog, directory, hardware, installed
 from orchestrator.services.catalog import PackageSpec
 from orchestrator.services.deploy_plan import REASON_ORDER, Plan, Reason, plan
 from tests.factories import MAC, PC, PC2, PC_OLD, PC_UNAPPROVED, District, sha
@@ -39,26 +40,30 @@ def _client(
     with transaction(d.ctx.engine) as s:
         b = s.exec(select(Building).where(Building.number == building)).one()
         hw = hardware.find_model(s, model) if model and ":" in model else None
-        s.add(
-            Client(
-                hostname=hostname,
-                building_id=b.id or 0,
-                room=room,
-                platform=platform,
-                model=hw.model if hw else (model or "?"),
-                hardware_model_id=hw.id if hw else None,
-                serial=f"SN{n:05d}",
-                mac=f"02:00:00:00:{n // 256:02x}:{n % 256:02x}",
-                address=f"127.0.{n // 256}.{n % 256}",
-                port=22 if platform == "mac" else 5985,
-                transport="ssh" if platform == "mac" else "winrm",
-                current_image=image,
-                facts=facts or {},
-                last_seen=None
-                if seen_days_ago is None
-                else d.ctx.now() - timedelta(days=seen_days_ago),
-                created_at=d.ctx.now(),
-            )
+        client = Client(
+            hostname=hostname,
+            building_id=b.id or 0,
+            room=room,
+            platform=platform,
+            model=hw.model if hw else (model or "?"),
+            hardware_model_id=hw.id if hw else None,
+            serial=f"SN{n:05d}",
+            mac=f"02:00:00:00:{n // 256:02x}:{n % 256:02x}",
+            address=f"127.0.{n // 256}.{n % 256}",
+            port=22 if platform == "mac" else 5985,
+            transport="ssh" if platform == "mac" else "winrm",
+            current_image=image,
+            facts=facts or {},
+            last_seen=None
+            if seen_days_ago is None
+            else d.ctx.now() - timedelta(days=seen_days_ago),
+            created_at=d.ctx.now(),
+        )
+        s.add(client)
+        s.flush()
+        # What a gather records beside the facts.
+        installed.record_gathered(
+            s, client, (facts or {}).get("orchestrator_software"), d.ctx.now()
         )
 
 
@@ -453,3 +458,60 @@ def test_it_plans_district_wide(district: District) -> None:
     assert p.summary() == (
         f"5 clients in 5 buildings would get {ref}; 1 excluded: 1 wrong platform"
     )
+
+
+# -- counted in the database, as `deploy plan` asks, or listed one by one ----------
+
+
+def test_a_counted_plan_agrees_with_the_listed_one_on_every_count_and_the_first_excluded(
+    district: District,
+) -> None:
+    rng = random.Random(4)
+    ref = _pc_package(district, to=State.PUBLISHED)
+    models = [PC, PC2, PC_OLD, PC_UNAPPROVED, "Acer C740"]
+    for n in range(120):
+        software = rng.choice([[], ["7-Zip"], ["{0F1A2B3C}"], ["{0f1a2b3c}", "7-Zip"]])
+        seen = rng.choice([None, 1, 1, 1, 30])
+        _client(
+            district,
+            f"h-{n:03d}",
+            rng.choice(["101", "102", "201", "301", "302"]),
+            room=rng.choice(["lab", "library", "cart-2"]),
+            platform=rng.choice(["pc", "pc", "pc", "mac"]),
+            model=rng.choice(models),
+            seen_days_ago=seen,
+            facts={} if seen is None else {"orchestrator_software": software},
+        )
+
+    listed = plan(district.ctx, district["it.ana"], package=ref, groups=["all"])
+    counted = plan(
+        district.ctx, district["it.ana"], package=ref, groups=["all"], listed=False, sample=7
+    )
+
+    # Every reason a district-wide package can have (it names no models, no level).
+    assert set(listed.reasons) == {r.value for r in REASON_ORDER} - {
+        "wrong_level",
+        "model_unsupported",
+    }
+    assert listed.never_seen > 0
+    assert counted.listed is False and counted.included == []
+    assert counted.excluded == listed.excluded[:7]
+    for name in ("buildings", "rooms", "reasons", "never_seen"):
+        assert getattr(counted, name) == getattr(listed, name), name
+    assert (counted.included_count, counted.excluded_count) == (
+        len(listed.included),
+        len(listed.excluded),
+    )
+    assert counted.summary() == listed.summary()
+
+
+def test_a_building_tech_counted_plan_holds_only_its_own_buildings(district: District) -> None:
+    ref = _pc_package(district, to=State.PUBLISHED)
+    _client(district, "lincoln-01", "101")
+    _client(district, "lincoln-mac", "101", platform="mac", model=MAC)
+    _client(district, "garcia-01", "102")
+
+    p = plan(district.ctx, district["btc.lincoln"], package=ref, groups=["all"], listed=False)
+
+    assert [(r.building, r.room, r.included, r.excluded) for r in p.rooms] == [("101", "lab", 1, 1)]
+    assert [x.hostname for x in p.excluded] == ["lincoln-mac"]
