@@ -158,7 +158,6 @@ def test_a_deployment_of_a_released_package_is_carried_out_by_ticks_inside_the_w
 # ---------------------------------------------------------------------------
 
 REPO = Path(__file__).resolve().parents[2]
-DOWNLOAD = "task:Download the package, checking its SHA-256"
 INSTALLER = "task:Run the installer"
 
 
@@ -310,7 +309,7 @@ _STOPPED = "the orchestrator stopped"
     [
         pytest.param("decided", "none", id="after_its_window_opened_before_its_run_was_written"),
         pytest.param("staged", "none", id="after_staging_before_ansible_runner_started"),
-        pytest.param(DOWNLOAD, "none", id="mid_play_before_any_mac_installed"),
+        pytest.param("downloading", "none", id="mid_play_while_the_macs_download"),
         pytest.param(INSTALLER, "some", id="after_a_mac_installed"),
         pytest.param("runner_finished", "all", id="after_the_play_before_its_results_were_written"),
         pytest.param("results_written", "all", id="after_the_results_before_the_clients_moved"),
@@ -349,6 +348,8 @@ def test_an_orchestrator_killed_mid_run_is_reconciled_and_the_next_tick_finishes
             assert killed.status == "successful" and len(results) == 3
         else:
             assert killed.status == "running" and results == []
+    if point == "downloading":  # a Mac was fetching the package from the run's server
+        assert stopped["path"].startswith("/") and stopped["frozen"], stopped
     if point == "runner_finished":
         # The run's artifacts are on disk (nobody removed them); the database knows nothing.
         data_dir = Path(stopped["private_data_dir"])
@@ -494,7 +495,7 @@ def test_an_orchestrator_killed_while_retrying_an_unreachable_mac_retries_only_t
     assert retry_at is not None and retry_at > INSIDE_TONIGHTS_WINDOW
 
     # The retry's run is killed mid-play.
-    _kill_at(cart, macs, dep.id, DOWNLOAD, tmp_path, now=retry_at)
+    _kill_at(cart, macs, dep.id, "downloading", tmp_path, now=retry_at)
 
     rows = _clients(engine, dep.id)
     _, killed = _runs(engine)

@@ -17,10 +17,16 @@ default):
 ``staged``
     The batch's rows are staging and its run row is ``running``, both
     committed; ansible-runner is not started yet.
+``downloading``
+    The play is changing the hosts: the first host asks the run's
+    distribution server for the package (its download folder is made). That
+    request and every later one are held unanswered, and every process under
+    this one (ansible-playbook, its workers, ssh) is stopped with SIGSTOP, so
+    no host gets past its download and no installer runs anywhere.
 ``task:<name>``
-    The play is going: the first host event of the task ``<name>``. Every
-    process under this one (ansible-playbook, its workers, ssh) is stopped
-    with SIGSTOP first, so the play gets no further than that event.
+    The play is going: the first host event of the task ``<name>`` as this
+    process reads it (ansible-playbook may be a little ahead). Every process
+    under this one is stopped with SIGSTOP first, so the play goes no further.
 ``runner_finished``
     ansible-runner returned: the play ended and its private data dir (the
     run's artifacts) is still on disk; nothing of its results is written.
@@ -46,7 +52,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
-POINTS = ("decided", "staged", "task:", "runner_finished", "results_written", "between_ticks")
+POINTS = (
+    "decided",
+    "staged",
+    "downloading",
+    "task:",
+    "runner_finished",
+    "results_written",
+    "between_ticks",
+)
 
 
 def _children() -> dict[int, list[int]]:
@@ -102,7 +116,7 @@ class _Hook:
             self._stop_here(facts)
 
     def _stop_here(self, facts: dict[str, Any]) -> NoReturn:
-        frozen = _freeze_descendants() if self.name.startswith("task:") else []
+        frozen = _freeze_descendants() if self.name.startswith(("task:", "downloading")) else []
         tmp = self.marker.with_name(self.marker.name + ".tmp")
         tmp.write_text(json.dumps({"point": self.name, "frozen": frozen, **self.facts, **facts}))
         tmp.rename(self.marker)  # the test sees the whole marker or none
@@ -113,6 +127,7 @@ class _Hook:
 def _install(hook: _Hook) -> None:
     import ansible_runner
 
+    from orchestrator.remote import distribution
     from orchestrator.remote.ansible import AnsibleRunner, HostEvent, PlaybookRequest, RunOutcome
     from orchestrator.services import runs
 
@@ -149,6 +164,16 @@ def _install(hook: _Hook) -> None:
         hook.facts.clear()
         return result
 
+    real_do_get = distribution._Handler.do_GET
+
+    def do_get(self: distribution._Handler) -> None:
+        hook.reached("downloading", path=self.path)
+        if hook.name == "downloading":  # stopped at the first; every other waits too
+            while True:
+                time.sleep(60)
+        real_do_get(self)
+
+    distribution._Handler.do_GET = do_get  # type: ignore[method-assign]
     runs.run_playbook = run_playbook
     AnsibleRunner.run = runner_run  # type: ignore[method-assign]
     ansible_runner.run = ansible_run
