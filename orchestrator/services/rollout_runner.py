@@ -791,7 +791,8 @@ def reconcile(ctx: Context, *, system_actor: Actor = SYSTEM_ACTOR) -> list[Recon
       the next tick runs it again, without counting an attempt), or failed with
       why (``fail_after_restart``) when its deployment has ended;
     * every running deployment goes back to scheduled (``restarted``), after
-      the wave verdict of any clients settled from results.
+      the wave verdict of any clients settled from results (which may
+      complete or pause it: that is returned too).
 
     Nothing is left running; a client that succeeded is never touched.
     """
@@ -877,8 +878,12 @@ def reconcile(ctx: Context, *, system_actor: Actor = SYSTEM_ACTOR) -> list[Recon
         for dep_id, waves in sorted(touched.items()):
             dep = session.get(Deployment, dep_id)
             assert dep is not None
-            if DeploymentState(dep.state) is DeploymentState.RUNNING:
-                _settle(session, dep, now, system_actor, waves, log)
+            if DeploymentState(dep.state) is DeploymentState.RUNNING and _settle(
+                session, dep, now, system_actor, waves, log
+            ):
+                # Completed or paused by what the results said: told like every other move.
+                name = f"deployment {dep_id}"
+                done.append(Reconciled("deployment", dep_id, name, dep.state, log.reason))
         running = session.exec(
             select(Deployment)
             .where(Deployment.state == DeploymentState.RUNNING.value)
