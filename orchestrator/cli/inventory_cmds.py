@@ -28,8 +28,11 @@ def _clients_table(rows: list[inventory.ClientView], *, facts: bool = False) -> 
     headings = ["host", "building", "room", "platform", "model", "address", "image", "flag"]
     if facts:
         headings[5:6] = ["os", "serial", "free disk"]
+    packages = any(c.installed for c in rows)
+    if packages:  # what deployments installed, by release
+        headings.insert(headings.index("image") + 1, "installed")
     for heading in headings:
-        t.add_column(heading, no_wrap=heading in ("host", "address"))
+        t.add_column(heading, no_wrap=heading in ("host", "address", "installed"))
     for c in rows:
         where = (
             [escape(c.os or "-"), c.serial, render.kib(c.disk_free_kb)]
@@ -44,6 +47,7 @@ def _clients_table(rows: list[inventory.ClientView], *, facts: bool = False) -> 
             escape(c.model),
             *where,
             c.current_image or "-",
+            *([escape(", ".join(c.installed) or "-")] if packages else []),
             f"[red]{escape(c.flag)}[/]" if c.flag else "",
         )
     console.print(t if rows else "no clients")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 
+import sqlalchemy as sa
+
+from orchestrator.remote.ansible import FakePlaybookRunner
+from orchestrator.services import directory, runs
+from orchestrator.services.context import Context
 from tests.support.cli import Invoke
 
 
@@ -63,3 +68,27 @@ def test_bad_deployments_exit_with_the_reason_and_create_nothing(orchestrator: I
     missing = orchestrator("--as", "btc.lincoln", "deploy", "show", "7", expect=4)
     assert "no deployment 7" in missing.stderr
     assert json.loads(orchestrator("--as", "it.rivera", "deploy", "list", "--json").stdout) == []
+
+
+def test_clients_list_shows_the_release_a_successful_install_left_on_each_client(
+    orchestrator: Invoke, engine: sa.Engine
+) -> None:
+    ctx = Context(engine=engine)
+    runs.run_playbook(
+        ctx,
+        directory.actor(ctx, "btc.lincoln"),
+        "install_package",
+        building="101",
+        room="cart-1",
+        credentials=runs.Credentials(),
+        runner=FakePlaybookRunner({"101-cart-1-02": "failed"}),
+        package="scratch@3.29",
+    )
+
+    out = orchestrator("--as", "btc.lincoln", "clients", "list", "--building", "101").stdout
+    rows = {line.split()[0]: line for line in out.splitlines() if "101-cart-1-0" in line}
+    assert "installed" in out
+    assert "scratch@3.29" in rows["101-cart-1-01"]
+    assert "scratch@3.29" not in rows["101-cart-1-02"]
+    listed = json.loads(orchestrator("--as", "btc.lincoln", "clients", "list", "--json").stdout)
+    assert {c["hostname"]: c["installed"] for c in listed}["101-cart-1-01"] == ["scratch@3.29"]
