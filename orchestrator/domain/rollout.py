@@ -280,6 +280,15 @@ def advance(
                 f"start staging is not allowed: all {max_attempts} attempts are used"
             )
         attempts += 1
+    elif event is ClientEvent.RESUME_AFTER_RESTART:
+        # Running it again is another attempt: a client whose runs stop the
+        # orchestrator each time is failed in the end, never retried forever.
+        if attempts >= max_attempts:
+            raise InvalidTransition(
+                f"resume after restart is not allowed: all {max_attempts} attempts are used;"
+                " fail after restart instead"
+            )
+        attempts += 1
     elif event is ClientEvent.RETRY_DUE and attempts >= max_attempts:
         raise InvalidTransition(
             f"retry due is not allowed: all {max_attempts} attempts are used; give up instead"

@@ -788,8 +788,10 @@ def reconcile(ctx: Context, *, system_actor: Actor = SYSTEM_ACTOR) -> list[Recon
     * every run still ``running`` ends as failed (:data:`STOPPED_DURING_RUN`);
     * every client in flight takes its run's recorded host result if there is
       one; else it is resumed as the client table allows (``resume_after_restart``:
-      the next tick runs it again, without counting an attempt), or failed with
-      why (``fail_after_restart``) when its deployment has ended;
+      the next tick runs it again, counted as another attempt), or failed with
+      why (``fail_after_restart``) when its deployment has ended or all its
+      attempts are used (a client whose runs stop the orchestrator each time
+      is not run forever);
     * every running deployment goes back to scheduled (``restarted``), after
       the wave verdict of any clients settled from results (which may
       complete or pause it: that is returned too).
@@ -857,6 +859,17 @@ def reconcile(ctx: Context, *, system_actor: Actor = SYSTEM_ACTOR) -> list[Recon
                 reason = (
                     f"the orchestrator stopped during its run and deployment {dep.id} has "
                     f"{dep.state}: it cannot be checked again"
+                )
+                new = rollout.advance(
+                    _client_run(row), ClientEvent.FAIL_AFTER_RESTART, reason=reason
+                )
+                if _cas_client(session, row, new, now, detach=True):
+                    done.append(Reconciled("client", row.id, name, new.state.value, reason))
+                continue
+            if row.attempts >= rollout.MAX_ATTEMPTS:
+                reason = (
+                    f"the orchestrator stopped during run {row.run_id}, and all "
+                    f"{rollout.MAX_ATTEMPTS} attempts of this client are used"
                 )
                 new = rollout.advance(
                     _client_run(row), ClientEvent.FAIL_AFTER_RESTART, reason=reason

@@ -491,6 +491,39 @@ def test_reconcile_after_a_crash_fails_the_run_and_puts_the_clients_back_for_the
 
     assert again.events == ("window_opened", "all_done")
     assert _given(runner) == [["cart-01", "cart-02", "cart-03"]]  # cart-04 is never pushed again
-    assert {c.attempts for c in _clients(lincoln, dep.id).values()} == {1}  # no attempt spent
+    # The run after the crash is the resumed clients' second attempt; cart-04 keeps its one.
+    assert {h: c.attempts for h, c in _clients(lincoln, dep.id).items()} == {
+        "cart-01": 2,
+        "cart-02": 2,
+        "cart-03": 2,
+        "cart-04": 1,
+    }
     assert again.state == "completed"
     assert rollout_runner.reconcile(lincoln.ctx) == []  # nothing left to settle
+
+
+def test_a_client_whose_runs_stop_the_orchestrator_each_time_is_failed_not_run_forever(
+    lincoln: District,
+) -> None:
+    dep = _create(lincoln, clients=("cart-01",), buildings=())
+    _at_window(lincoln)
+
+    class DiesMidRun(FakePlaybookRunner):
+        def run(self, request: PlaybookRequest, *args: Any, **kwargs: Any) -> RunOutcome:
+            super().run(request, *args, **kwargs)
+            raise _Killed
+
+    crashes = 0
+    for _ in range(rollout.MAX_ATTEMPTS + 1):
+        try:
+            _tick(lincoln, dep.id, DiesMidRun())
+        except _Killed:
+            crashes += 1
+        rollout_runner.reconcile(lincoln.ctx)
+        if _clients(lincoln, dep.id)["cart-01"].state == "failed":
+            break
+
+    cart = _clients(lincoln, dep.id)["cart-01"]
+    assert crashes == rollout.MAX_ATTEMPTS
+    assert (cart.state, cart.attempts) == ("failed", rollout.MAX_ATTEMPTS)
+    assert cart.reason is not None and "all 3 attempts of this client are used" in cart.reason

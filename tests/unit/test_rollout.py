@@ -293,10 +293,16 @@ def test_a_failed_step_keeps_its_message_for_deploy_show() -> None:
     assert run == ClientRun(state=C.FAILED, attempts=1, reason="apply_image: wimapply exited 1")
 
 
-def test_resuming_after_a_restart_does_not_use_an_attempt() -> None:
+def test_resuming_after_a_restart_is_another_attempt_and_bounded_like_the_others() -> None:
     run = _run_through(ClientRun(), CE.START_STAGING, CE.STAGED)
     run = advance(run, CE.RESUME_AFTER_RESTART)
-    assert (run.state, run.attempts) == (C.VERIFYING, 1)
+    assert (run.state, run.attempts) == (C.VERIFYING, 2)
+    run = advance(run, CE.RESUME_AFTER_RESTART)
+    assert run.attempts == MAX_ATTEMPTS
+    with pytest.raises(InvalidTransition, match="fail after restart instead"):
+        advance(run, CE.RESUME_AFTER_RESTART)
+    failed = advance(run, CE.FAIL_AFTER_RESTART, reason="stopped each time")
+    assert (failed.state, failed.attempts) == (C.FAILED, MAX_ATTEMPTS)
 
 
 def test_success_after_a_retry_clears_the_old_error() -> None:
@@ -324,7 +330,7 @@ class ClientMachine(RuleBasedStateMachine):
             return
         assert (before.state, event) in CLIENT_TRANSITIONS
         assert before.state not in CLIENT_TERMINAL
-        if event is CE.START_STAGING:
+        if event in (CE.START_STAGING, CE.RESUME_AFTER_RESTART):  # each runs the play once more
             self.starts += 1
         self.run = after
         self.history.append(after.state)
