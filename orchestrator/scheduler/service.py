@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import FrameType
 
+from apscheduler.events import EVENT_JOB_EXECUTED, JobEvent, JobExecutionEvent
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -70,16 +71,24 @@ def install(runtime: Runtime | None) -> None:
     _runtime = runtime
 
 
+JOB_PREFIX = "deployment-"
+
+
 def job_id(deployment_id: int) -> str:
-    return f"deployment-{deployment_id}"
+    return f"{JOB_PREFIX}{deployment_id}"
 
 
-def run_deployment(deployment_id: int) -> None:
-    """One deployment job firing: one tick, then the job moves to the tick's next time."""
+def run_deployment(deployment_id: int) -> datetime | None:
+    """One deployment job firing: one tick; returns when the job should fire next.
+
+    The job is moved there by :func:`on_job_event` once APScheduler has counted
+    this firing as finished: moved from inside the firing, a job due at once
+    could be found still running and skipped, to wait for its heartbeat.
+    """
     rt = _runtime
     if rt is None:
         log.warning("deployment %d: no runtime installed, nothing done", deployment_id)
-        return
+        return None
     next_at: datetime | None
     try:
         result = rollout_runner.tick(
@@ -102,7 +111,23 @@ def run_deployment(deployment_id: int) -> None:
     except OrchestratorError as exc:  # logged, tried again; the rows stay the truth
         next_at = rt.ctx.now() + RETRY_AFTER_ERROR
         log.warning("deployment %d: %s; trying again at %s", deployment_id, exc, next_at)
-    schedule(rt.scheduler, deployment_id, next_at)
+    return next_at
+
+
+def on_job_event(event: JobEvent) -> None:
+    """After a deployment job's firing has finished: move it to the time it returned."""
+    rt = _runtime
+    if (
+        rt is None
+        or not isinstance(event, JobExecutionEvent)
+        or event.jobstore != DEPLOYMENTS_STORE
+        or event.exception is not None
+        or not event.job_id.startswith(JOB_PREFIX)
+    ):
+        return
+    deployment_id = int(event.job_id.removeprefix(JOB_PREFIX))
+    with contextlib.suppress(JobLookupError):  # removed by the sweep meanwhile: it decides
+        schedule(rt.scheduler, deployment_id, event.retval)
 
 
 def schedule(scheduler: BaseScheduler, deployment_id: int, at: datetime | None) -> None:
@@ -173,6 +198,7 @@ def build_scheduler(ctx: Context, settings: Settings) -> BackgroundScheduler:
             DEPLOYMENTS_STORE: SQLAlchemyJobStore(engine=ctx.engine),
         },
     )
+    scheduler.add_listener(on_job_event, EVENT_JOB_EXECUTED)
     scheduler.add_job(
         sweep,
         IntervalTrigger(minutes=1),
