@@ -56,7 +56,11 @@ def _summary(v: deployments.DeploymentView) -> Table:
     if v.deadline:
         t.add_row("deadline", render.when(v.deadline, zone))
     for building, opens in sorted(v.first_windows.items()):
-        t.add_row(f"next window {building}", render.when(opens, zone))
+        until = v.window_ends.get(building)
+        if v.shown_at is not None and opens <= v.shown_at and until is not None:
+            t.add_row(f"window {building}", f"open now, until {render.when(until, zone)}")
+        else:
+            t.add_row(f"next window {building}", render.when(opens, zone))
     for w in v.waves:
         t.add_row(w.label, ", ".join(f"{n} {s}" for s, n in sorted(w.counts.items())))
     return t

@@ -102,11 +102,16 @@ class DeploymentView:
     not_before: datetime | None
     deadline: datetime | None
     first_windows: dict[str, datetime]
-    """Per building, when its next window opens (for deployments not yet ended)."""
+    """Per building, when its next window opens (for deployments not yet ended);
+    now, when one is open."""
     counts: dict[str, int]
     waves: list[WaveView]
     clients: list[DeploymentClientView] = field(default_factory=list)
     created_at: datetime | None = None
+    window_ends: dict[str, datetime] = field(default_factory=dict)
+    """Per building, when the window of :attr:`first_windows` closes."""
+    shown_at: datetime | None = None
+    """The time the view was read: a window that opens at it is open now."""
 
 
 # ---------------------------------------------------------------------------
@@ -390,10 +395,12 @@ def _view(ctx: Context, session: Session, dep: Deployment, *, with_clients: bool
         )
         wave_views.append(WaveView(number, label, dict(Counter(m.state for m in members))))
     firsts: dict[str, datetime] = {}
+    ends: dict[str, datetime] = {}
     if DeploymentState(dep.state) not in rollout.DEPLOYMENT_TERMINAL:
         start = max(ctx.now(), dep.not_before or ctx.now())
         opened, _bare = _first_windows(ctx, session, buildings, start)
         firsts = {b: i.start for b, i in opened.items()}
+        ends = {b: i.end for b, i in opened.items()}
     assert dep.id is not None
     return DeploymentView(
         id=dep.id,
@@ -406,6 +413,8 @@ def _view(ctx: Context, session: Session, dep: Deployment, *, with_clients: bool
         not_before=dep.not_before,
         deadline=dep.deadline,
         first_windows=firsts,
+        window_ends=ends,
+        shown_at=ctx.now(),
         counts=dict(counts),
         waves=wave_views,
         clients=[

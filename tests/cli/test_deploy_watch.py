@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -346,3 +347,17 @@ def test_the_watch_reads_the_commands_clock(cli: Invoke, fixed_clock: FixedClock
     assert "at 2026-03-02 18:30" in out
     assert "its window is open: the service starts it at its next look" in out
     assert "window 101 open until 2026-03-03 06:00" in out
+
+
+def test_deploy_show_says_a_window_is_open_now_and_until_when(
+    cli: Invoke, fixed_clock: FixedClock
+) -> None:
+    _lincoln_deployment(cli)
+    before = cli("--as", "btc.lincoln", "deploy", "show", "1").stdout
+    assert re.search(r"next window 101\s+2026-03-02 18:00", before)
+
+    fixed_clock.now = datetime(2026, 3, 2, 23, 30, tzinfo=UTC)  # 18:30 in New York
+    inside = cli("--as", "btc.lincoln", "deploy", "show", "1").stdout
+
+    assert re.search(r"window 101\s+open now, until 2026-03-03 06:00", inside)
+    assert "next window" not in inside
