@@ -34,9 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +43,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from benchmarks import databases
 from orchestrator.db.models import (
     Building,
     Client,
@@ -54,7 +52,7 @@ from orchestrator.db.models import (
     Person,
     PersonBuilding,
 )
-from orchestrator.db.session import make_engine, transaction
+from orchestrator.db.session import transaction
 from orchestrator.domain.policy import Actor
 from orchestrator.domain.states import Kind, Level, Role, Step
 from orchestrator.services import (
@@ -70,9 +68,6 @@ from orchestrator.services.catalog import BaseImageSpec, CustomImageSpec, Packag
 from orchestrator.services.chain import CheckResult
 from orchestrator.services.context import Context
 
-POSTGRES_URL = os.environ.get(
-    "ORCHESTRATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 PRODUCT_CODE = "{5A1B2C3D-0000-4000-8000-00000000F129}"
 PACKAGE = "firefox@129.0"
 SOFTWARE = [
@@ -311,29 +306,6 @@ def _generate(ctx: Context, clients: int, seed: int = 7) -> None:
             s.execute(sa.insert(ClientSoftware), software_rows[start : start + 20_000])
 
 
-@contextmanager
-def _sqlite(folder: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{folder / 'bench.db'}")
-    yield engine
-    engine.dispose()
-
-
-@contextmanager
-def _postgres() -> Iterator[Engine]:
-    schema = f"bench_plan_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 def _time(ctx: Context, repeat: int, **kw: Any) -> tuple[deploy_plan.Plan, list[float]]:
     result = deploy_plan.plan(ctx, **kw)  # warm-up, not counted
     samples = []
@@ -402,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory() as tmp:
         for backend in args.backend or ("sqlite", "postgresql"):
-            way = _sqlite(Path(tmp)) if backend == "sqlite" else _postgres()
+            way = databases.backend(backend, Path(tmp), "bench_plan")
             with way as engine:
                 figures += _bench(backend, engine, args)
     load = ", ".join(f"{n:.2f}" for n in os.getloadavg())

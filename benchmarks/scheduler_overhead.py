@@ -84,9 +84,10 @@ from apscheduler.events import (
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from benchmarks import databases
 from orchestrator.config import Settings
 from orchestrator.db.models import Run
-from orchestrator.db.session import make_engine, transaction
+from orchestrator.db.session import transaction
 from orchestrator.domain.states import State
 from orchestrator.remote import distribution
 from orchestrator.remote.ansible import (
@@ -106,9 +107,6 @@ from orchestrator.services.deployments import DeploymentSpec
 from orchestrator.services.rollout_runner import TickResult
 from tests.support.sshd import SSHHost, start_hosts
 
-POSTGRES_URL = os.environ.get(
-    "ORCHESTRATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 ZONE = "America/New_York"
 BIN = Path(sys.executable).parent
 SIGNER = "Developer ID Installer: MIT Scratch (ABCDE12345)"
@@ -644,31 +642,6 @@ class Plain:
 # ---------------------------------------------------------------------------
 
 
-@contextmanager
-def _sqlite(folder: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{folder / 'bench.db'}")
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-@contextmanager
-def _postgres() -> Iterator[Engine]:
-    schema = f"bench_sched_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    engine = make_engine(POSTGRES_URL, connect_args={"options": f"-csearch_path={schema}"})
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 def _opening(zone: ZoneInfo, lead: float) -> datetime:
     """The next whole minute (windows are HH:MM) at least ``lead`` seconds from now."""
     soon = datetime.now(zone) + timedelta(seconds=lead)
@@ -851,7 +824,7 @@ def _versions(backends: list[str]) -> str:
     if "sqlite" in backends:
         parts.append(f"SQLite {sqlite3.sqlite_version}")
     if "postgresql" in backends:
-        admin = sa.create_engine(POSTGRES_URL)
+        admin = sa.create_engine(databases.POSTGRES_URL)
         try:
             with admin.connect() as conn:
                 parts.append(f"PostgreSQL {conn.exec_driver_sql('SHOW server_version').scalar()}")
@@ -1065,7 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
             batched = [sum(plain.run(batches))]
             one_run = [plain.run([hosts])[0]]
             _say_reference(batched, one_run, len(batches), len(hosts))
-            way = _sqlite(work) if backend == "sqlite" else _postgres()
+            way = databases.backend(backend, work, "bench_sched")
             with way as engine:
                 outcome, probe, opening, opening_perf, _run_ids = _deployment(
                     backend, engine, hosts, work, args, dirs

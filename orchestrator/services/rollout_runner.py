@@ -855,27 +855,23 @@ def reconcile(ctx: Context, *, system_actor: Actor = SYSTEM_ACTOR) -> list[Recon
                     why = f"from run {row.run_id}'s result: {result_row.status}"
                     done.append(Reconciled("client", row.id, name, new.state.value, why))
                 continue
+            cannot = None
             if DeploymentState(dep.state) in rollout.DEPLOYMENT_TERMINAL:
-                reason = (
+                cannot = (
                     f"the orchestrator stopped during its run and deployment {dep.id} has "
                     f"{dep.state}: it cannot be checked again"
                 )
-                new = rollout.advance(
-                    _client_run(row), ClientEvent.FAIL_AFTER_RESTART, reason=reason
-                )
-                if _cas_client(session, row, new, now, detach=True):
-                    done.append(Reconciled("client", row.id, name, new.state.value, reason))
-                continue
-            if row.attempts >= rollout.MAX_ATTEMPTS:
-                reason = (
+            elif row.attempts >= rollout.MAX_ATTEMPTS:
+                cannot = (
                     f"the orchestrator stopped during run {row.run_id}, and all "
                     f"{rollout.MAX_ATTEMPTS} attempts of this client are used"
                 )
+            if cannot is not None:
                 new = rollout.advance(
-                    _client_run(row), ClientEvent.FAIL_AFTER_RESTART, reason=reason
+                    _client_run(row), ClientEvent.FAIL_AFTER_RESTART, reason=cannot
                 )
                 if _cas_client(session, row, new, now, detach=True):
-                    done.append(Reconciled("client", row.id, name, new.state.value, reason))
+                    done.append(Reconciled("client", row.id, name, new.state.value, cannot))
                 continue
             reason = (
                 f"the orchestrator stopped during run {row.run_id}; it is run again at the "

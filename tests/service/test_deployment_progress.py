@@ -19,12 +19,12 @@ from orchestrator.clock import FixedClock
 from orchestrator.db.models import DeploymentClient
 from orchestrator.db.session import transaction
 from orchestrator.domain import rollout
-from orchestrator.domain.states import State
 from orchestrator.errors import InvalidInput, NotFound
 from orchestrator.remote.ansible import FakePlaybookRunner
 from orchestrator.services import deployments, inventory, rollout_runner, runs, windows
 from orchestrator.services.deployments import DeploymentSpec, Opening, ProgressCell
 from tests.factories import District
+from tests.support.fixtures import release_scratch
 
 ASSETS = (
     "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
@@ -59,16 +59,7 @@ def district2(district: District, tmp_path: Path) -> District:
             district.ctx, district["it.ana"], building=building, days="mon-thu", start="18:00",
             end="06:00",
         )  # fmt: skip
-    installer = tmp_path / "Scratch.pkg"
-    installer.write_text('{"identifier": "edu.mit.scratch"}')
-    district.package(
-        "scratch",
-        "3.29",
-        platform="mac",
-        installer=str(installer),
-        detection_rule="pkgutil:edu.mit.scratch>=3.29",
-        to=State.PUBLISHED,
-    )
+    release_scratch(district, "3.29", tmp_path)
     return district
 
 

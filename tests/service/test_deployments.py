@@ -19,6 +19,7 @@ from orchestrator.errors import InvalidInput, InvalidTransition, NotFound, Refus
 from orchestrator.services import audit, deployments, inventory, windows
 from orchestrator.services.deployments import DeploymentSpec
 from tests.factories import District
+from tests.support.fixtures import release_scratch
 
 ASSETS = (
     "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
@@ -41,16 +42,7 @@ def lincoln(district: District, tmp_path: Path) -> District:
         district.ctx, district["btc.lincoln"], building="101", days="mon-thu", start="18:00",
         end="06:00",
     )  # fmt: skip
-    installer = tmp_path / "Scratch.pkg"
-    installer.write_text('{"identifier": "edu.mit.scratch"}')
-    district.package(
-        "scratch",
-        "3.29",
-        platform="mac",
-        installer=str(installer),
-        detection_rule="pkgutil:edu.mit.scratch>=3.29",
-        to=State.PUBLISHED,
-    )
+    release_scratch(district, "3.29", tmp_path)
     return district
 
 

@@ -10,18 +10,18 @@ from sqlmodel import select
 
 from orchestrator.db.models import Client, ClientSoftware
 from orchestrator.db.session import transaction
-from orchestrator.domain.states import State
 from orchestrator.remote.ansible import FakePlaybookRunner
 from orchestrator.services import deploy_plan, gather, installed, inventory, runs
 from orchestrator.services.deploy_plan import Reason
 from tests.factories import District
+from tests.support.fixtures import SCRATCH_RECEIPT, release_scratch
 
 MACS = ("cart-01", "cart-02", "cart-03")
 ASSETS = "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n" + "".join(
     f'{h},101,cart,mac,"MacBookAir10,1",SN20{i},02:00:00:00:02:{i:02x},127.0.0.{40 + i}\n'
     for i, h in enumerate(MACS, 1)
 )
-RECEIPT = "edu.mit.scratch"
+RECEIPT = SCRATCH_RECEIPT
 
 
 @pytest.fixture
@@ -31,16 +31,7 @@ def cart(district: District, tmp_path: Path) -> District:
     path.write_text(ASSETS)
     inventory.import_clients(district.ctx, district["it.ana"], path)
     for version in ("3.29", "3.30"):
-        installer = tmp_path / f"Scratch-{version}.pkg"
-        installer.write_text(f'{{"identifier": "{RECEIPT}", "version": "{version}"}}')
-        district.package(
-            "scratch",
-            version,
-            platform="mac",
-            installer=str(installer),
-            detection_rule=f"pkgutil:{RECEIPT}>={version}",
-            to=State.PUBLISHED,
-        )
+        release_scratch(district, version, tmp_path)
     return district
 
 

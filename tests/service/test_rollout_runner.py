@@ -25,6 +25,7 @@ from orchestrator.services import audit, deployments, inventory, rollout_runner,
 from orchestrator.services.deployments import DeploymentSpec, DeploymentView
 from orchestrator.services.rollout_runner import TickResult
 from tests.factories import District
+from tests.support.fixtures import release_scratch
 
 MACS = ("cart-01", "cart-02", "cart-03", "cart-04")
 ASSETS = "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n" + "".join(
@@ -44,21 +45,8 @@ def lincoln(district: District, tmp_path: Path) -> District:
         district.ctx, district["btc.lincoln"], building="101", days="mon-thu", start="18:00",
         end="06:00",
     )  # fmt: skip
-    _publish_scratch(district, "3.29", tmp_path)
+    release_scratch(district, "3.29", tmp_path)
     return district
-
-
-def _publish_scratch(d: District, version: str, folder: Path) -> None:
-    installer = folder / f"Scratch-{version}.pkg"
-    installer.write_text('{"identifier": "edu.mit.scratch"}')
-    d.package(
-        "scratch",
-        version,
-        platform="mac",
-        installer=str(installer),
-        detection_rule=f"pkgutil:edu.mit.scratch>={version}",
-        to=State.PUBLISHED,
-    )
 
 
 def _create(d: District, **kw: Any) -> DeploymentView:
@@ -220,7 +208,7 @@ def test_failures_over_the_threshold_in_a_wave_pause_it_and_under_it_go_on(
 
     deployments.cancel(lincoln.ctx, lincoln["it.ana"], strict.id, reason="try a looser one")
     # The three Macs that took 3.29 now hold it: the looser try is of the next release.
-    _publish_scratch(lincoln, "3.30", tmp_path)
+    release_scratch(lincoln, "3.30", tmp_path)
     loose = _create(lincoln, package="scratch@3.30", failure_threshold_pct=30)
     done = _tick(lincoln, loose.id, runner)
     assert done.state == "completed"

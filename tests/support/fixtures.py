@@ -11,6 +11,7 @@ from sqlmodel import col, select
 
 from orchestrator.db.models import Client
 from orchestrator.db.session import transaction
+from orchestrator.domain.states import State
 from orchestrator.services import inventory
 from tests.factories import District
 from tests.support.sshd import SSHHost, start_hosts
@@ -50,3 +51,21 @@ def import_as_clients(
                 "orchestrator_become": "false",
             }
             s.add(c)
+
+
+SCRATCH_RECEIPT = "edu.mit.scratch"
+
+
+def release_scratch(district: District, version: str, folder: Path) -> str:
+    """Scratch ``version`` for Macs, its installer a local file in ``folder``,
+    published through the real chain; returns its reference."""
+    installer = folder / f"Scratch-{version}.pkg"
+    installer.write_text(f'{{"identifier": "{SCRATCH_RECEIPT}", "version": "{version}"}}')
+    return district.package(
+        "scratch",
+        version,
+        platform="mac",
+        installer=str(installer),
+        detection_rule=f"pkgutil:{SCRATCH_RECEIPT}>={version}",
+        to=State.PUBLISHED,
+    )
