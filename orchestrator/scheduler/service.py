@@ -8,7 +8,7 @@
   deployment's rows decide *what*: each firing is one
   :func:`orchestrator.services.rollout_runner.tick`, and the job is moved to
   the time the tick says (the next window, a retry, or at once while clients
-  wait for a slot), with an hourly heartbeat besides. A sweep every minute
+  wait for a slot), with an hourly heartbeat besides. A sweep every 15 seconds
   gives a job to deployments created since (by ``deploy create`` in another
   process) or resumed, and drops the jobs of those ended or paused.
 * At start, before any job fires, :func:`rollout_runner.reconcile` settles
@@ -45,6 +45,9 @@ log = logging.getLogger("orchestrator.scheduler")
 
 SUNSET_JOB = "sunset-daily-check"
 SWEEP_JOB = "deployments-sweep"
+SWEEP_EVERY = timedelta(seconds=15)
+"""How soon a deployment created or resumed in another process gets its job:
+one query of the live deployments' ids each time."""
 DEPLOYMENTS_STORE = "deployments"
 RETRY_AFTER_ERROR = timedelta(minutes=5)
 HEARTBEAT = timedelta(hours=1)
@@ -201,7 +204,7 @@ def build_scheduler(ctx: Context, settings: Settings) -> BackgroundScheduler:
     scheduler.add_listener(on_job_event, EVENT_JOB_EXECUTED)
     scheduler.add_job(
         sweep,
-        IntervalTrigger(minutes=1),
+        IntervalTrigger(seconds=int(SWEEP_EVERY.total_seconds())),
         id=SWEEP_JOB,
         replace_existing=True,
         coalesce=True,
