@@ -182,6 +182,38 @@ _RESULT_OF = {
 }
 
 
+WORKDIR_PREFIX = "orchestrator-run-"
+OWNER_FILE = "owner.pid"
+"""In each run's working folder: the process it belongs to."""
+
+
+def remove_abandoned_workdirs(parent: Path | None = None) -> list[Path]:
+    """Remove the working folders of runs whose process is gone (killed mid-run:
+    a normal end removes its own). Folders of live processes, and folders
+    without an owner file, are left alone. Returns the folders removed."""
+    removed = []
+    for folder in sorted(Path(parent or tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*")):
+        try:
+            pid = int((folder / OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 class AnsibleRunner:
     """The real runner: ansible-runner over the ``ansible`` package."""
 
@@ -196,8 +228,9 @@ class AnsibleRunner:
         if not request.hosts:
             return RunOutcome("failed", None, {}, "no hosts matched: nothing to run on")
         outcomes = {h.name: HostOutcome(h.name) for h in request.hosts}
-        workdir = Path(tempfile.mkdtemp(prefix="orchestrator-run-"))
+        workdir = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX))
         try:
+            (workdir / OWNER_FILE).write_text(str(os.getpid()))
             (workdir / "inventory").mkdir()
             known_hosts = workdir / "known_hosts"
             known_hosts.write_text(known_hosts_for(request.hosts))

@@ -242,6 +242,8 @@ def serve(
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
     daily_sunset_check(ctx)
+    for folder in runs.remove_abandoned_workdirs():
+        log.info("removed the working folder of a run stopped with its process: %s", folder)
     for settled in rollout_runner.reconcile(ctx):
         log.warning(
             "after a stop: %s %s %s: %s",

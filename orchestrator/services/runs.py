@@ -23,6 +23,7 @@ from orchestrator.domain import validation
 from orchestrator.domain.policy import Action, Actor, authorize, may
 from orchestrator.domain.states import Kind
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.remote import ansible
 from orchestrator.remote import distribution as distribution_server
 from orchestrator.remote.ansible import (
     AnsibleRunner,
@@ -254,6 +255,12 @@ def run_playbook(
         dict(outcome.hosts),
         ids,
     )
+
+
+def remove_abandoned_workdirs() -> list[Path]:
+    """At service start: remove what runs killed with their process left in the
+    temporary folder (inventory, known hosts, Ansible's output; never secrets)."""
+    return ansible.remove_abandoned_workdirs()
 
 
 def _installed_package(session: Session, actor: Actor, run: Run) -> Releasable | None:
