@@ -81,6 +81,9 @@ class Action(StrEnum):
     ROLL_OUT_BASE_IMAGE = "roll_out_base_image"
     MANAGE_WINDOWS = "manage_windows"
     MANAGE_CREDENTIALS = "manage_credentials"
+    MANAGE_TEST_CLIENTS = "manage_test_clients"
+    MANAGE_TEST_ACCOUNTS = "manage_test_accounts"
+    READ_TEST_ACCOUNTS = "read_test_accounts"
     MAINTAIN_BASE = "maintain_base"
     MAINTAIN_CUSTOM = "maintain_custom"
     MAINTAIN_ADMIN_PACKAGE = "maintain_admin_package"
@@ -162,6 +165,26 @@ PERMISSIONS: Mapping[Action, Grant] = MappingProxyType(
             {Role.IT: _D},
             "set the district's client login secrets",
             "the keys and passwords the orchestrator logs in to clients with are IT's",
+        ),
+        Action.MANAGE_TEST_CLIENTS: Grant(
+            {Role.IT: _D},
+            "mark or unmark test clients",
+            "IT keeps the pool of test clients per platform and level",
+        ),
+        # The chart gives IT the district's exception-user tooling and each SecTec the
+        # site-specific exception accounts and the testing with student/staff logins of
+        # its own building; a BTC creates exception accounts too, but does not test
+        # images, so it has no use for the test accounts' passwords.
+        Action.MANAGE_TEST_ACCOUNTS: Grant(
+            {Role.IT: _D, Role.SECTEC: _OWN},
+            "set the student and staff test accounts",
+            "IT keeps the district's exception accounts; a SecTec its own building's, "
+            "which it tests with",
+        ),
+        Action.READ_TEST_ACCOUNTS: Grant(
+            {Role.IT: _D, Role.EDTECH: _D, Role.SECTEC: _OWN, Role.SYSTEM: _D},
+            "see the student and staff test accounts",
+            "those who test images with student and staff logins, and IT who keeps the accounts",
         ),
         Action.MAINTAIN_BASE: Grant(
             {Role.IT: _D, Role.SYSTEM: _D},

@@ -25,11 +25,14 @@ from hypothesis import strategies as st
 
 from orchestrator.domain.policy import (
     DEFAULT_POLICIES,
+    Action,
     Actor,
     ChainPolicy,
     ChainStep,
     Scope,
+    authorize,
     authorize_step,
+    may,
     may_decide,
     validate_policy,
 )
@@ -518,3 +521,68 @@ def test_scopes_nest_and_more_buildings_never_cover_less(
     if SHARED.covers(own, building) or WIDE.covers(own, building):
         assert D.covers(own, building)
     assert WIDE.covers(own, building) is (building is None)
+
+
+# ---------------------------------------------------------------------------
+# What image test runs need: test clients and persona test accounts
+# ---------------------------------------------------------------------------
+
+SYSTEM = Actor(0, "system", Role.SYSTEM)
+
+# (action, actor, building, allowed)
+TESTING_GRANTS: list[tuple[str, Action, Actor, str | None, bool]] = [
+    ("it marks test clients", Action.MANAGE_TEST_CLIENTS, IT, "101", True),
+    ("edtech cannot mark", Action.MANAGE_TEST_CLIENTS, EDTECH, "101", False),
+    ("sectec cannot mark its own", Action.MANAGE_TEST_CLIENTS, SECTEC_301, "301", False),
+    ("btc cannot mark its own", Action.MANAGE_TEST_CLIENTS, BTC_101, "101", False),
+    ("principal cannot mark", Action.MANAGE_TEST_CLIENTS, PRINCIPAL_101, "101", False),
+    ("it sets any building's accounts", Action.MANAGE_TEST_ACCOUNTS, IT, "101", True),
+    ("sectec sets its own", Action.MANAGE_TEST_ACCOUNTS, SECTEC_301, "301", True),
+    ("sectec not another's", Action.MANAGE_TEST_ACCOUNTS, SECTEC_302, "301", False),
+    ("btc cannot set its own", Action.MANAGE_TEST_ACCOUNTS, BTC_101, "101", False),
+    ("edtech cannot set", Action.MANAGE_TEST_ACCOUNTS, EDTECH, "101", False),
+    ("principal cannot set", Action.MANAGE_TEST_ACCOUNTS, PRINCIPAL_101, "101", False),
+    ("the system cannot set", Action.MANAGE_TEST_ACCOUNTS, SYSTEM, "101", False),
+    ("edtech sees accounts", Action.READ_TEST_ACCOUNTS, EDTECH, "101", True),
+    ("sectec sees its own", Action.READ_TEST_ACCOUNTS, SECTEC_301, "301", True),
+    ("sectec not another's", Action.READ_TEST_ACCOUNTS, SECTEC_301, "302", False),
+    ("btc cannot see", Action.READ_TEST_ACCOUNTS, BTC_101, "101", False),
+    ("principal cannot see", Action.READ_TEST_ACCOUNTS, PRINCIPAL_101, "101", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("action", "actor", "building", "allowed"),
+    [g[1:] for g in TESTING_GRANTS],
+    ids=[g[0] for g in TESTING_GRANTS],
+)
+def test_who_may_keep_test_clients_and_test_accounts(
+    action: Action, actor: Actor, building: str | None, allowed: bool
+) -> None:
+    assert may(actor, action, building=building) is allowed
+    if allowed:
+        authorize(actor, action, building=building)
+    else:
+        with pytest.raises(Refused):
+            authorize(actor, action, building=building)
+
+
+def test_test_account_refusals_are_worded_from_the_chart() -> None:
+    with pytest.raises(Refused) as info:
+        authorize(BTC_101, Action.MANAGE_TEST_ACCOUNTS, building="101")
+    assert str(info.value) == (
+        "refused: BTC cannot set the student and staff test accounts (IT keeps the "
+        "district's exception accounts; a SecTec its own building's, which it tests with)"
+    )
+    with pytest.raises(Refused) as info:
+        authorize(SECTEC_302, Action.MANAGE_TEST_ACCOUNTS, building="301")
+    assert str(info.value) == (
+        "refused: SecTec of 201, 302 cannot set the student and staff test accounts in "
+        "building 301 (a building tech acts only in its own buildings)"
+    )
+    with pytest.raises(Refused) as info:
+        authorize(SECTEC_301, Action.MANAGE_TEST_CLIENTS, building="301")
+    assert str(info.value) == (
+        "refused: SecTec cannot mark or unmark test clients "
+        "(IT keeps the pool of test clients per platform and level)"
+    )
