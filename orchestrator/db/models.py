@@ -398,6 +398,29 @@ class Credential(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_utc())
 
 
+class TestAccount(SQLModel, table=True):
+    """A building's student or staff test account (a district exception account).
+
+    The password is Fernet ciphertext under the installation's key, like
+    :class:`Credential`; ``summary`` is what may be shown ('password set').
+    """
+
+    __tablename__ = "test_account"
+    __table_args__ = (
+        sa.UniqueConstraint("building_id", "persona", name="test_account_building_persona"),
+        sa.CheckConstraint("persona IN ('student', 'staff')", name="test_account_persona"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    building_id: int = Field(foreign_key="building.id")
+    persona: str = Field(max_length=8)
+    username: str = Field(max_length=64)
+    ciphertext: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    summary: str = Field(max_length=120)
+    updated_by: str = Field(max_length=64)
+    updated_at: datetime = Field(sa_column=_utc())
+
+
 class MaintenanceWindow(SQLModel, table=True):
     """A weekly window, in the district's local time, when a building's computers may
     be worked on (see domain/windows.py)."""

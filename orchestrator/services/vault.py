@@ -9,7 +9,17 @@ key file reveals nothing; the key file alone holds no secret.
 
 Values never leave this module except as :class:`runs.Credentials` handed to
 a run, and they are never audited, logged or listed: listings show an SSH
-key's public fingerprint, or just that a password is set.
+key's public fingerprint, or just that a password is set. The persona test
+accounts (:mod:`orchestrator.services.testing`) are encrypted with the same
+key through :func:`encrypt` and :func:`decrypt`.
+
+``orchestrator credentials rotate-key`` (:func:`rotate_key`) makes a new key,
+re-encrypts every stored secret with it in one transaction and replaces the
+key file (temp file, fsync, rename) just before that transaction commits; if
+anything fails, the old key file and the old ciphertexts stay. Writers of
+secrets take the same lock as the rotation (PostgreSQL advisory lock, SQLite
+write lock) and read the key inside it, so none stores a value under a key
+that is being replaced.
 """
 
 from __future__ import annotations
@@ -20,14 +30,16 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 
+import sqlalchemy as sa
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import serialization
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from orchestrator.config import Settings
-from orchestrator.db.models import Credential
+from orchestrator.db.models import Credential, TestAccount
 from orchestrator.db.session import transaction
 from orchestrator.domain.policy import Action, Actor, authorize
 from orchestrator.errors import InvalidInput, NotFound, OrchestratorError
@@ -63,6 +75,42 @@ def _name(value: str) -> SecretName:
     except ValueError:
         known = ", ".join(n.value for n in SecretName)
         raise InvalidInput(f"no secret called {value!r} (secrets: {known})", field="name") from None
+
+
+_KEY_LOCK = 7_270_002
+
+
+def lock_secrets(session: Session) -> None:
+    """Serialize writers of secrets with a key rotation (inside the caller's transaction).
+
+    SQLite's transactions already hold the write lock from BEGIN IMMEDIATE.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _KEY_LOCK})
+
+
+def encrypt(ctx: Context, value: str) -> bytes:
+    """``value`` as ciphertext under the installation's key (made on first use).
+
+    Call it inside a transaction that has taken :func:`lock_secrets`.
+
+    Raises: SecretKeyProblem.
+    """
+    return _fernet(ctx, create=True).encrypt(value.encode())
+
+
+def decrypt(ctx: Context, token: bytes, what: str) -> str:
+    """The plaintext of ``token``; ``what`` names it in the error.
+
+    Raises: SecretKeyProblem (missing key file, or not the key it was stored with).
+    """
+    try:
+        return _fernet(ctx, create=False).decrypt(token).decode()
+    except InvalidToken:
+        raise SecretKeyProblem(
+            f"{what} cannot be decrypted with {ctx.secret_key_file}: the key file is "
+            "not the one it was stored with; restore that key file, or set it again"
+        ) from None
 
 
 def _fernet(ctx: Context, *, create: bool) -> Fernet:
@@ -144,9 +192,10 @@ def set_secret(ctx: Context, actor: Actor, name: str, value: str) -> SecretView:
     if not value.strip():
         raise InvalidInput(f"{which.value}: an empty secret", field=which.value)
     summary = _summary(which, value)
-    token = _fernet(ctx, create=True).encrypt(value.encode())
     now = ctx.now()
     with transaction(ctx.engine) as session:
+        lock_secrets(session)
+        token = encrypt(ctx, value)
         row = session.get(Credential, which.value)
         replaced = row is not None
         if row is None:
@@ -205,13 +254,7 @@ def _reveal(ctx: Context, name: SecretName) -> str | None:
         token = None if row is None else row.ciphertext
     if token is None:
         return None
-    try:
-        return _fernet(ctx, create=False).decrypt(token).decode()
-    except InvalidToken:
-        raise SecretKeyProblem(
-            f"{name.value} cannot be decrypted with {ctx.secret_key_file}: the key file is "
-            "not the one it was stored with; restore that key file, or set it again"
-        ) from None
+    return decrypt(ctx, token, name.value)
 
 
 def client_credentials(
@@ -258,3 +301,105 @@ def credentials_from_settings(ctx: Context, settings: Settings) -> Credentials:
         ssh_key=given.ssh_key,
         winrm_password=given.winrm_password,
     )
+
+
+# ---------------------------------------------------------------------------
+# Key rotation
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RotationView:
+    credentials: int
+    test_accounts: int
+    key_file: str
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file at ``path``, mode 0600, and flush it to disk."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _replace_file(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` over ``path`` and make the rename durable."""
+    os.replace(tmp, path)
+    if os.name == "posix":
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _reencrypt(old: Fernet, new: Fernet, token: bytes, what: str, path: Path) -> bytes:
+    try:
+        plain = old.decrypt(token)
+    except InvalidToken:
+        raise SecretKeyProblem(
+            f"{what} cannot be decrypted with {path}, so the key cannot be rotated; "
+            "restore the key file it was stored with, or set it again"
+        ) from None
+    return new.encrypt(plain)
+
+
+def rotate_key(ctx: Context, actor: Actor) -> RotationView:
+    """Make a new key, re-encrypt every stored secret with it, replace the key file.
+
+    The client credentials and the persona test accounts are re-encrypted in
+    one transaction; the new key file (written to a temp file beside the old
+    one, mode 0600, fsync'd) is renamed over the old one as that transaction's
+    last step, and put back if the commit then fails. Nothing is left that
+    the old key can read. Audited with the counts, never values. IT only.
+
+    Raises:
+        Refused: not IT. SecretKeyProblem: the key file is missing or unreadable,
+            or a stored secret does not decrypt with it (then nothing changes).
+    """
+    authorize(actor, Action.MANAGE_CREDENTIALS, building=None)
+    path = ctx.secret_key_file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
+    new_key = Fernet.generate_key()
+    new = Fernet(new_key)
+    now = ctx.now()
+    old_bytes: bytes | None = None
+    replaced = False
+    try:
+        with transaction(ctx.engine) as session:
+            lock_secrets(session)
+            credentials = session.exec(select(Credential).order_by(col(Credential.name))).all()
+            accounts = session.exec(select(TestAccount).order_by(col(TestAccount.id))).all()
+            # No key file yet is fine while nothing is stored; with secrets it is a problem.
+            old = _fernet(ctx, create=not (credentials or accounts))
+            old_bytes = path.read_bytes()
+            for c in credentials:
+                c.ciphertext = _reencrypt(old, new, c.ciphertext, c.name, path)
+                session.add(c)
+            for a in accounts:
+                what = f"the {a.persona} test account of building #{a.building_id}"
+                a.ciphertext = _reencrypt(old, new, a.ciphertext, what, path)
+                session.add(a)
+            counts = {"credentials": len(credentials), "test_accounts": len(accounts)}
+            audit.append(
+                session,
+                at=now,
+                actor=actor,
+                action="credential.rotate_key",
+                subject=audit.Subject("secret_key", path.name, None, None),
+                after=counts,
+            )
+            session.flush()
+            _write_private(tmp, new_key + b"\n")
+            _replace_file(tmp, path)
+            replaced = True
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        if replaced and old_bytes is not None:
+            # The commit failed after the new key file took the old one's place.
+            _write_private(tmp, old_bytes)
+            _replace_file(tmp, path)
+        raise
+    return RotationView(counts["credentials"], counts["test_accounts"], str(path))
