@@ -68,3 +68,15 @@ def credentials_remove(name: NAME) -> None:
     """Forget a stored secret."""
     vault.remove_secret(state.ctx, state.actor(), name)
     console.print(f"{name} removed")
+
+
+@credentials_app.command("rotate-key")
+def credentials_rotate_key() -> None:
+    """Make a new key and re-encrypt every stored secret with it (client logins and test
+    accounts); the old key file is replaced and reads nothing afterwards."""
+    view = vault.rotate_key(state.ctx, state.actor())
+    console.print(
+        f"key rotated: {view.credentials} credentials and {view.test_accounts} test accounts "
+        f"re-encrypted; {view.key_file} replaced",
+        highlight=False,
+    )

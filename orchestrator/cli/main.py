@@ -25,6 +25,7 @@ from orchestrator.cli.credentials_cmds import credentials_app
 from orchestrator.cli.deploy_cmds import deploy_app
 from orchestrator.cli.deployment_cmds import COMMANDS as DEPLOYMENT_COMMANDS
 from orchestrator.cli.inventory_cmds import clients_app, inventory_app, run_command, runs_app
+from orchestrator.cli.testing_cmds import testing_app
 from orchestrator.cli.watch_cmds import COMMANDS as WATCH_COMMANDS
 from orchestrator.cli.windows_cmds import windows_app
 from orchestrator.domain.states import Kind
@@ -59,6 +60,7 @@ for _name, _command in (DEPLOYMENT_COMMANDS | WATCH_COMMANDS).items():
     deploy_app.command(_name)(_command)
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(windows_app, name="windows")
+app.add_typer(testing_app, name="testing")
 
 
 def _print_version(value: bool) -> None:
