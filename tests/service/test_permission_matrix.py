@@ -32,6 +32,15 @@ collaboration chain"):
 * Reading: everyone sees district-wide items; building staff (SecTec, BTC,
   principal) see their own buildings ("sees its building's status") and no other.
   Verifying the audit log's integrity is infrastructure work: IT.
+* Image test runs' means (the issue "Image test runs with student and staff
+  logins"): IT keeps the pool of test clients, so only IT marks one; everyone who
+  sees a building's inventory sees its test clients. The student and staff test
+  accounts are exception accounts: IT maintains the district's exception-user
+  tooling; a SecTec creates its site's exception accounts and tests images with
+  student/staff logins, so it keeps its own building's; a BTC creates exception
+  accounts too but the chart gives it no image testing, so it neither keeps nor
+  sees them; EdTech tests with them (sees them) but does not administer the
+  directory (does not set them). Principals never.
 * "No one approves a review or test step of their own work. A building tech acts
   only in its own buildings." Principals never act.
 
@@ -76,7 +85,7 @@ from orchestrator.db.session import transaction
 from orchestrator.domain.policy import Actor
 from orchestrator.domain.states import Kind, Role, State, Step
 from orchestrator.errors import NotFound, Refused
-from orchestrator.services import audit, catalog, chain, directory, hardware
+from orchestrator.services import audit, catalog, chain, directory, hardware, inventory, testing
 from orchestrator.services.catalog import BaseImageSpec, CustomImageSpec, PackageSpec, Revision
 from orchestrator.services.chain import CheckResult
 from tests.factories import PC, District, sha
@@ -172,6 +181,14 @@ EXPECTED: dict[tuple[str, str], tuple[Expect | None, ...]] = {
     ("read_audit_entries", OWN):                    (Y, Y, Y, Y, Y),
     ("read_audit_entries", OTHER):                  (_, _, N, N, N),
     ("verify_audit_log", DISTRICT):                 (Y, N, N, N, N),
+    # -- what image test runs need: the test pool, the persona test accounts -------------
+    ("mark_test_client", OWN):                      (Y, N, N, N, N),
+    ("mark_test_client", OTHER):                    (_, _, N, N, N),
+    ("list_test_clients", OWN):                     (Y, Y, Y, Y, Y),
+    ("set_test_account", OWN):                      (Y, N, Y, N, N),
+    ("set_test_account", OTHER):                    (_, _, N, N, N),
+    ("read_test_accounts", OWN):                    (Y, Y, Y, N, N),
+    ("read_test_accounts", OTHER):                  (_, _, N, N, N),
 }
 # fmt: on
 
@@ -580,6 +597,72 @@ def verify_audit_log(cell: Cell) -> Act:
     return act
 
 
+# -- test clients and persona test accounts ---------------------------------------------
+
+
+def _test_client(cell: Cell) -> str:
+    """A client in the cell's building (imported by IT); its hostname."""
+    host = f"c-{cell.b}"
+    path = cell.d.ctx.evidence_dir.parent / f"assets-{cell.b}.csv"
+    path.write_text(
+        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
+        f"{host},{cell.b},lab,pc,Latitude 3420,SN{cell.b},02:00:00:00:0{cell.b[0]}:{cell.b[1:]},"
+        f"127.0.0.{cell.b[2]}\n"
+    )
+    inventory.import_clients(cell.d.ctx, cell.d["it.ana"], path)
+    return host
+
+
+def mark_test_client(cell: Cell) -> Act:
+    host = _test_client(cell)
+
+    def act() -> None:
+        view, changed = testing.mark_test_client(cell.d.ctx, cell.actor, host)
+        assert changed and view.test_client and view.building == cell.building
+
+    return act
+
+
+def list_test_clients(cell: Cell) -> Act:
+    host = _test_client(cell)
+    testing.mark_test_client(cell.d.ctx, cell.d["it.ana"], host)
+
+    def act() -> None:
+        assert [c.hostname for c in testing.list_test_clients(cell.d.ctx, cell.actor)] == [host]
+
+    return act
+
+
+def _set_account(cell: Cell, actor: Actor) -> None:
+    testing.set_test_account(
+        cell.d.ctx,
+        actor,
+        building=cell.b,
+        persona="student",
+        username=f"stu.test{cell.b}",
+        password="Matrix-Student-1!",
+    )
+
+
+def set_test_account(cell: Cell) -> Act:
+    def act() -> None:
+        _set_account(cell, cell.actor)
+        login = testing.persona_login(cell.d.ctx, cell.b, "student")
+        assert login.username == f"stu.test{cell.b}"
+
+    return act
+
+
+def read_test_accounts(cell: Cell) -> Act:
+    _set_account(cell, cell.d["it.ana"])
+
+    def act() -> None:
+        views = testing.list_test_accounts(cell.d.ctx, cell.actor, building=cell.b)
+        assert [(v.building, v.summary) for v in views] == [(cell.b, "password set")]
+
+    return act
+
+
 # -- shared calls ---------------------------------------------------------------------
 
 
@@ -649,6 +732,10 @@ ACTIONS: dict[str, Callable[[Cell], Act]] = {
         read_catalog_item,
         read_audit_entries,
         verify_audit_log,
+        mark_test_client,
+        list_test_clients,
+        set_test_account,
+        read_test_accounts,
     )
 }
 
