@@ -341,14 +341,19 @@ def persona_login(ctx: Context, building: str, persona_name: str) -> PersonaLogi
             account is not set. SecretKeyProblem: the key file cannot decrypt it.
     """
     which = persona(persona_name)
-    with transaction(ctx.engine) as session:
-        b = directory.get_building(session, validation.building_number(building))
-        row = _find(session, b, which)
-        if row is None:
-            raise NotFound(
-                f"building {b.number} has no {which.value} test account "
-                "(see 'orchestrator testing accounts set')"
-            )
-        username, token = row.username, row.ciphertext
-    password = vault.decrypt(ctx, token, f"the {which.value} test account of building {b.number}")
-    return PersonaLogin(b.number, which, username, password)
+    number = validation.building_number(building)
+
+    def load() -> tuple[str, bytes]:
+        with transaction(ctx.engine) as session:
+            b = directory.get_building(session, number)
+            row = _find(session, b, which)
+            if row is None:
+                raise NotFound(
+                    f"building {b.number} has no {which.value} test account "
+                    "(see 'orchestrator testing accounts set')"
+                )
+            return row.username, row.ciphertext
+
+    what = f"the {which.value} test account of building {number}"
+    (username, _), password = vault.reveal(ctx, load, lambda r: r[1], what)
+    return PersonaLogin(number, which, username, password)

@@ -19,7 +19,8 @@ key file (temp file, fsync, rename) just before that transaction commits; if
 anything fails, the old key file and the old ciphertexts stay. Writers of
 secrets take the same lock as the rotation (PostgreSQL advisory lock, SQLite
 write lock) and read the key inside it, so none stores a value under a key
-that is being replaced.
+that is being replaced; a reader that meets the new key with the old
+ciphertext in that instant reads once more (:func:`reveal`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 import sqlalchemy as sa
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -46,6 +50,8 @@ from orchestrator.errors import InvalidInput, NotFound, OrchestratorError
 from orchestrator.services import audit
 from orchestrator.services.context import Context
 from orchestrator.services.runs import Credentials
+
+T = TypeVar("T")
 
 
 class SecretName(StrEnum):
@@ -248,13 +254,40 @@ def list_secrets(ctx: Context, actor: Actor) -> list[SecretView]:
         return [SecretView(SecretName(r.name), r.summary, r.updated_by, r.updated_at) for r in rows]
 
 
+RETRY_PAUSE = 0.2
+"""Seconds before a secret that did not decrypt is read once more (see :func:`reveal`)."""
+
+
+def reveal(
+    ctx: Context, load: Callable[[], T], token: Callable[[T], bytes], what: str
+) -> tuple[T, str]:
+    """What ``load`` reads and the plaintext of its ``token``; read once more if
+    that does not decrypt.
+
+    A rotation renames its key file in just before it commits, so a reader can
+    meet the new key with the old ciphertext (or the reverse) for that instant;
+    the second reading sees both from one side.
+
+    Raises: SecretKeyProblem (twice), and whatever ``load`` raises.
+    """
+    row = load()
+    try:
+        return row, decrypt(ctx, token(row), what)
+    except SecretKeyProblem:
+        time.sleep(RETRY_PAUSE)
+        row = load()
+        return row, decrypt(ctx, token(row), what)
+
+
 def _reveal(ctx: Context, name: SecretName) -> str | None:
-    with transaction(ctx.engine) as session:
-        row = session.get(Credential, name.value)
-        token = None if row is None else row.ciphertext
-    if token is None:
+    def load() -> bytes | None:
+        with transaction(ctx.engine) as session:
+            row = session.get(Credential, name.value)
+            return None if row is None else row.ciphertext
+
+    if load() is None:
         return None
-    return decrypt(ctx, token, name.value)
+    return reveal(ctx, lambda: load() or b"", bytes, name.value)[1]
 
 
 def client_credentials(

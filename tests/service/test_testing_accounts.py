@@ -436,3 +436,23 @@ def test_the_canary_password_is_in_no_log_audit_entry_or_table(
         assert canary not in caplog.text
         assert canary not in repr(audit.entries(d.ctx, d["it.ana"]))
         assert canary not in _dump(d.ctx.engine)
+
+
+def test_a_reader_that_meets_a_rotation_half_done_reads_once_more(
+    district: District, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = district
+    monkeypatch.setattr(vault, "RETRY_PAUSE", 0)
+    _secrets(d)
+    [stale, *_] = _stored(d)  # read just before the rotation committed
+    vault.rotate_key(d.ctx, d["it.ana"])
+    readings = [stale, *_stored(d)]
+
+    def load() -> bytes:
+        return readings.pop(0)
+
+    _, plain = vault.reveal(d.ctx, load, bytes, "a secret")
+    assert plain == WINRM and len(readings) == 2
+
+    with pytest.raises(vault.SecretKeyProblem, match="a secret cannot be decrypted"):
+        vault.reveal(d.ctx, lambda: stale, bytes, "a secret")
