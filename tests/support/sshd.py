@@ -219,6 +219,17 @@ class SSHHost:
     log: Path
     address: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
+    personas: dict[str, Persona] = field(default_factory=dict)
+    """Local accounts added by :func:`add_personas`, by persona."""
+
+
+@dataclass
+class Persona:
+    """A test account on a host: a real local user with its own password."""
+
+    persona: str
+    username: str
+    password: str = field(repr=False)
 
 
 def _free_port() -> int:
@@ -313,7 +324,57 @@ def kill_host(host: SSHHost) -> None:
         host.process.send_signal(signal.SIGKILL)
         host.process.wait()
         host.process = None
-    subprocess.run(["pkill", "-KILL", "-u", host.username], capture_output=True)
+    for user in (host.username, *(p.username for p in host.personas.values())):
+        subprocess.run(["pkill", "-KILL", "-u", user], capture_output=True)
+
+
+ADMIN_TOOL = "Applications/Utilities/Admin Tool.app/Contents/MacOS/Admin Tool"
+"""Under the machine's folder: runs for staff (its group), not for students."""
+CLASSROOM_APP = "Applications/Scratch.app/Contents/MacOS/Scratch"
+"""Under the machine's folder: runs for everyone."""
+
+
+def add_personas(host: SSHHost) -> dict[str, Persona]:
+    """Give ``host`` a student and a staff test account, each a real local user
+    signing in with its own password over SSH, and the machine an app everyone
+    may run and an admin tool only staff may (a group of their own); sshd is
+    restarted to let them in. Removed with the host by :func:`start_hosts`."""
+    kill_host(host)
+    group = f"{host.username}g"
+    subprocess.run(["groupdel", group], capture_output=True)
+    _run("groupadd", group)
+    for persona, suffix in (("student", "s"), ("staff", "t")):
+        user = f"{host.username}{suffix}"
+        subprocess.run(["userdel", "-r", user], capture_output=True)
+        extra = ["--groups", group] if persona == "staff" else []
+        _run("useradd", "--create-home", "--shell", "/bin/sh", *extra, user)
+        password = f"{persona}-{os.urandom(6).hex()}"
+        _run("chpasswd", stdin=f"{user}:{password}\n")
+        host.personas[persona] = Persona(persona, user, password)
+    for relative, owner_group, mode, text in (
+        (CLASSROOM_APP, None, 0o755, "#!/bin/sh\necho scratch started\n"),
+        (ADMIN_TOOL, group, 0o750, "#!/bin/sh\necho admin tool started\n"),
+    ):
+        path = host.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if owner_group is not None:
+            shutil.chown(path, group=owner_group)
+        path.chmod(mode)
+    for folder in host.root.rglob("*"):
+        if folder.is_dir():
+            folder.chmod(0o755)
+    users = " ".join([host.username, *(p.username for p in host.personas.values())])
+    config = host.config.read_text()
+    host.config.write_text(
+        "\n".join(
+            f"AllowUsers {users}" if line.startswith("AllowUsers ") else line
+            for line in config.splitlines()
+        )
+        + "\n"
+    )
+    start(host)
+    return host.personas
 
 
 @contextmanager
@@ -340,7 +401,10 @@ def start_hosts(n: int) -> Iterator[list[SSHHost]]:
     finally:
         for host in hosts:
             kill_host(host)
-            subprocess.run(["userdel", "-r", host.username], capture_output=True)
+            for user in (host.username, *(p.username for p in host.personas.values())):
+                subprocess.run(["userdel", "-r", user], capture_output=True)
+            if host.personas:
+                subprocess.run(["groupdel", f"{host.username}g"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
