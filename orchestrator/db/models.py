@@ -421,6 +421,40 @@ class TestAccount(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_utc())
 
 
+class TestCheck(SQLModel, table=True):
+    """One check of an image's test plan (services/test_plans.py), run as a persona.
+
+    A row with ``disabled_reason`` set is a customized image's record that it
+    turned off the check of that name inherited from its base (kind, personas,
+    parameters and timeout copied from the base's check when it was disabled).
+    """
+
+    __test__ = False  # not a pytest class
+    __tablename__ = "test_check"
+    __table_args__ = (
+        sa.UniqueConstraint("releasable_id", "name", name="test_check_releasable_name"),
+        sa.CheckConstraint("personas IN ('student', 'staff', 'both')", name="test_check_personas"),
+        sa.CheckConstraint(
+            "kind IN ('sign_in', 'home_folder', 'app_present', 'app_absent', 'reachable', "
+            "'command', 'not_admin')",
+            name="test_check_kind",
+        ),
+        sa.CheckConstraint("timeout_s >= 1 AND timeout_s <= 600", name="test_check_timeout"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    releasable_id: int = Field(foreign_key="releasable.id")
+    name: str = Field(max_length=63)
+    personas: str = Field(max_length=8, description="student, staff or both")
+    kind: str = Field(max_length=16)
+    params: dict[str, Any] = Field(default_factory=dict, sa_column=_json(dict))
+    expect: dict[str, Any] = Field(default_factory=dict, sa_column=_json(dict))
+    timeout_s: int = Field(default=30)
+    disabled_reason: str | None = Field(default=None, max_length=2000)
+    created_by: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_utc())
+
+
 class MaintenanceWindow(SQLModel, table=True):
     """A weekly window, in the district's local time, when a building's computers may
     be worked on (see domain/windows.py)."""

@@ -84,6 +84,8 @@ class Action(StrEnum):
     MANAGE_TEST_CLIENTS = "manage_test_clients"
     MANAGE_TEST_ACCOUNTS = "manage_test_accounts"
     READ_TEST_ACCOUNTS = "read_test_accounts"
+    EDIT_BASE_TEST_PLAN = "edit_base_test_plan"
+    EDIT_CUSTOM_TEST_PLAN = "edit_custom_test_plan"
     MAINTAIN_BASE = "maintain_base"
     MAINTAIN_CUSTOM = "maintain_custom"
     MAINTAIN_ADMIN_PACKAGE = "maintain_admin_package"
@@ -185,6 +187,20 @@ PERMISSIONS: Mapping[Action, Grant] = MappingProxyType(
             {Role.IT: _D, Role.EDTECH: _D, Role.SECTEC: _OWN, Role.SYSTEM: _D},
             "see the student and staff test accounts",
             "those who test images with student and staff logins, and IT who keeps the accounts",
+        ),
+        # "Test applications/images with student/staff logins" is EdTech's (and a SecTec's
+        # for its site); IT creates base images with EdTech, so both keep a base image's
+        # checks. A building's own checks are its tech's (SecTec or BTC, who build the
+        # image) and EdTech's, who collaborates on every building's customized images.
+        Action.EDIT_BASE_TEST_PLAN: Grant(
+            {Role.IT: _D, Role.EDTECH: _D},
+            "change a base image's test plan",
+            "IT builds base images with EdTech, who tests them with student and staff logins",
+        ),
+        Action.EDIT_CUSTOM_TEST_PLAN: Grant(
+            {Role.EDTECH: _D, Role.SECTEC: _OWN, Role.BTC: _OWN},
+            "change a customized image's test plan",
+            "the building's tech builds its customized images with EdTech, who tests them",
         ),
         Action.MAINTAIN_BASE: Grant(
             {Role.IT: _D, Role.SYSTEM: _D},

@@ -33,6 +33,7 @@ from orchestrator.services import (
     hardware,
     inventory,
     sunset,
+    test_plans,
 )
 from orchestrator.services.catalog import BaseImageSpec, CustomImageSpec, PackageSpec
 from orchestrator.services.chain import CheckResult
@@ -98,6 +99,28 @@ MAC_MODELS = ["Apple:MacBookAir10,1", "Apple:iMac21,1"]
 def _sha(label: str) -> str:
     """A stand-in SHA-256 for an artifact that lives on a distribution point, not here."""
     return hashlib.sha256(label.encode()).hexdigest()
+
+
+# The elementary PC base image's test plan (services/test_plans.py).
+BASE_PLAN = [
+    test_plans.CheckSpec(name="sign-in", kind="sign_in", persona="both"),
+    test_plans.CheckSpec(name="home-folder", kind="home_folder", persona="both"),
+    test_plans.CheckSpec(
+        name="firefox-starts",
+        kind="app_present",
+        persona="both",
+        path=r"C:\Program Files\Mozilla Firefox\firefox.exe",
+        command='"C:\\Program Files\\Mozilla Firefox\\firefox.exe" --version',
+        expect_exit=0,
+    ),
+    test_plans.CheckSpec(
+        name="no-registry-editor",
+        kind="app_absent",
+        persona="student",
+        path=r"C:\Windows\regedit.exe",
+    ),
+    test_plans.CheckSpec(name="not-admin", kind="not_admin", persona="student"),
+]
 
 
 def load(ctx: Context) -> bool:
@@ -218,7 +241,11 @@ class _Story:
         self.base("pc", "middle", "2026.1", "Windows 11 24H2", -120, sunset_in=650)
         self.base("pc", "high", "2026.1", "Windows 11 24H2", -110, sunset_in=660)
         # Publishing this flags 101/lab@1.0 for rebase; the rebase is in testing.
-        self.base("pc", "elementary", "2026.1", "Windows 11 24H2", -90, sunset_in=700)
+        # EdTech writes its test plan before it is published; every elementary PC
+        # image built on it inherits the plan.
+        self.base(
+            "pc", "elementary", "2026.1", "Windows 11 24H2", -90, sunset_in=700, plan=BASE_PLAN
+        )
         catalog.rebase(self.at(-40), btc, "101/lab@1.0")
         self.through_chain(
             Kind.CUSTOM_IMAGE,
@@ -227,6 +254,19 @@ class _Story:
             author="btc.lincoln",
             publisher="btc.lincoln",
             stop="testing",
+        )
+        # Lincoln's tech adds the lab's printer to the plan it inherits.
+        test_plans.add_check(
+            self.at(-38),
+            btc,
+            "101/lab@1.1",
+            test_plans.CheckSpec(
+                name="lab-printer",
+                kind="reachable",
+                persona="both",
+                host="print-101.district.example.org",
+                port=631,
+            ),
         )
         # Kennedy High's robotics software, a building-local package in testing.
         self.package(
@@ -378,6 +418,7 @@ class _Story:
         *,
         sunset_in: int,
         stop: str | None = None,
+        plan: list[test_plans.CheckSpec] | None = None,
     ) -> None:
         catalog.create_base_image(
             self.at(days),
@@ -394,6 +435,10 @@ class _Story:
                 models=PC_MODELS if platform == "pc" else MAC_MODELS,
             ),
         )
+        for spec in plan or []:
+            test_plans.add_check(
+                self.at(days), self.a("edtech.okafor"), f"{platform}-{level}@{version}", spec
+            )
         self.through_chain(
             Kind.BASE_IMAGE,
             f"{platform}-{level}@{version}",
