@@ -41,6 +41,14 @@ collaboration chain"):
   accounts too but the chart gives it no image testing, so it neither keeps nor
   sees them; EdTech tests with them (sees them) but does not administer the
   directory (does not set them). Principals never.
+* Test plans (the checks run as the student and staff personas): the chart gives
+  EdTech "test applications/images with student/staff logins" and has IT create
+  base images with EdTech, so IT and EdTech write a base image's plan, no one
+  else (a base image is district-wide, in no building tech's buildings). A
+  customized image's own checks: the building's tech who builds it (SecTec or
+  BTC, "collaborate with EdTech to create customized images") and EdTech; not IT
+  (it only assists deployment at schools), never a principal. Everyone who sees
+  an image sees its plan; another building's image is not found.
 * "No one approves a review or test step of their own work. A building tech acts
   only in its own buildings." Principals never act.
 
@@ -85,7 +93,16 @@ from orchestrator.db.session import transaction
 from orchestrator.domain.policy import Actor
 from orchestrator.domain.states import Kind, Role, State, Step
 from orchestrator.errors import NotFound, Refused
-from orchestrator.services import audit, catalog, chain, directory, hardware, inventory, testing
+from orchestrator.services import (
+    audit,
+    catalog,
+    chain,
+    directory,
+    hardware,
+    inventory,
+    test_plans,
+    testing,
+)
 from orchestrator.services.catalog import BaseImageSpec, CustomImageSpec, PackageSpec, Revision
 from orchestrator.services.chain import CheckResult
 from tests.factories import PC, District, sha
@@ -189,6 +206,13 @@ EXPECTED: dict[tuple[str, str], tuple[Expect | None, ...]] = {
     ("set_test_account", OTHER):                    (_, _, N, N, N),
     ("read_test_accounts", OWN):                    (Y, Y, Y, N, N),
     ("read_test_accounts", OTHER):                  (_, _, N, N, N),
+    # -- test plans: a base's by IT and EdTech, a building's image's by its tech and EdTech
+    ("edit_base_test_plan", DISTRICT):              (Y, Y, N, N, N),
+    ("edit_custom_test_plan", OWN):                 (N, Y, Y, Y, N),
+    ("edit_custom_test_plan", OTHER):               (_, _, H, H, H),
+    ("read_test_plan", DISTRICT):                   (Y, Y, Y, Y, Y),
+    ("read_test_plan", OWN):                        (Y, Y, Y, Y, Y),
+    ("read_test_plan", OTHER):                      (_, _, H, H, H),
 }
 # fmt: on
 
@@ -663,6 +687,39 @@ def read_test_accounts(cell: Cell) -> Act:
     return act
 
 
+# -- test plans ------------------------------------------------------------------------
+
+SIGN_IN = test_plans.CheckSpec(name="sign-in", kind="sign_in", persona="both")
+
+
+def _add_sign_in(cell: Cell, ref: str) -> Act:
+    def act() -> None:
+        view = test_plans.add_check(cell.d.ctx, cell.actor, ref, SIGN_IN)
+        assert [c.name for c in view.checks] == ["sign-in"]
+        assert audit.entries(cell.d.ctx, cell.d["it.ana"])[-1].actor == cell.actor.username
+
+    return act
+
+
+def edit_base_test_plan(cell: Cell) -> Act:
+    return _add_sign_in(cell, _base(cell, State.DRAFT))
+
+
+def edit_custom_test_plan(cell: Cell) -> Act:
+    return _add_sign_in(cell, _custom(cell, State.DRAFT))
+
+
+def read_test_plan(cell: Cell) -> Act:
+    ref = _base(cell, State.DRAFT) if cell.building is None else _custom(cell, State.DRAFT)
+    test_plans.add_check(cell.d.ctx, cell.d["edtech.grace"], ref, SIGN_IN)
+
+    def act() -> None:
+        plan = test_plans.effective_plan(cell.d.ctx, cell.actor, ref)
+        assert [(c.name, c.source) for c in plan] == [("sign-in", ref)]
+
+    return act
+
+
 # -- shared calls ---------------------------------------------------------------------
 
 
@@ -736,6 +793,9 @@ ACTIONS: dict[str, Callable[[Cell], Act]] = {
         list_test_clients,
         set_test_account,
         read_test_accounts,
+        edit_base_test_plan,
+        edit_custom_test_plan,
+        read_test_plan,
     )
 }
 

@@ -586,3 +586,56 @@ def test_test_account_refusals_are_worded_from_the_chart() -> None:
         "refused: SecTec cannot mark or unmark test clients "
         "(IT keeps the pool of test clients per platform and level)"
     )
+
+
+# ---------------------------------------------------------------------------
+# Test plans: who writes the checks run as the student and staff personas
+# ---------------------------------------------------------------------------
+
+PLAN_GRANTS: list[tuple[str, Action, Actor, str | None, bool]] = [
+    ("it writes base plans", Action.EDIT_BASE_TEST_PLAN, IT, None, True),
+    ("edtech writes base plans", Action.EDIT_BASE_TEST_PLAN, EDTECH, None, True),
+    ("sectec cannot", Action.EDIT_BASE_TEST_PLAN, SECTEC_301, None, False),
+    ("btc cannot", Action.EDIT_BASE_TEST_PLAN, BTC_101, None, False),
+    ("principal cannot", Action.EDIT_BASE_TEST_PLAN, PRINCIPAL_101, None, False),
+    ("the system cannot", Action.EDIT_BASE_TEST_PLAN, SYSTEM, None, False),
+    ("edtech writes any building's", Action.EDIT_CUSTOM_TEST_PLAN, EDTECH, "101", True),
+    ("sectec its own", Action.EDIT_CUSTOM_TEST_PLAN, SECTEC_301, "301", True),
+    ("sectec not another's", Action.EDIT_CUSTOM_TEST_PLAN, SECTEC_302, "301", False),
+    ("btc its own", Action.EDIT_CUSTOM_TEST_PLAN, BTC_101, "101", True),
+    ("btc not another's", Action.EDIT_CUSTOM_TEST_PLAN, BTC_101, "102", False),
+    ("it does not", Action.EDIT_CUSTOM_TEST_PLAN, IT, "101", False),
+    ("principal cannot", Action.EDIT_CUSTOM_TEST_PLAN, PRINCIPAL_101, "101", False),
+    ("no building tech plan is district-wide", Action.EDIT_CUSTOM_TEST_PLAN, BTC_101, None, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("action", "actor", "building", "allowed"),
+    [g[1:] for g in PLAN_GRANTS],
+    ids=[g[0] for g in PLAN_GRANTS],
+)
+def test_who_may_write_test_plans(
+    action: Action, actor: Actor, building: str | None, allowed: bool
+) -> None:
+    assert may(actor, action, building=building) is allowed
+    if allowed:
+        authorize(actor, action, building=building)
+    else:
+        with pytest.raises(Refused):
+            authorize(actor, action, building=building)
+
+
+def test_test_plan_refusals_are_worded_from_the_chart() -> None:
+    with pytest.raises(Refused) as info:
+        authorize(IT, Action.EDIT_CUSTOM_TEST_PLAN, building="101")
+    assert str(info.value) == (
+        "refused: IT cannot change a customized image's test plan (the building's tech "
+        "builds its customized images with EdTech, who tests them)"
+    )
+    with pytest.raises(Refused) as info:
+        authorize(BTC_101, Action.EDIT_BASE_TEST_PLAN, building=None)
+    assert str(info.value) == (
+        "refused: BTC cannot change a base image's test plan (IT builds base images with "
+        "EdTech, who tests them with student and staff logins)"
+    )
