@@ -27,7 +27,8 @@ reachable      ``host``, ``port``                          a TCP connection open
                                                            from the client
 command        ``command``; ``expect_exit`` (default 0);   exits so, and prints
                ``expect_output`` (a substring), optional   the substring
-not_admin      none                                        ``sudo -n true`` fails
+not_admin      ``command`` (an admin command), optional    it fails (by default
+                                                           ``sudo -n true``)
 =============  ==========================================  =====================
 
 Passwords are never in a message, a ``repr`` or an outcome.
@@ -180,7 +181,12 @@ def command_for(check: Check, username: str) -> tuple[str, int, str | None]:
             )
         return text("command"), exit_status(), expected
     if check.kind == "not_admin":
-        return "! sudo -n true", 0, None
+        admin = p.get("command", "sudo -n true")
+        if not isinstance(admin, str) or not admin.strip():
+            raise InvalidInput(
+                f"check {check.name!r}: command is an admin command", field=f"{check.name}.command"
+            )
+        return f"! {admin}", 0, None
     raise InvalidInput(
         f"check {check.name!r}: unknown kind {check.kind!r} (one of {', '.join(KINDS)})",
         field=f"{check.name}.kind",

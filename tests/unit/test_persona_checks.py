@@ -100,3 +100,11 @@ def test_a_timeout_or_a_lost_connection_is_a_failed_outcome_with_why() -> None:
 
 def test_a_login_never_shows_its_password() -> None:
     assert "s3cret" not in repr(LOGIN)
+
+
+def test_not_admin_tries_sudo_or_the_admin_command_the_plan_names() -> None:
+    default, _, _ = command_for(Check("c", "not_admin"), "u")
+    named, _, _ = command_for(
+        Check("c", "not_admin", {"command": "dseditgroup -o checkmember admin"}), "u"
+    )
+    assert (default, named) == ("! sudo -n true", "! dseditgroup -o checkmember admin")
