@@ -9,7 +9,8 @@ kind          what it checks                               parameters
 ============  ===========================================  ====================
 sign_in       the persona can sign in                      none
 home_folder   the persona's home folder exists after it    none
-app_present   an application path exists (and starts)      path, command?, expect_exit?
+app_present   an application path exists (and starts)      path, command? (kept as start),
+                                                           expect_exit?
 app_absent    a path is absent or not executable for it    path
 reachable     host:port answers (printer, file share)      host, port
 command       a shell command as the persona               command, expect_exit?, expect_output?
@@ -165,6 +166,16 @@ class PlanCheck:
     def describe(self) -> str:
         return describe(self.kind, self.params, self.expect)
 
+    def runner_params(self) -> dict[str, Any]:
+        """Parameters and expectation in one mapping, as the check runner
+        (remote/persona_checks.py) takes them: ``expect_exit``, ``expect_output``."""
+        flat = dict(self.params)
+        if isinstance(self.expect.get("exit"), int):
+            flat["expect_exit"] = self.expect["exit"]
+        if "output" in self.expect:
+            flat["expect_output"] = self.expect["output"]
+        return flat
+
 
 @dataclass(frozen=True)
 class DisabledCheck:
@@ -302,7 +313,10 @@ def normalize(
     if spec.path is not None:
         params["path"] = _path(spec.path, where, platform)
     if spec.command is not None:
-        params["command"] = _line(spec.command, where, "command", MAX_COMMAND)
+        # An application's start command is its "start" parameter, as the check runner
+        # (remote/persona_checks.py) names it.
+        key = "start" if kind is CheckKind.APP_PRESENT else "command"
+        params[key] = _line(spec.command, where, "command", MAX_COMMAND)
     if spec.host is not None:
         params["host"] = _host(spec.host, where)
     if spec.port is not None:
@@ -314,7 +328,7 @@ def normalize(
     if kind is CheckKind.NOT_ADMIN:
         params.setdefault("command", NOT_ADMIN_COMMAND[platform])
         expect["exit"] = "nonzero"
-    elif kind is CheckKind.COMMAND or (kind is CheckKind.APP_PRESENT and "command" in params):
+    elif kind is CheckKind.COMMAND or (kind is CheckKind.APP_PRESENT and "start" in params):
         expect.setdefault("exit", 0)
     timeout = DEFAULT_TIMEOUT if spec.timeout is None else spec.timeout
     timeout = _int(timeout, where, "timeout", MIN_TIMEOUT, MAX_TIMEOUT)
@@ -348,8 +362,8 @@ def describe(kind: CheckKind, params: Mapping[str, Any], expect: Mapping[str, An
         return "home folder exists after sign-in"
     if kind is CheckKind.APP_PRESENT:
         text = f"{params['path']} exists"
-        if "command" in params:
-            text += f"; `{params['command']}` exits {expect.get('exit', 0)}"
+        if "start" in params:
+            text += f"; `{params['start']}` exits {expect.get('exit', 0)}"
         return text
     if kind is CheckKind.APP_ABSENT:
         return f"{params['path']} absent or not executable"

@@ -160,6 +160,37 @@ def test_the_digest_is_stable_and_covers_every_field_of_every_check(district: Di
     assert test_plans.plan_digest([same, *plan[1:]]) == test_plans.plan_digest(plan)
 
 
+def test_checks_are_kept_as_the_check_runner_takes_them(district: District) -> None:
+    d = district
+    d.base()
+    lab = d.custom()
+    chrome = r"C:\Program Files\Google\Chrome\Application\chrome.exe"
+    who = d["btc.lincoln"]
+    test_plans.add_check(
+        d.ctx,
+        who,
+        lab,
+        CheckSpec(
+            name="chrome", kind="app_present", persona="both", path=chrome, command="chrome -v"
+        ),
+    )
+    test_plans.add_check(
+        d.ctx, who, lab, _spec(name="whoami", expect_exit=3, expect_output="stu.test101")
+    )
+    view = test_plans.add_check(d.ctx, who, lab, _spec(name="no-admin", kind="not_admin"))
+    app, command, not_admin = view.checks
+    assert app.params == {"path": chrome, "start": "chrome -v"} and app.expect == {"exit": 0}
+    assert app.runner_params() == {"path": chrome, "start": "chrome -v", "expect_exit": 0}
+    assert command.runner_params() == {
+        "command": "whoami",
+        "expect_exit": 3,
+        "expect_output": "stu.test101",
+    }
+    assert not_admin.runner_params() == {"command": "net session"}
+    assert app.describe == f"{chrome} exists; `chrome -v` exits 0"
+    assert command.describe == "`whoami` exits 3, output holds 'stu.test101'"
+
+
 def test_a_released_image_keeps_its_plan_and_one_in_the_chain_changes_it_audited(
     district: District,
 ) -> None:
