@@ -551,22 +551,6 @@ TESTING_GRANTS: list[tuple[str, Action, Actor, str | None, bool]] = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("action", "actor", "building", "allowed"),
-    [g[1:] for g in TESTING_GRANTS],
-    ids=[g[0] for g in TESTING_GRANTS],
-)
-def test_who_may_keep_test_clients_and_test_accounts(
-    action: Action, actor: Actor, building: str | None, allowed: bool
-) -> None:
-    assert may(actor, action, building=building) is allowed
-    if allowed:
-        authorize(actor, action, building=building)
-    else:
-        with pytest.raises(Refused):
-            authorize(actor, action, building=building)
-
-
 def test_test_account_refusals_are_worded_from_the_chart() -> None:
     with pytest.raises(Refused) as info:
         authorize(BTC_101, Action.MANAGE_TEST_ACCOUNTS, building="101")
@@ -612,10 +596,10 @@ PLAN_GRANTS: list[tuple[str, Action, Actor, str | None, bool]] = [
 
 @pytest.mark.parametrize(
     ("action", "actor", "building", "allowed"),
-    [g[1:] for g in PLAN_GRANTS],
-    ids=[g[0] for g in PLAN_GRANTS],
+    [g[1:] for g in TESTING_GRANTS + PLAN_GRANTS],
+    ids=[g[0] for g in TESTING_GRANTS + PLAN_GRANTS],
 )
-def test_who_may_write_test_plans(
+def test_who_may_keep_test_clients_test_accounts_and_test_plans(
     action: Action, actor: Actor, building: str | None, allowed: bool
 ) -> None:
     assert may(actor, action, building=building) is allowed
