@@ -229,7 +229,7 @@ def test_rotate_key_is_it_only_and_the_old_key_reads_nothing_afterwards(
     assert "refused" in refused.stderr and key_file.read_bytes() == old_key
 
     out = orchestrator("--as", "it.rivera", "credentials", "rotate-key")
-    assert "key rotated: 0 credentials and 1 test accounts re-encrypted" in out.stdout
+    assert "key rotated: 0 credentials and 1 test account re-encrypted" in out.stdout
     with engine.connect() as conn:
         token = bytes(conn.execute(sa.text("SELECT ciphertext FROM test_account")).scalar_one())
     with pytest.raises(InvalidToken):
