@@ -20,7 +20,7 @@ recorded for it, from either source: one indexed lookup per client.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -124,14 +124,17 @@ def holds(markers: Iterable[str]) -> sa.ColumnElement[bool]:
     )
 
 
-def installed_refs(session: Session, client_ids: Sequence[int]) -> dict[int, list[str]]:
-    """Per client, the package releases the orchestrator installed there, by reference."""
-    if not client_ids:
+def installed_refs(session: Session, building_ids: Collection[int]) -> dict[int, list[str]]:
+    """Per client of these buildings, the package releases the orchestrator
+    installed there, by reference (filtered by building, never by a list of
+    every client: a district's clients are more than a query's parameters)."""
+    if not building_ids:
         return {}
     q = (
         select(ClientSoftware.client_id, ClientSoftware.releasable_id)
+        .join(Client, col(Client.id) == col(ClientSoftware.client_id))
         .where(
-            col(ClientSoftware.client_id).in_(sorted(set(client_ids))),
+            col(Client.building_id).in_(sorted(set(building_ids))),
             col(ClientSoftware.source) == INSTALLED,
             col(ClientSoftware.releasable_id).is_not(None),
         )

@@ -778,7 +778,7 @@ def list_clients(
             for c, b, hw in session.exec(q)
             if may(actor, Action.READ_CATALOG, building=b.number)
         ]
-        refs = installed.installed_refs(session, [c.id or 0 for c, _, _ in rows])
+        refs = installed.installed_refs(session, {b.id or 0 for _, b, _ in rows})
         for c, b, hw in rows:
             flag = None
             if hw is None:
