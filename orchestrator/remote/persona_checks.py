@@ -37,9 +37,9 @@ Passwords are never in a message, a ``repr`` or an outcome.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator.errors import AuthenticationFailed, InvalidInput, RemoteError, RemoteTimeout
 from orchestrator.remote import ssh
@@ -193,10 +193,14 @@ def command_for(check: Check, username: str) -> tuple[str, int, str | None]:
     )
 
 
-def run_check(session: ssh.Session, check: Check, login: Login) -> CheckOutcome:
+def run_check(
+    session: ssh.Session, check: Check, login: Login, *, platform: str = "mac"
+) -> CheckOutcome:
     """Run ``check`` in ``session`` (signed in as ``login``); never raises for
     what the client shows: a failure, a timeout or a lost connection is a
     failed outcome with why. InvalidInput for a malformed check."""
+    if platform != "mac":
+        raise InvalidInput(f"no persona checks for platform {platform!r} yet", field="platform")
     command, want_exit, want_output = command_for(check, login.username)
 
     def outcome(passed: bool, code: int | None, output: str, message: str) -> CheckOutcome:
@@ -223,3 +227,120 @@ def run_check(session: ssh.Session, check: Check, login: Login) -> CheckOutcome:
             False, result.exit_code, output, f"the output does not contain {want_output!r}"
         )
     return outcome(True, result.exit_code, output, "passed")
+
+
+# ---------------------------------------------------------------------------
+# One persona's whole pass over a test client
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """The test client a persona signs in to."""
+
+    hostname: str
+    platform: str
+    """``mac`` (SSH with the persona's password) or ``pc`` (WinRM as the persona)."""
+    address: str
+    port: int
+    host_key: str | None = None
+    """The pinned SSH host key (Macs)."""
+    winrm_scheme: str = "http"
+    winrm_ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class PersonaResult:
+    """What one persona's pass showed: whether it signed in, and every check's outcome."""
+
+    persona: str
+    username: str
+    signed_in: bool
+    message: str
+    """Empty when signed in; else why not ("sign-in failed for student test account …")."""
+    outcomes: tuple[CheckOutcome, ...]
+
+
+class PersonaChecker(Protocol):
+    """Signs in to a test client as one persona and runs its checks there."""
+
+    def run(
+        self,
+        target: Target,
+        login: Login,
+        checks: Sequence[Check],
+        on_outcome: Callable[[CheckOutcome], None] = ...,
+    ) -> PersonaResult: ...
+
+
+def _not_run(checks: Sequence[Check], login: Login, why: str) -> tuple[CheckOutcome, ...]:
+    return tuple(
+        CheckOutcome(
+            c.name,
+            login.persona,
+            False,
+            "",
+            None,
+            "",
+            why if c.kind == "sign_in" else f"not run: {why}",
+        )
+        for c in checks
+    )
+
+
+class RemotePersonaChecker:
+    """The real checker: SSH with the persona's password for Macs."""
+
+    def __init__(self, *, connect_timeout: float = 15.0) -> None:
+        self.connect_timeout = connect_timeout
+
+    def run(
+        self,
+        target: Target,
+        login: Login,
+        checks: Sequence[Check],
+        on_outcome: Callable[[CheckOutcome], None] = lambda _o: None,
+    ) -> PersonaResult:
+        """Never raises for what the client does (a refused password, an unreachable
+        client): the result says so and every check is a failed outcome.
+
+        Raises: InvalidInput for a malformed check or an unknown platform.
+        """
+        for c in checks:  # a malformed check is the plan's fault: refuse before signing in
+            command_for(c, login.username)
+        if target.platform != "mac":
+            raise InvalidInput(
+                f"no persona checks for platform {target.platform!r} yet", field="platform"
+            )
+        try:
+            session = sign_in(
+                target.address,
+                target.port,
+                host_key=target.host_key or "",
+                login=login,
+                timeout=self.connect_timeout,
+            )
+        except SignInFailed as exc:
+            return self._failed(login, checks, str(exc), on_outcome)
+        except RemoteError as exc:
+            why = f"could not sign in to {target.hostname} as {login.persona}: {exc}"
+            return self._failed(login, checks, why, on_outcome)
+        outcomes = []
+        with session:
+            for c in checks:
+                o = run_check(session, c, login, platform=target.platform)
+                outcomes.append(o)
+                on_outcome(o)
+        return PersonaResult(login.persona, login.username, True, "", tuple(outcomes))
+
+    @staticmethod
+    def _failed(
+        login: Login,
+        checks: Sequence[Check],
+        why: str,
+        on_outcome: Callable[[CheckOutcome], None],
+    ) -> PersonaResult:
+        outcomes = _not_run(checks, login, why)
+        for o in outcomes:
+            on_outcome(o)
+        return PersonaResult(login.persona, login.username, False, why, outcomes)
