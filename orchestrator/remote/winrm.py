@@ -18,7 +18,14 @@ pywinrm errors are translated here, once: a rejected password is
 :class:`AccessDenied` (neither is retried), a refused or unreachable port is
 :class:`HostUnreachable`, and a read timeout is :class:`RemoteTimeout`. A WS-Man
 OperationTimeout answered to Receive means "no output yet": it is re-polled,
-up to ``max_receive_polls`` times, then :class:`RemoteTimeout`.
+up to ``max_receive_polls`` times, then :class:`RemoteTimeout`. A call given
+its own ``timeout`` is bounded by that instead: the OperationTimeout asked of
+the PC is cut to fit, and a command still running at the deadline is stopped
+(Signal terminate) and is :class:`RemoteTimeout`.
+
+:meth:`WinRMClient.run_powershell` sends a script as Ansible's ``raw`` does:
+``powershell.exe -NoProfile -NonInteractive -EncodedCommand <base64 of the
+UTF-16LE text>``, so no quoting of the script reaches ``cmd.exe``.
 
 The password lives only in the client (and pywinrm's session); it is not in
 any ``repr``, log line or exception message.
@@ -26,8 +33,13 @@ any ``repr``, log line or exception message.
 
 from __future__ import annotations
 
+import base64
 import logging
+import math
 import os
+import re
+import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +62,11 @@ REBOOT_CODES = (3010, 1641)
 """ERROR_SUCCESS_REBOOT_REQUIRED and ERROR_SUCCESS_REBOOT_INITIATED."""
 ACCESS_DENIED = 5
 OPERATION_TIMEOUT = 2150858793
+POWERSHELL = "powershell.exe"
+POWERSHELL_OPTIONS = ("-NoProfile", "-NonInteractive", "-EncodedCommand")
+MAX_ENCODED_SCRIPT = 8000
+"""Characters of base64 a script may take: the command line must stay under
+``cmd.exe``'s 8191."""
 
 
 @dataclass(frozen=True)
@@ -184,30 +201,55 @@ class WinRMClient:
             "read_timeout_sec": self.read_timeout,
         }
 
-    def _protocol(self) -> Any:
+    def _protocol(self, timeout: float | None = None) -> Any:
         import winrm
 
-        return winrm.Protocol(password=self.__password, **self.protocol_settings())
+        settings = self.protocol_settings()
+        if timeout is not None:
+            # Ask the PC to answer each Receive within the call's own time, so
+            # a hung command is noticed at its deadline, not 20s later.
+            operation = max(1, min(self.operation_timeout, math.ceil(timeout)))
+            settings["operation_timeout_sec"] = operation
+            settings["read_timeout_sec"] = min(self.read_timeout, operation + 5)
+        return winrm.Protocol(password=self.__password, **settings)
 
-    def run(self, command: str, args: Sequence[str] = ()) -> CommandResult:
-        """Run ``command args…`` in a fresh shell and wait for it to finish.
+    def run_powershell(self, script: str, *, timeout: float | None = None) -> CommandResult:
+        """Run a PowerShell script (see :func:`powershell_command`); a CLIXML
+        error stream is turned back into its text.
+
+        Raises: as :meth:`run`; InvalidInput for a script too long to send.
+        """
+        command, args = powershell_command(script)
+        result = self.run(command, args, timeout=timeout)
+        return CommandResult(result.exit_code, result.stdout, clixml_text(result.stderr))
+
+    def run(
+        self, command: str, args: Sequence[str] = (), *, timeout: float | None = None
+    ) -> CommandResult:
+        """Run ``command args…`` in a fresh shell and wait for it to finish,
+        at most ``timeout`` seconds when given.
 
         Raises:
+            InvalidInput: ``timeout`` is not a positive number of seconds.
             AuthenticationFailed: the user name or password was rejected.
             AccessDenied: the user may not open a shell or run this command.
             HostUnreachable: nothing answers at the endpoint.
-            RemoteTimeout: no answer in time, or still running after
-                ``max_receive_polls`` OperationTimeouts.
+            RemoteTimeout: no answer in time, still running after
+                ``max_receive_polls`` OperationTimeouts, or still running at
+                ``timeout`` (then it has been stopped).
             RemoteError: any other WinRM failure.
         """
+        if timeout is not None and not timeout > 0:
+            raise InvalidInput("a command timeout is a positive number of seconds", field="timeout")
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._translated():
-            protocol = self._protocol()
+            protocol = self._protocol(timeout)
             shell_id = protocol.open_shell(codepage=65001)
             healthy = True
             try:
                 command_id = protocol.run_command(shell_id, command, list(args))
                 try:
-                    stdout, stderr, code = self._receive(protocol, shell_id, command_id)
+                    stdout, stderr, code = self._receive(protocol, shell_id, command_id, deadline)
                 except Exception as exc:
                     healthy = _session_still_usable(exc)
                     raise
@@ -242,7 +284,9 @@ class WinRMClient:
             )
         return result.stdout.strip()
 
-    def _receive(self, protocol: Any, shell_id: str, command_id: str) -> tuple[bytes, bytes, int]:
+    def _receive(
+        self, protocol: Any, shell_id: str, command_id: str, deadline: float | None
+    ) -> tuple[bytes, bytes, int]:
         from winrm.exceptions import WinRMOperationTimeoutError
 
         out: list[bytes] = []
@@ -252,11 +296,13 @@ class WinRMClient:
                 stdout, stderr, code, done = protocol.get_command_output_raw(shell_id, command_id)
             except WinRMOperationTimeoutError:
                 log.debug("%s: no output yet (OperationTimeout), polling again", self.endpoint.url)
-                continue
-            out.append(stdout)
-            err.append(stderr)
-            if done:
-                return b"".join(out), b"".join(err), int(code)
+            else:
+                out.append(stdout)
+                err.append(stderr)
+                if done:
+                    return b"".join(out), b"".join(err), int(code)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _PastDeadline()
         raise _Exhausted(self.max_receive_polls)
 
     @contextmanager
@@ -274,6 +320,10 @@ class WinRMClient:
         where = self.endpoint.url
         try:
             yield
+        except _PastDeadline:
+            raise RemoteTimeout(
+                f"the command was still running at its deadline at {where}: stopped", host=host
+            ) from None
         except _Exhausted as exc:
             raise RemoteTimeout(
                 f"the command still had not finished after {exc.polls} polls "
@@ -321,6 +371,10 @@ class WinRMClient:
             raise RemoteError(f"HTTP failed at {where}: {type(exc).__name__}", host=host) from exc
 
 
+class _PastDeadline(Exception):
+    pass
+
+
 class _Exhausted(Exception):
     def __init__(self, polls: int) -> None:
         super().__init__(polls)
@@ -342,3 +396,39 @@ def _is_read_timeout(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def powershell_command(script: str) -> tuple[str, list[str]]:
+    """(program, arguments) that run ``script`` in Windows PowerShell:
+    ``powershell.exe -NoProfile -NonInteractive -EncodedCommand <base64>``.
+
+    Raises: InvalidInput when the encoded script would not fit a command line.
+    """
+    encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+    if len(encoded) > MAX_ENCODED_SCRIPT:
+        raise InvalidInput(
+            f"the PowerShell script is too long to send ({len(script)} characters)",
+            field="script",
+        )
+    return POWERSHELL, [*POWERSHELL_OPTIONS, encoded]
+
+
+_CLIXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+
+
+def clixml_text(stream: str) -> str:
+    """The text of a ``#< CLIXML`` error stream (what PowerShell writes to a
+    redirected stderr), or ``stream`` unchanged when it is not CLIXML."""
+    marker = "#< CLIXML"
+    if not stream.startswith(marker):
+        return stream
+    try:
+        root = ET.fromstring(stream[len(marker) :].strip())
+    except ET.ParseError:
+        return stream
+    lines = [
+        _CLIXML_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), el.text or "")
+        for el in root.iter()
+        if el.tag.rsplit("}", 1)[-1] == "S" and el.get("S") == "Error"
+    ]
+    return "".join(lines) if lines else stream

@@ -18,20 +18,30 @@ service does for WinRS shells, closely enough for pywinrm and Ansible's
   :attr:`WinRMResponder.plaintext_bodies` so a test can assert none arrived.
 * WinRS operations: Create (a shell), Command, Send (stdin), Receive (base64
   streams, ``CommandState/Done`` with the exit code), Signal (terminate),
-  Delete (the shell). Commands are answered from a small table
-  (:data:`COMMANDS`); ``powershell ... -EncodedCommand <base64 UTF-16LE>``
-  is decoded and the script text looked up in the same table, which is how
-  Ansible's ``raw`` module arrives.
+  Delete (the shell). Commands are answered from tables: first the
+  signed-in user's own (``user_commands``: user → command line or script
+  text → :class:`Answer`), so a student and a staff account can be shown
+  different things, then the shared :data:`COMMANDS`. ``powershell ...
+  -EncodedCommand <base64 UTF-16LE>`` is decoded and the script text looked
+  up in the same tables, which is how Ansible's ``raw`` module and the
+  orchestrator's PC persona checks arrive. Keys are compared lower case with
+  runs of white space made one space.
 * Faults as Windows sends them (HTTP 500, SOAP 1.2 fault with a
   ``WSManFault`` detail): access denied (code 5) for the command
-  :data:`DENIED_COMMAND` or for any user in ``denied_users`` (at Create);
-  OperationTimeout (code 2150858793) answered to Receive ``operation_timeouts``
-  times before :data:`SLOW_COMMAND` completes; and ``hang_seconds`` to make
-  Receive answer nothing for that long.
+  :data:`DENIED_COMMAND` (unless the user's own table answers it, e.g. with
+  :data:`NET_SESSION_REFUSED`, which is what Windows prints to a non-admin)
+  or for any user in ``denied_users`` (at Create); OperationTimeout (code
+  2150858793) answered to Receive ``operation_timeouts`` times before
+  :data:`SLOW_COMMAND` completes; an answer with ``hangs=True`` never
+  completes: every Receive waits out the OperationTimeout the client asked
+  for and answers OperationTimeout, as Windows does while a command runs,
+  until the client stops it (Signal); and ``hang_seconds`` to make Receive
+  answer nothing for that long.
 
 What it does not do: run anything. There is no PowerShell behind it, so
 Ansible modules (``win_ping``, ``win_package``, fact gathering) cannot run
-against it; only ``raw`` commands in the table answer.
+against it, and a script's answer is whatever its table says, not what the
+script would do on Windows; only commands in the tables answer.
 """
 
 from __future__ import annotations
@@ -98,6 +108,17 @@ class Answer:
     stdout: str = ""
     stderr: str = ""
     exit_code: int = 0
+    hangs: bool = False
+    """Never completes (see the module docstring)."""
+
+
+NET_SESSION_REFUSED = Answer(
+    stderr="System error 5 has occurred.\r\n\r\nAccess is denied.\r\n\r\n", exit_code=2
+)
+"""What ``net session`` answers a user who is not an administrator."""
+NET_SESSION_ADMIN = Answer("There are no entries in the list.\r\n\r\n")
+"""What ``net session`` answers an administrator when no one is connected."""
+HANGS = Answer(hangs=True)
 
 
 def _ipconfig(hostname: str) -> Answer:
@@ -203,8 +224,13 @@ class WinRMResponder:
         denied_users: set[str] | None = None,
         operation_timeouts: int = 3,
         hang_seconds: float = 0.0,
+        user_commands: Mapping[str, Mapping[str, Answer]] | None = None,
     ) -> None:
         self.users = dict(users or {"orchestrator": "Corr3ct-Horse!"})
+        self.user_commands = {
+            user.lower(): {_normal(line): answer for line, answer in table.items()}
+            for user, table in (user_commands or {}).items()
+        }
         self.hostname = hostname
         self.denied_users = {u.lower() for u in (denied_users or set())}
         self.operation_timeouts = operation_timeouts
@@ -366,11 +392,14 @@ class WinRMResponder:
             script = decode_powershell(line)
             rec.command_line, rec.script = line, script
             key = _normal(script if script is not None else line)
-            if key == DENIED_COMMAND:
+            own = self.user_commands.get(user.lower(), {}).get(key)
+            if own is None and key == DENIED_COMMAND:
                 raise _access_denied()
             known = COMMANDS.get(key)
             answer = (
-                known(self.hostname)
+                own
+                if own is not None
+                else known(self.hostname)
                 if known
                 else Answer(
                     stderr=f"'{key.split(' ')[0] if key else ''}' is not recognized as an "
@@ -381,7 +410,9 @@ class WinRMResponder:
             command_id = str(uuid.uuid4()).upper()
             with self.lock:
                 commands[command_id] = _Command(
-                    line, answer, self.operation_timeouts if key == SLOW_COMMAND else 0
+                    line,
+                    answer,
+                    self.operation_timeouts if key == SLOW_COMMAND and own is None else 0,
                 )
             return (
                 f"<rsp:CommandResponse><rsp:CommandId>{command_id}</rsp:CommandId>"
@@ -400,8 +431,11 @@ class WinRMResponder:
             rec.command_line = command.line
             if self.hang_seconds:
                 self._stopping.wait(self.hang_seconds)
+            hangs = command.answer is not None and command.answer.hangs
+            if hangs:
+                self._stopping.wait(_seconds(_text(header, "w:OperationTimeout")))
             with self.lock:
-                if command.timeouts_left > 0:
+                if hangs or command.timeouts_left > 0:
                     command.timeouts_left -= 1
                     timed_out = True
                 else:
@@ -453,6 +487,12 @@ class WinRMResponder:
                 "w:InvalidParameter", 2150858882, f"The command {cid} is not running in the shell."
             )
         return command
+
+
+def _seconds(duration: str) -> float:
+    """Seconds of an xs:duration such as ``PT20S`` or ``PT1.500S`` (20 if absent)."""
+    match = re.fullmatch(r"PT(\d+(?:\.\d+)?)S", duration.strip())
+    return float(match.group(1)) if match else 20.0
 
 
 def _text(el: ET.Element | None, path: str) -> str:
