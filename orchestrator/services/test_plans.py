@@ -56,6 +56,7 @@ from enum import StrEnum
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from orchestrator.db.models import Releasable, TestCheck
@@ -577,10 +578,9 @@ def _add(
         spec, Platform(image.platform), index=index
     )
     where = _where(name, index)
-    existing = {r.name: r for r in _rows(session, image.id)}
-    if name in existing:
-        what = "disabled there" if existing[name].disabled_reason is not None else "already there"
-        raise _dup(where, f"{ref_of(image)} has a check named {name!r} ({what})")
+    taken = _taken(session, image, name, where)
+    if taken is not None:
+        raise taken
     if image.base_id is not None:
         base = session.get(Releasable, image.base_id)
         assert base is not None
@@ -602,17 +602,35 @@ def _add(
         created_by=actor.username,
         created_at=ctx.now(),
     )
-    session.add(row)
-    session.flush()
+    try:
+        # A savepoint, so that losing a race for the name leaves the transaction
+        # usable to read the winner's row and answer as a sequential duplicate.
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError as exc:
+        taken = _taken(session, image, name, where)
+        if taken is None:
+            raise
+        raise taken from exc
     return row
+
+
+def _taken(session: Session, image: Releasable, name: str, where: str) -> Duplicate | None:
+    """The error for a name the image's own plan already uses, if it does."""
+    row = next((r for r in _rows(session, image.id) if r.name == name), None)
+    if row is None:
+        return None
+    what = "disabled there" if row.disabled_reason is not None else "already there"
+    return _dup(where, f"{ref_of(image)} has a check named {name!r} ({what})")
 
 
 def add_check(ctx: Context, actor: Actor, ref: str, spec: CheckSpec) -> PlanView:
     """Add one check to the image's own plan.
 
     Raises:
-        InvalidInput (bad check; package ref), Duplicate (name taken, or inherited),
-        NotFound, Refused, Conflict (the image is published or later).
+        InvalidInput (bad check; package ref), Duplicate (name taken, or inherited;
+        also when someone else added that name at the same moment), NotFound,
+        Refused, Conflict (the image is published or later).
     """
     with transaction(ctx.engine) as session:
         image = _editable(session, actor, ref)

@@ -4,12 +4,14 @@ the plan's digest (services/test_plans.py), on both backends."""
 from __future__ import annotations
 
 import itertools
+import threading
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlmodel import col, func, select
+from sqlalchemy import event
+from sqlmodel import Session, col, func, select
 
 from orchestrator.db.models import AuditEntry, TestCheck
 from orchestrator.db.session import transaction
@@ -510,3 +512,69 @@ def test_the_effective_plan_is_the_base_minus_disabled_then_own_and_its_digest_f
             seen.append((checks, digest))
     for (plan_a, digest_a), (plan_b, digest_b) in itertools.combinations(seen, 2):
         assert (plan_a == plan_b) is (digest_a == digest_b)
+
+
+# ---------------------------------------------------------------------------
+# Two people adding the same check at once
+# ---------------------------------------------------------------------------
+
+
+def test_two_techs_adding_the_same_check_at_once_one_wins_the_other_gets_the_duplicate_error(
+    district: District,
+) -> None:
+    """Both add 'lab-printer' to 101/lab@1.0 at the same moment, in two sessions.
+
+    On PostgreSQL both transactions have checked that the name is free before
+    either writes its row (they meet at a barrier as the row is about to be
+    written), so the database's unique constraint is what stops the second.
+    SQLite's writers take the write lock as their transaction begins, so there
+    the second waits for the first to commit and meets the ordinary check; a
+    barrier inside the transaction would wait for a thread that cannot get there.
+    """
+    d = district
+    d.base()
+    lab = d.custom()
+    overlap = d.ctx.engine.dialect.name == "postgresql"
+    start = threading.Barrier(2)
+    both_checked = threading.Barrier(2)
+    waited: set[int] = set()
+
+    def write_after_both_checked(session: Session, *_: object) -> None:
+        new_check = any(isinstance(o, TestCheck) for o in session.new)
+        if overlap and new_check and threading.get_ident() not in waited:
+            waited.add(threading.get_ident())
+            both_checked.wait()
+
+    outcomes: dict[str, object] = {}
+
+    def add(username: str) -> None:
+        start.wait()
+        try:
+            test_plans.add_check(d.ctx, d[username], lab, PRINTER)
+            outcomes[username] = "added"
+        except Exception as exc:
+            both_checked.abort()  # the other thread fails instead of waiting for this one
+            outcomes[username] = exc
+
+    threads = [threading.Thread(target=add, args=(u,)) for u in ("btc.lincoln", "edtech.grace")]
+    event.listen(Session, "before_flush", write_after_both_checked)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        event.remove(Session, "before_flush", write_after_both_checked)
+
+    assert list(outcomes.values()).count("added") == 1, outcomes
+    (loser,) = [o for o in outcomes.values() if o != "added"]
+    assert isinstance(loser, Duplicate), repr(loser)
+    assert str(loser) == (
+        "check 'lab-printer': name: 101/lab@1.0 has a check named 'lab-printer' (already there)"
+    )
+    assert loser.field == "name"
+    assert [(name, reason) for _, name, reason in _rows(d)] == [("lab-printer", None)]
+    entries = audit.entries(d.ctx, d["it.ana"], object_kind=Kind.CUSTOM_IMAGE.value)
+    assert [e.action for e in entries if e.action.startswith("test_plan.")] == ["test_plan.add"]
+    view = test_plans.show_plan(d.ctx, d["btc.lincoln"], lab)
+    assert [c.name for c in view.checks] == ["lab-printer"]
