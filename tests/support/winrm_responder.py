@@ -323,6 +323,12 @@ class WinRMResponder:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
+    def add_answers(self, user: str, answers: Mapping[str, Answer]) -> None:
+        """Add to (or replace in) ``user``'s own table while running."""
+        with self.lock:
+            table = self.user_commands.setdefault(user.lower(), {})
+            table.update({_normal(line): answer for line, answer in answers.items()})
+
     # -- WinRS ----------------------------------------------------------------
 
     def handle(self, xml: bytes, user: str) -> tuple[int, str]:
@@ -392,7 +398,8 @@ class WinRMResponder:
             script = decode_powershell(line)
             rec.command_line, rec.script = line, script
             key = _normal(script if script is not None else line)
-            own = self.user_commands.get(user.lower(), {}).get(key)
+            with self.lock:
+                own = self.user_commands.get(user.lower(), {}).get(key)
             if own is None and key == DENIED_COMMAND:
                 raise _access_denied()
             known = COMMANDS.get(key)
