@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
@@ -55,6 +55,9 @@ from orchestrator.services.refs import (
     ref_of,
 )
 from orchestrator.services.transitions import move
+
+if TYPE_CHECKING:
+    from orchestrator.services.test_plans import CarriedPlan
 
 # ---------------------------------------------------------------------------
 # References and reading
@@ -945,6 +948,8 @@ class RebaseResult:
     view: ReleasableView
     dropped_models: list[str]
     dropped_packages: list[str]
+    plan: CarriedPlan
+    """The test plan entries carried from the older version, and those left behind."""
 
 
 def rebase(
@@ -956,7 +961,8 @@ def rebase(
     version: str | None = None,
 ) -> RebaseResult:
     """Carry a customized image's customization onto a newer base, as a new draft
-    version that goes through the whole chain again.
+    version that goes through the whole chain again. Its test plan's own checks
+    and disablings come with it (:func:`test_plans.carry_plan`).
 
     Raises:
         Refused, NotFound, InvalidInput (no newer base; bad version), Duplicate,
@@ -1050,10 +1056,16 @@ def rebase(
             session.add(ImagePackage(image_id=row.id, package_id=p.id))
         session.flush()
         view = _finish_create(ctx, session, actor, row, "custom_image.rebase")
+        # test_plans builds on this module (resolve, subject), so it is imported
+        # when a rebase runs rather than when the catalog loads.
+        from orchestrator.services import test_plans
+
+        plan = test_plans.carry_plan(session, ctx, actor, old, row)
         return RebaseResult(
             view,
             sorted(hardware.model_ref(m) for m in dropped_models),
             sorted(ref_of(p) for p in dropped_pkgs),
+            plan,
         )
 
 

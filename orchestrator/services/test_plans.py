@@ -45,6 +45,21 @@ customized image is always built on a published base, the inherited part of
 its plan never moves under it. A plan change does not send the image back to
 draft (the plan is not the image's content); test evidence is bound to the
 plan's digest as well, so a run against an older plan no longer matches.
+
+**New versions.** The plan is the building's, not the version's: a rebase's
+new draft carries the older version's own checks and its disablings, each
+reason and author with it (:func:`carry_plan`, audited ``test_plan.carry``
+with what was and was not carried). What the new base makes impossible is
+left behind and said so, in the rebase's result and that audit entry, never
+silently: a disabling of a check the new base no longer has is dropped, its
+reason quoted (the new base is published, so such a check can never come
+back to apply, and a kept entry would only hold its name against an own
+check); an own check whose name the new base now uses is dropped too, since
+the inherited check of that name applies. A carried disabling describes the
+new base's check of that name. The older version keeps its plan as it was.
+Carrying takes the right to rebase (:data:`Action.MAINTAIN_CUSTOM`), as it
+changes no decision the building made; a frozen image's plan is never
+carried onto.
 """
 
 from __future__ import annotations
@@ -515,6 +530,12 @@ def _editable(session: Session, actor: Actor, ref: str) -> Releasable:
         else Action.EDIT_CUSTOM_TEST_PLAN
     )
     authorize(actor, action, building=building_of(image))
+    _require_open(image)
+    return image
+
+
+def _require_open(image: Releasable) -> None:
+    """Raises: Conflict: the image is published or later, and its plan with it."""
     state = State(image.state)
     if state not in lifecycle.REVISABLE:
         label = "published" if image.kind == Kind.BASE_IMAGE.value else "released"
@@ -524,7 +545,6 @@ def _editable(session: Session, actor: Actor, ref: str) -> Releasable:
             f"{Kind(image.kind).label} {ref_of(image)} is {label}; its test plan is frozen "
             "with it (create a new version to test with another plan)"
         )
-    return image
 
 
 def _snapshot(row: TestCheck) -> dict[str, Any]:
@@ -757,6 +777,120 @@ def remove_check(ctx: Context, actor: Actor, ref: str, name: str) -> tuple[PlanV
             before=before,
         )
         return _plan(session, image), enabled
+
+
+# ---------------------------------------------------------------------------
+# A new version of a customized image
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NotCarried:
+    """An entry of the older version's plan that its new version does not take."""
+
+    name: str
+    entry: str
+    """``disabled`` (a disabling of an inherited check) or ``own`` (an own check)."""
+    why: str
+
+    @property
+    def describe(self) -> str:
+        what = f"disabling of {self.name!r}" if self.entry == "disabled" else repr(self.name)
+        return f"{what} ({self.why})"
+
+
+@dataclass(frozen=True)
+class CarriedPlan:
+    """What :func:`carry_plan` copied from the older version, and what it left."""
+
+    source: str
+    checks: list[str] = field(default_factory=list)
+    """The own checks carried, in their order."""
+    disabled: list[str] = field(default_factory=list)
+    """The disablings carried, each with its reason."""
+    not_carried: list[NotCarried] = field(default_factory=list)
+
+
+def carry_plan(
+    session: Session, ctx: Context, actor: Actor, old: Releasable, new: Releasable
+) -> CarriedPlan:
+    """Give ``new``, a new version of the customized image ``old`` (a rebase's
+    draft), the older version's own checks and disablings, inside the caller's
+    transaction, audited as ``test_plan.carry`` on ``new``. What the new base
+    makes impossible is left behind, said in the result and the audit entry (see
+    the module docstring).
+
+    Raises:
+        Refused: the actor may not maintain the building's customized images.
+        InvalidInput: ``new`` is not a version of the same customized image.
+        Conflict: ``new``'s plan is frozen, or it has entries of its own already.
+    """
+    catalog.authorize_maintain(actor, new)
+    if (
+        old.kind != Kind.CUSTOM_IMAGE.value
+        or (new.kind, new.scope_key, new.name) != (old.kind, old.scope_key, old.name)
+        or new.id == old.id
+    ):
+        raise InvalidInput(
+            f"{ref_of(new)} is not a new version of the customized image {ref_of(old)}",
+            field="image",
+        )
+    _require_open(new)
+    if _rows(session, new.id):
+        raise Conflict(
+            f"{ref_of(new)} has a test plan of its own already; {ref_of(old)}'s is not "
+            "carried over it"
+        )
+    assert new.id is not None and new.base_id is not None
+    base = session.get(Releasable, new.base_id)
+    assert base is not None
+    inherited = {r.name: r for r in _rows(session, base.id) if r.disabled_reason is None}
+    result = CarriedPlan(source=ref_of(old))
+    carried: list[dict[str, Any]] = []
+    for r in _rows(session, old.id):
+        if r.disabled_reason is not None and r.name not in inherited:
+            why = f"{ref_of(base)} has no check {r.name!r}; the reason was: {r.disabled_reason}"
+            result.not_carried.append(NotCarried(r.name, "disabled", why))
+            continue
+        if r.disabled_reason is None and r.name in inherited:
+            why = f"{ref_of(base)} has a check of that name, which it now inherits"
+            result.not_carried.append(NotCarried(r.name, "own", why))
+            continue
+        # A disabling describes the check it turns off: the new base's, by name.
+        like = inherited[r.name] if r.disabled_reason is not None else r
+        row = TestCheck(
+            releasable_id=new.id,
+            name=r.name,
+            personas=like.personas,
+            kind=like.kind,
+            params=dict(like.params),
+            expect=dict(like.expect),
+            timeout_s=like.timeout_s,
+            disabled_reason=r.disabled_reason,
+            # Whoever wrote the check or the reason, not whoever rebased it.
+            created_by=r.created_by,
+            created_at=r.created_at,
+        )
+        session.add(row)
+        carried.append(_snapshot(row))
+        (result.disabled if r.disabled_reason is not None else result.checks).append(r.name)
+    if not carried and not result.not_carried:
+        return result
+    left = "; ".join(n.describe for n in result.not_carried)
+    _audit(
+        session,
+        ctx,
+        actor,
+        new,
+        "test_plan.carry",
+        before={"from": ref_of(old), "digest": _plan(session, old).digest},
+        after={
+            "checks": carried,
+            "not_carried": [asdict(n) for n in result.not_carried],
+        },
+        reason=f"carried from {ref_of(old)}" + (f"; not carried: {left}" if left else ""),
+    )
+    return result
 
 
 def check_dict(check: PlanCheck) -> dict[str, Any]:

@@ -38,10 +38,12 @@ PRINTER = CheckSpec(
 )
 
 
-def _planned_base(d: District, version: str = "2026.1") -> str:
+def _planned_base(
+    d: District, version: str = "2026.1", checks: list[CheckSpec] = BASE_CHECKS
+) -> str:
     """A published PC elementary base whose plan EdTech and IT wrote while it was a draft."""
     ref = d.base(version=version, to=State.DRAFT)
-    for i, spec in enumerate(BASE_CHECKS):
+    for i, spec in enumerate(checks):
         test_plans.add_check(d.ctx, d["edtech.grace" if i % 2 else "it.ana"], ref, spec)
     d.walk(Kind.BASE_IMAGE, ref, State.PUBLISHED)
     return ref
@@ -578,3 +580,186 @@ def test_two_techs_adding_the_same_check_at_once_one_wins_the_other_gets_the_dup
     assert [e.action for e in entries if e.action.startswith("test_plan.")] == ["test_plan.add"]
     view = test_plans.show_plan(d.ctx, d["btc.lincoln"], lab)
     assert [c.name for c in view.checks] == ["lab-printer"]
+
+
+# ---------------------------------------------------------------------------
+# A rebase carries the building's plan to the new version
+# ---------------------------------------------------------------------------
+
+
+def _released_lab_with_its_plan(d: District, base: str) -> str:
+    """101/lab@1.0 on ``base``: its printer and wifi checks, Firefox and not-admin
+    disabled with reasons by EdTech and the building's tech; then released."""
+    lab = d.custom(base=base)
+    test_plans.add_check(d.ctx, d["btc.lincoln"], lab, PRINTER)
+    test_plans.disable_check(d.ctx, d["edtech.grace"], lab, "firefox", "the lab uses Chrome")
+    test_plans.add_check(d.ctx, d["edtech.grace"], lab, _spec(name="wifi", command="netsh wlan"))
+    test_plans.disable_check(d.ctx, d["btc.lincoln"], lab, "not-admin", "kiosk accounts")
+    d.walk(Kind.CUSTOM_IMAGE, lab, State.PUBLISHED, author="btc.lincoln")
+    return lab
+
+
+def _carry_entries(d: District) -> list[Any]:
+    entries = audit.entries(d.ctx, d["it.ana"], object_kind=Kind.CUSTOM_IMAGE.value)
+    return [e for e in entries if e.action == "test_plan.carry"]
+
+
+def test_a_rebase_carries_the_buildings_own_checks_and_disablings_with_their_reasons(
+    district: District,
+) -> None:
+    d = district
+    old_base = _planned_base(d)
+    lab = _released_lab_with_its_plan(d, old_base)
+    before = test_plans.show_plan(d.ctx, d["btc.lincoln"], lab)
+    new_base = _planned_base(d, version="2026.2")
+
+    result = catalog.rebase(d.ctx, d["btc.lincoln"], lab)
+
+    assert result.view.ref == "101/lab@1.1"
+    assert result.plan == test_plans.CarriedPlan(
+        source=lab, checks=["lab-printer", "wifi"], disabled=["firefox", "not-admin"]
+    )
+    after = test_plans.show_plan(d.ctx, d["principal.lincoln"], "101/lab@1.1")
+    assert (after.base, after.state, after.editable) == (new_base, State.DRAFT, True)
+    assert [(c.name, c.origin, c.source) for c in after.checks] == [
+        ("sign-in", Origin.BASE, new_base),
+        ("home-folder", Origin.BASE, new_base),
+        ("lab-printer", Origin.OWN, "101/lab@1.1"),
+        ("wifi", Origin.OWN, "101/lab@1.1"),
+    ]
+    assert [(c.params, c.timeout_s) for c in after.checks[2:]] == [
+        (c.params, c.timeout_s) for c in before.checks[2:]
+    ]
+    assert after.disabled == [
+        test_plans.DisabledCheck("not-admin", "kiosk accounts", "btc.lincoln", new_base),
+        test_plans.DisabledCheck("firefox", "the lab uses Chrome", "edtech.grace", new_base),
+    ]
+    # The same checks in the same places: the same plan, whichever version runs it.
+    assert after.digest == before.digest
+    # The released version keeps its plan as it was.
+    assert test_plans.show_plan(d.ctx, d["btc.lincoln"], lab) == before
+
+    (carry,) = _carry_entries(d)
+    assert (carry.actor, carry.object_ref) == ("btc.lincoln", "101/lab@1.1")
+    assert carry.reason == "carried from 101/lab@1.0"
+    assert carry.digest == after.digest
+    assert carry.before == {"from": lab, "digest": before.digest}
+    assert carry.after is not None
+    assert [(c["name"], c.get("disabled_reason")) for c in carry.after["checks"]] == [
+        ("lab-printer", None),
+        ("firefox", "the lab uses Chrome"),
+        ("wifi", None),
+        ("not-admin", "kiosk accounts"),
+    ]
+    assert carry.after["not_carried"] == []
+    # The carried plan is the new draft's to change, like any other.
+    test_plans.remove_check(d.ctx, d["btc.lincoln"], "101/lab@1.1", "wifi")
+    assert [c.name for c in test_plans.effective_plan(d.ctx, d["it.ana"], lab)][-1] == "wifi"
+
+
+def test_a_rebase_leaves_behind_what_the_new_base_makes_impossible_and_says_so(
+    district: District,
+) -> None:
+    """The new base dropped 'not-admin' (which the lab disabled) and took up a
+    'lab-printer' check of its own (the lab's own check's name)."""
+    d = district
+    lab = _released_lab_with_its_plan(d, _planned_base(d))
+    base_printer = CheckSpec(
+        name="lab-printer", kind="reachable", persona="both", host="print.test", port=9100
+    )
+    new_checks = [c for c in BASE_CHECKS if c.name != "not-admin"] + [base_printer]
+    new_base = _planned_base(d, version="2026.2", checks=new_checks)
+
+    result = catalog.rebase(d.ctx, d["btc.lincoln"], lab)
+
+    gone_disabling = test_plans.NotCarried(
+        "not-admin",
+        "disabled",
+        f"{new_base} has no check 'not-admin'; the reason was: kiosk accounts",
+    )
+    gone_own = test_plans.NotCarried(
+        "lab-printer",
+        "own",
+        f"{new_base} has a check of that name, which it now inherits",
+    )
+    assert result.plan == test_plans.CarriedPlan(
+        source=lab, checks=["wifi"], disabled=["firefox"], not_carried=[gone_own, gone_disabling]
+    )
+    view = test_plans.show_plan(d.ctx, d["btc.lincoln"], result.view.ref)
+    assert [(c.name, c.origin) for c in view.checks] == [
+        ("sign-in", Origin.BASE),
+        ("home-folder", Origin.BASE),
+        ("lab-printer", Origin.BASE),
+        ("wifi", Origin.OWN),
+    ]
+    assert view.checks[2].params == {"host": "print.test", "port": 9100}
+    assert [(x.name, x.reason) for x in view.disabled] == [("firefox", "the lab uses Chrome")]
+    # Nothing of the old plan is left in the new one's rows but what applies.
+    new_id = catalog.show(d.ctx, d["it.ana"], Kind.CUSTOM_IMAGE, result.view.ref).id
+    assert sorted((n, r) for i, n, r in _rows(d) if i == new_id) == [
+        ("firefox", "the lab uses Chrome"),
+        ("wifi", None),
+    ]
+
+    (carry,) = _carry_entries(d)
+    assert carry.actor == "btc.lincoln"
+    assert carry.reason == (
+        "carried from 101/lab@1.0; not carried: 'lab-printer' "
+        f"({new_base} has a check of that name, which it now inherits); disabling of "
+        f"'not-admin' ({new_base} has no check 'not-admin'; the reason was: kiosk accounts)"
+    )
+    assert carry.after is not None
+    assert carry.after["not_carried"] == [
+        {"name": "lab-printer", "entry": "own", "why": gone_own.why},
+        {"name": "not-admin", "entry": "disabled", "why": gone_disabling.why},
+    ]
+
+
+def test_a_rebase_of_an_image_with_no_plan_of_its_own_writes_no_plan_entry(
+    district: District,
+) -> None:
+    d = district
+    old_base = _planned_base(d)
+    lab = d.custom(base=old_base, to=State.PUBLISHED)
+    _planned_base(d, version="2026.2")
+    result = catalog.rebase(d.ctx, d["btc.lincoln"], lab)
+    assert result.plan == test_plans.CarriedPlan(source=lab)
+    assert _carry_entries(d) == []
+    assert [c.name for c in test_plans.effective_plan(d.ctx, d["btc.lincoln"], "101/lab@1.1")] == [
+        "sign-in",
+        "home-folder",
+        "not-admin",
+        "firefox",
+    ]
+
+
+def test_a_plan_is_never_carried_onto_a_frozen_image_a_planned_one_or_by_an_outsider(
+    district: District,
+) -> None:
+    d = district
+    lab = _released_lab_with_its_plan(d, _planned_base(d))
+    _planned_base(d, version="2026.2")
+    catalog.rebase(d.ctx, d["btc.lincoln"], lab)
+    newer = "101/lab@1.1"
+    d.walk(Kind.CUSTOM_IMAGE, newer, State.PUBLISHED, author="btc.lincoln")
+    other = d.custom(base="pc-elementary@2026.2", name="library")
+    rows_before, audit_before = _rows(d), _audit_count(d)
+
+    def carry(username: str, old_ref: str, new_ref: str) -> None:
+        with transaction(d.ctx.engine) as s:
+            old = catalog.resolve(s, d["btc.lincoln"], Kind.CUSTOM_IMAGE, old_ref)
+            new = catalog.resolve(s, d["btc.lincoln"], Kind.CUSTOM_IMAGE, new_ref)
+            test_plans.carry_plan(s, d.ctx, d[username], old, new)
+
+    with pytest.raises(Conflict, match="101/lab@1.1 is released; its test plan is frozen"):
+        carry("btc.lincoln", lab, newer)
+    with pytest.raises(InvalidInput, match="101/library@1.0 is not a new version of .*lab@1.0"):
+        carry("btc.lincoln", lab, other)
+    draft = catalog.rebase(d.ctx, d["btc.lincoln"], lab, version="1.2").view.ref
+    rows_before, audit_before = _rows(d), _audit_count(d)
+    with pytest.raises(Conflict, match="101/lab@1.2 has a test plan of its own already"):
+        carry("btc.lincoln", lab, draft)
+    for outsider in ("edtech.grace", "btc.garcia", "principal.lincoln"):
+        with pytest.raises(Refused):
+            carry(outsider, lab, draft)
+    assert (_rows(d), _audit_count(d)) == (rows_before, audit_before)
