@@ -201,7 +201,48 @@ class Decision(SQLModel, table=True):
     role: str = Field(max_length=16)
     reason: str = Field(default="", max_length=2000)
     digest: str = Field(max_length=71)
+    overridden: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=_json(list),
+        description="failing checks a test sign-off overrode: persona, check, image test",
+    )
     at: datetime = Field(sa_column=_utc())
+
+
+class ImageTest(SQLModel, table=True):
+    """One image test run: the image put on a test client, then the plan's checks as
+    the student and the staff test account. Its per-persona results are TestRun rows."""
+
+    __tablename__ = "image_test"
+    __test__ = False  # not a pytest class
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('running', 'passed', 'failed', 'error')", name="image_test_status"
+        ),
+        sa.Index(
+            "image_test_one_running_per_client",
+            "client_id",
+            unique=True,
+            sqlite_where=sa.text("status = 'running'"),
+            postgresql_where=sa.text("status = 'running'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    releasable_id: int = Field(foreign_key="releasable.id", index=True)
+    client_id: int = Field(foreign_key="client.id")
+    client: str = Field(max_length=63, description="the test client's hostname")
+    accounts_building: str = Field(max_length=6, description="whose test accounts signed in")
+    digest: str = Field(max_length=71, description="the image's digest when it was tested")
+    plan_digest: str = Field(max_length=71)
+    status: str = Field(max_length=8)
+    reason: str = Field(default="", max_length=2000)
+    delivery_run_id: int | None = Field(default=None, foreign_key="run.id")
+    owner: str = Field(max_length=120, description="host:pid of the process running it")
+    actor_id: int = Field(foreign_key="person.id")
+    role: str = Field(max_length=16)
+    started_at: datetime = Field(sa_column=_utc())
+    finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
 
 
 class TestRun(SQLModel, table=True):
@@ -221,6 +262,15 @@ class TestRun(SQLModel, table=True):
     actor_id: int = Field(foreign_key="person.id")
     role: str = Field(max_length=16)
     digest: str = Field(max_length=71)
+    image_test_id: int | None = Field(
+        default=None,
+        foreign_key="image_test.id",
+        index=True,
+        description="the image test run that made it; None: recorded by hand",
+    )
+    plan_digest: str | None = Field(default=None, max_length=71)
+    client: str | None = Field(default=None, max_length=63)
+    signed_in: bool | None = Field(default=None, description="None: recorded by hand")
     at: datetime = Field(sa_column=_utc())
 
 
