@@ -33,11 +33,11 @@ from sqlmodel import Session
 
 from orchestrator.db.models import Releasable
 from orchestrator.domain import sunset
-from orchestrator.domain.policy import Action, Actor, authorize
-from orchestrator.domain.states import Kind, State
-from orchestrator.errors import InvalidInput, Refused, SunsetReached
+from orchestrator.domain.policy import Action, Actor, authorize, authorize_step
+from orchestrator.domain.states import Kind, State, Step
+from orchestrator.errors import Conflict, InvalidInput, Refused, SunsetReached
 from orchestrator.remote.distribution import sha256_file
-from orchestrator.services import catalog
+from orchestrator.services import catalog, chain
 from orchestrator.services.refs import ref_of
 
 PACKAGE_PLAYBOOKS = frozenset({"install_package"})
@@ -114,8 +114,14 @@ def prepare(
     package: str | None,
     image: str | None,
     today: date,
+    trial_of: str | None = None,
 ) -> Delivery | None:
     """Check the gates and describe what the playbook gets (None: it needs nothing).
+
+    ``trial_of``: an image test of that image (see :func:`check_under_test`) puts it,
+    still in the chain's test step, on a test client: ``apply_image`` with the image
+    itself, then, for a PC's customized image, ``install_package`` with each of its
+    packages (released, or in the chain themselves, but not drafts).
 
     Raises:
         InvalidInput: a reference missing, unexpected or malformed; an artifact
@@ -143,11 +149,45 @@ def prepare(
     else:
         kind = Kind.CUSTOM_IMAGE if "/" in ref else Kind.BASE_IMAGE
         row = catalog.resolve(session, actor, kind, ref)
-    check_released(session, actor, row, building=building, today=today)
+    if trial_of is not None:
+        _check_trial(session, actor, playbook, row, trial_of, today=today)
+    else:
+        check_released(session, actor, row, building=building, today=today)
     if row.kind == Kind.PACKAGE.value:
         artifact = checked_artifact(row)
         return Delivery(ref_of(row), Kind.PACKAGE, row.platform, (artifact,), _package_vars(row, 0))
-    return _image(session, playbook, row, building)
+    return _image(session, playbook, row, building, trial=trial_of is not None)
+
+
+TRIAL_PACKAGE_STATES = frozenset(
+    {State.TESTING.value, State.APPROVED.value, State.PUBLISHED.value, State.DEPRECATED.value}
+)
+
+
+def _check_trial(
+    session: Session, actor: Actor, playbook: str, row: Releasable, image_ref: str, *, today: date
+) -> None:
+    kind = Kind.CUSTOM_IMAGE if "/" in image_ref else Kind.BASE_IMAGE
+    image = catalog.resolve(session, actor, kind, image_ref)
+    check_under_test(session, actor, image, today=today)
+    if playbook == "apply_image" and row.id == image.id:
+        return
+    if playbook != "install_package" or row.kind != Kind.PACKAGE.value:
+        raise InvalidInput(
+            "an image test runs apply_image with the image, then install_package with its packages",
+            field="playbook",
+        )
+    assert image.id is not None
+    if row.id not in {p.id for p in catalog.package_rows(session, image.id)}:
+        raise Refused(f"package {ref_of(row)} is not one of {ref_of(image)}'s packages")
+    effective = catalog.effective_sunset_of(session, row)
+    if row.state == State.SUNSET.value or sunset.is_sunset(effective, today):
+        raise SunsetReached(f"package {ref_of(row)} reached its sunset date ({effective})")
+    if row.state not in TRIAL_PACKAGE_STATES:
+        raise Conflict(
+            f"package {ref_of(row)} is {row.state.replace('_', ' ')}: an image is tested with "
+            "packages that are released or in testing themselves"
+        )
 
 
 def check_released(
@@ -180,6 +220,35 @@ def check_released(
         raise Refused(
             f"{kind.label} {ref} is building {row.scope_key}'s, not building {building}'s"
         )
+
+
+def check_under_test(session: Session, actor: Actor, row: Releasable, *, today: date) -> None:
+    """The gates for an image in the chain's test step reaching a test client: it is in
+    testing, not past its sunset, and the actor may decide its test step (EdTech, or a
+    SecTec for its own building's images; never a BTC, never one of its authors).
+
+    Raises: SunsetReached, Conflict (not in testing), Refused.
+    """
+    ref = ref_of(row)
+    kind = Kind(row.kind)
+    effective = catalog.effective_sunset_of(session, row)
+    if row.state == State.SUNSET.value or sunset.is_sunset(effective, today):
+        raise SunsetReached(
+            f"{kind.label} {ref} reached its sunset date ({effective}): it is never deployed again"
+        )
+    if row.state != State.TESTING.value:
+        raise Conflict(
+            f"{kind.label} {ref} is {row.state.replace('_', ' ')}: image tests run while an "
+            "image is in the chain's test step (testing)"
+        )
+    authorize_step(
+        actor,
+        chain.load_policy(session, kind),
+        Step.TEST,
+        building=catalog.building_of(row),
+        authors=catalog.authors_of(row),
+        doing="run image tests",
+    )
 
 
 def checked_artifact(row: Releasable, *, what: str = "artifact") -> Artifact:
@@ -256,7 +325,9 @@ def image_marker(row: Releasable) -> str:
     return ref_of(row)
 
 
-def _image(session: Session, playbook: str, row: Releasable, building: str) -> Delivery:
+def _image(
+    session: Session, playbook: str, row: Releasable, building: str, *, trial: bool = False
+) -> Delivery:
     base = session.get(Releasable, row.base_id) if row.base_id else row
     assert base is not None
     variables: dict[str, Any] = {
@@ -288,7 +359,8 @@ def _image(session: Session, playbook: str, row: Releasable, building: str) -> D
             ],
         }
     else:
-        if row.kind == Kind.CUSTOM_IMAGE.value and (row.artifact_ref or packages):
+        # An image test installs the packages itself afterwards (image_tests.py).
+        if row.kind == Kind.CUSTOM_IMAGE.value and (row.artifact_ref or (packages and not trial)):
             carried = ", ".join(ref_of(p) for p in packages) or "a captured overlay"
             raise InvalidInput(
                 f"customized image {ref_of(row)} carries {carried}: apply_image lays down the "

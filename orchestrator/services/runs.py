@@ -22,7 +22,7 @@ from orchestrator.db.session import transaction
 from orchestrator.domain import validation
 from orchestrator.domain.policy import Action, Actor, authorize, may
 from orchestrator.domain.states import Kind
-from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.errors import InvalidInput, NotFound, Refused
 from orchestrator.remote import ansible
 from orchestrator.remote import distribution as distribution_server
 from orchestrator.remote.ansible import (
@@ -122,6 +122,7 @@ def run_playbook(
     should_cancel: Callable[[], bool] = lambda: False,
     hostnames: Collection[str] | None = None,
     on_start: Callable[[Session, int], None] | None = None,
+    trial_of: str | None = None,
 ) -> RunView:
     """Run ``playbook`` on the clients of ``building`` (optionally one room).
 
@@ -147,9 +148,20 @@ def run_playbook(
             client of ``hostnames`` that is not one of the building's (of the
             thing's platform).
         Whatever ``on_start`` raises; nothing of the run is written then.
+
+    ``trial_of``: an image test of that image puts it, still in the chain's test
+    step, and its packages on test clients (``hostnames``, each marked a test
+    client): the test step's permission (:func:`delivery.check_under_test`)
+    stands in for the building's run permission, since EdTech tests every
+    building's images on IT's test clients.
     """
     validation.building_number(building)
-    authorize(actor, Action.RUN_PLAYBOOK, building=building)
+    trial = trial_of is not None
+    if trial:
+        if not hostnames:
+            raise InvalidInput("an image test names its test client", field="client")
+    else:
+        authorize(actor, Action.RUN_PLAYBOOK, building=building)
     path = playbook_path(playbook)
     now = ctx.now()
     with transaction(ctx.engine) as session:
@@ -164,6 +176,7 @@ def run_playbook(
             package=package,
             image=image,
             today=ctx.today(),
+            trial_of=trial_of,
         )
         q = select(Client).where(Client.building_id == b.id).order_by(col(Client.hostname))
         if room is not None:
@@ -179,6 +192,13 @@ def run_playbook(
                 which = f"{shipment.platform.upper()} clients" if shipment else "clients"
                 raise NotFound(
                     f"not {which} of building {building}: {', '.join(missing)}; nothing was run"
+                )
+        if trial:
+            untested = sorted(c.hostname for c in clients if not c.test_client)
+            if untested:
+                raise Refused(
+                    f"{', '.join(untested)}: not test clients; an image under test goes only "
+                    "to test clients (IT marks them: 'orchestrator testing clients mark')"
                 )
         if not clients:
             where = f"room {room!r} of building {building}" if room else f"building {building}"
