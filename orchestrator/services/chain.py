@@ -36,9 +36,10 @@ from orchestrator.domain.states import Kind, Outcome, Persona, Role, State, Step
 from orchestrator.errors import (
     Conflict,
     InvalidInput,
+    Refused,
     SunsetReached,
 )
-from orchestrator.services import audit, catalog, notices
+from orchestrator.services import audit, catalog, notices, test_plans
 from orchestrator.services import evidence as evidence_store
 from orchestrator.services.context import Context
 from orchestrator.services.transitions import claim, move
@@ -122,8 +123,16 @@ class TestRunView:
     role: Role
     digest: str
     current: bool
-    """Bound to the item's current digest (older runs no longer count)."""
+    """Bound to the item's current digest (and, for an image test run, its current
+    test plan): older runs no longer count."""
     at: datetime
+    image_test: int | None = None
+    """The image test run that made it; None: recorded by hand."""
+    client: str | None = None
+    plan_digest: str | None = None
+    counts: bool = True
+    """Whether it can be the evidence the test step needs: for images only image
+    test runs count (a hand-recorded test of an image is a note)."""
 
 
 @dataclass(frozen=True)
@@ -146,8 +155,13 @@ class ChainStatus:
     history: list[AuditEntry] = field(default_factory=list)
 
 
-def _test_view(r: TestRun, row: Releasable, usernames: dict[int, str]) -> TestRunView:
+def _test_view(
+    r: TestRun, row: Releasable, usernames: dict[int, str], plan_digest: str | None = None
+) -> TestRunView:
     assert r.id is not None
+    current = r.digest == row.digest
+    if r.image_test_id is not None and plan_digest is not None:
+        current = current and r.plan_digest == plan_digest
     return TestRunView(
         id=r.id,
         ref=catalog.ref_of(row),
@@ -160,8 +174,12 @@ def _test_view(r: TestRun, row: Releasable, usernames: dict[int, str]) -> TestRu
         actor=usernames.get(r.actor_id, "?"),
         role=Role(r.role),
         digest=r.digest,
-        current=r.digest == row.digest,
+        current=current,
         at=r.at,
+        image_test=r.image_test_id,
+        client=r.client,
+        plan_digest=r.plan_digest,
+        counts=r.image_test_id is not None or row.kind == Kind.PACKAGE.value,
     )
 
 
@@ -187,6 +205,7 @@ def status(ctx: Context, actor: Actor, kind: Kind, ref: str) -> ChainStatus:
         runs = session.exec(
             select(TestRun).where(TestRun.releasable_id == row.id).order_by(col(TestRun.id))
         ).all()
+        plan = None if kind is Kind.PACKAGE else test_plans._plan(session, row).digest
         state = State(row.state)
         pending = policy.pending_step(state)
         passed_steps = _passed_steps(policy, state)
@@ -227,7 +246,7 @@ def status(ctx: Context, actor: Actor, kind: Kind, ref: str) -> ChainStatus:
         return ChainStatus(
             item=catalog.view_of(session, row, ctx.today()),
             steps=steps,
-            tests=[_test_view(r, row, names) for r in runs],
+            tests=[_test_view(r, row, names, plan) for r in runs],
             decisions=[
                 {
                     "step": d.step,
@@ -236,6 +255,7 @@ def status(ctx: Context, actor: Actor, kind: Kind, ref: str) -> ChainStatus:
                     "role": d.role,
                     "reason": d.reason,
                     "digest": d.digest,
+                    "overridden": list(d.overridden),
                     "current": d.digest == row.digest,
                     "at": d.at,
                 }
@@ -350,7 +370,11 @@ def record_test(
     attachments: Sequence[str] = (),
     account: str = "",
 ) -> TestRunView:
-    """Record one persona's test of an item in testing, bound to its digest.
+    """Record one persona's test of an item in testing, bound to its digest, by hand.
+
+    For a package this is the evidence its test step needs. For an image it is a
+    note (what a person saw, screenshots): the test step of an image counts only
+    image test runs (:func:`orchestrator.services.image_tests.run_image_test`).
 
     Raises:
         Refused (not a tester of this item, or its author), NotFound,
@@ -428,29 +452,132 @@ def record_test(
         return _test_view(run, row, {actor.person_id: actor.username})
 
 
-def _require_evidence(session: Session, row: Releasable) -> None:
+@dataclass(frozen=True)
+class Override:
+    """EdTech signing off an image's tests over failing checks: each one named
+    (``check`` for every persona it failed for, or ``persona:check``), and why."""
+
+    checks: Sequence[str]
+    reason: str
+
+
+def _latest_runs(session: Session, row: Releasable, *, image: bool) -> dict[Persona, TestRun]:
+    found = {}
     for persona in Persona:
-        latest = session.exec(
-            select(TestRun)
-            .where(
-                TestRun.releasable_id == row.id,
-                TestRun.persona == persona.value,
-                TestRun.digest == row.digest,
-            )
-            .order_by(col(TestRun.id).desc())
-            .limit(1)
-        ).first()
-        if latest is None:
+        q = select(TestRun).where(TestRun.releasable_id == row.id, TestRun.persona == persona.value)
+        if image:
+            q = q.where(col(TestRun.image_test_id).is_not(None))
+        else:
+            q = q.where(TestRun.digest == row.digest)
+        latest = session.exec(q.order_by(col(TestRun.id).desc()).limit(1)).first()
+        if latest is not None:
+            found[persona] = latest
+    return found
+
+
+def _failed_names(run: TestRun) -> list[str]:
+    return [c["name"] for c in run.checks if not c["passed"]]
+
+
+def _require_evidence(
+    session: Session, actor: Actor, row: Releasable, override: Override | None
+) -> list[dict[str, Any]]:
+    """Raise unless the current content has passing tests by both personas; for an
+    image, image test runs of its current digest and plan (or an EdTech override of
+    exactly their failing checks). Returns what was overridden."""
+    ref = catalog.ref_of(row)
+    image = row.kind != Kind.PACKAGE.value
+    if override is not None and not image:
+        raise InvalidInput(
+            "an override is for image test runs; a package's tests are recorded by hand",
+            field="override",
+        )
+    latest = _latest_runs(session, row, image=image)
+    if not image:
+        for persona in Persona:
+            run = latest.get(persona)
+            if run is None:
+                raise Conflict(
+                    f"cannot sign off tests of {ref}: no {persona.value} test is recorded for "
+                    f"its current content ({row.digest[:19]}…)"
+                )
+            if not run.passed:
+                raise Conflict(
+                    f"cannot sign off tests of {ref}: the latest {persona.value} test failed "
+                    f"({', '.join(_failed_names(run))})"
+                )
+        return []
+    plan = test_plans._plan(session, row).digest
+    failing: list[tuple[Persona, str, TestRun]] = []
+    for persona in Persona:
+        run = latest.get(persona)
+        if run is None:
             raise Conflict(
-                f"cannot sign off tests of {catalog.ref_of(row)}: no {persona.value} test is "
-                f"recorded for its current content ({row.digest[:19]}…)"
+                f"cannot sign off tests of {ref}: no {persona.value} image test run is recorded "
+                f"(run 'orchestrator image test {ref} --client TESTCLIENT')"
             )
-        if not latest.passed:
-            failed = ", ".join(c["name"] for c in latest.checks if not c["passed"])
+        if run.digest != row.digest:
             raise Conflict(
-                f"cannot sign off tests of {catalog.ref_of(row)}: the latest {persona.value} "
-                f"test failed ({failed})"
+                f"cannot sign off tests of {ref}: the evidence no longer matches the digest: "
+                f"its latest {persona.value} test run (image test #{run.image_test_id}) tested "
+                f"{run.digest[:19]}…, and the image is now {row.digest[:19]}…; test it again"
             )
+        if run.plan_digest != plan:
+            raise Conflict(
+                f"cannot sign off tests of {ref}: its test plan changed after its latest "
+                f"{persona.value} test run (image test #{run.image_test_id}); test it again"
+            )
+        if not run.passed:
+            failing += [(persona, name, run) for name in _failed_names(run)]
+    if not failing:
+        if override is not None:
+            raise InvalidInput(
+                f"nothing to override: the latest student and staff test runs of {ref} passed",
+                field="override",
+            )
+        return []
+    listed = ", ".join(f"{p.value}:{n}" for p, n, _ in failing)
+    if override is None:
+        raise Conflict(
+            f"cannot sign off tests of {ref}: checks failed in its latest test runs ({listed}); "
+            "fix them and test again, or EdTech may sign off over them with an override "
+            "naming each failing check and why"
+        )
+    if actor.role is not Role.EDTECH:
+        raise Refused(
+            f"{actor.role.label} cannot sign off tests over failing checks "
+            "(only EdTech may override a failing image test run)"
+        )
+    named: set[tuple[Persona, str]] = set()
+    failing_keys = {(p, n) for p, n, _ in failing}
+    for item in override.checks:
+        text = item.strip()
+        who, sep, name = text.partition(":")
+        if sep:
+            try:
+                persona = Persona(who)
+            except ValueError:
+                raise InvalidInput(
+                    f"{text!r}: {who!r} is not a persona (student or staff)", field="override"
+                ) from None
+            keys = {(persona, name)} & failing_keys
+        else:
+            keys = {(p, n) for p, n in failing_keys if n == text}
+        if not keys:
+            raise InvalidInput(
+                f"{text!r} did not fail in the latest test runs of {ref} (failing: {listed})",
+                field="override",
+            )
+        named |= keys
+    missing = sorted(f"{p.value}:{n}" for p, n in failing_keys - named)
+    if missing:
+        raise InvalidInput(
+            f"an override names every failing check; not named: {', '.join(missing)}",
+            field="override",
+        )
+    return [
+        {"persona": p.value, "check": n, "image_test": run.image_test_id} for p, n, run in failing
+    ]
 
 
 def _decide(
@@ -462,8 +589,12 @@ def _decide(
     outcome: Outcome,
     reason: str,
     expect: Step | None,
+    override: Override | None = None,
 ) -> catalog.ReleasableView:
-    reason = validation.text(reason, field="reason", required=outcome is Outcome.REJECT)
+    if override is not None:
+        reason = override.reason
+    required = outcome is Outcome.REJECT or override is not None
+    reason = validation.text(reason, field="reason", required=required)
     publish_verb = "publish" if kind is Kind.BASE_IMAGE else "release"
     if outcome is Outcome.REJECT:
         doing = "reject"
@@ -496,12 +627,18 @@ def _decide(
                 "was recorded; revise it so the chain starts over"
             )
         before = catalog.snapshot(row)
+        overridden: list[dict[str, Any]] = []
         if outcome is Outcome.REJECT:
             move(session, row, Event.REJECT, ctx.now())
         else:
             _check_sunset(session, ctx, row, doing)
             if step.needs_evidence:
-                _require_evidence(session, row)
+                overridden = _require_evidence(session, actor, row, override)
+            elif override is not None:
+                raise InvalidInput(
+                    f"the {step.step.value} step needs no test evidence: nothing to override",
+                    field="override",
+                )
             if step.step is Step.PUBLISH:
                 _check_publishable(session, ctx, row)
             move(session, row, step.pass_event, ctx.now())
@@ -515,11 +652,23 @@ def _decide(
                 role=actor.role.value,
                 reason=reason,
                 digest=row.digest,
+                overridden=overridden,
                 at=ctx.now(),
             )
         )
         action = f"{kind.value}.{step.step.value}.{outcome.value}"
         _record(session, ctx, actor, row, action, before, reason)
+        if overridden:
+            audit.append(
+                session,
+                at=ctx.now(),
+                actor=actor,
+                action=f"{kind.value}.test.override",
+                subject=catalog.subject(row),
+                digest=row.digest,
+                after={"overridden": overridden},
+                reason=reason,
+            )
         if outcome is Outcome.APPROVE and step.step is Step.PUBLISH:
             _after_publish(session, ctx, actor, row)
         return catalog.view_of(session, row, ctx.today())
@@ -533,20 +682,37 @@ def approve(
     reason: str = "",
     *,
     step: Step,
+    override: Override | None = None,
 ) -> catalog.ReleasableView:
-    """Approve the review or test step (the test step needs passing student and
-    staff tests of the current digest).
+    """Approve the review or test step.
+
+    The test step needs passing student and staff tests of the current content:
+    for an image, its latest image test run per persona, of its current digest
+    and test plan; for a package, the latest recorded test per persona. EdTech
+    may sign off an image over failing checks with an ``override`` naming every
+    one and why (recorded with the decision and audited).
 
     ``step`` names the step the approver judged; if the item has moved on since,
     the approval is refused rather than applied to the next step.
 
     Raises:
-        Refused, NotFound, Conflict (not waiting for that step, or missing
-        evidence), SunsetReached, StaleState.
+        Refused (also: an override by anyone but EdTech), NotFound, Conflict (not
+        waiting for that step, or missing, failing or outdated evidence),
+        InvalidInput (an override naming other checks than those that failed, or
+        no reason), SunsetReached, StaleState.
     """
     if step is Step.PUBLISH:
         raise InvalidInput("the publish step is decided with publish/release", field="step")
-    return _decide(ctx, actor, kind, ref, outcome=Outcome.APPROVE, reason=reason, expect=step)
+    return _decide(
+        ctx,
+        actor,
+        kind,
+        ref,
+        outcome=Outcome.APPROVE,
+        reason=reason,
+        expect=step,
+        override=override,
+    )
 
 
 def reject(
