@@ -9,14 +9,25 @@ from datetime import date, timedelta
 
 from sqlmodel import select
 
-from orchestrator.db.models import Building, Person, PersonBuilding
+from orchestrator.db.models import Building, Client, Person, PersonBuilding, Releasable
 from orchestrator.db.session import transaction
 from orchestrator.domain.policy import Actor
 from orchestrator.domain.states import Kind, Level, Role, State, Step
-from orchestrator.services import catalog, chain, directory, hardware
+from orchestrator.remote.ansible import FakePlaybookRunner
+from orchestrator.services import (
+    catalog,
+    chain,
+    directory,
+    hardware,
+    image_tests,
+    runs,
+    test_plans,
+    testing,
+)
 from orchestrator.services.catalog import BaseImageSpec, CustomImageSpec, PackageSpec
 from orchestrator.services.chain import CheckResult
 from orchestrator.services.context import Context
+from tests.support.persona_fakes import FakePersonaChecker
 
 BUILDINGS = [
     ("101", "Lincoln Elementary", Level.ELEMENTARY),
@@ -152,7 +163,8 @@ class District:
                 installer=installer or f"https://dist.test/{name}-{version}.msi",
                 installer_sha256=None if installer else sha(f"{name}-{version}"),
                 building=building,
-                detection_rule=detection_rule or f"registry:{name}>={version}",
+                detection_rule=detection_rule
+                or (f"msi:{{{name}-{version}}}" if platform == "pc" else f"pkgutil:org.{name}"),
             ),
         )
         self.walk(Kind.PACKAGE, v.ref, to, author=by)
@@ -163,7 +175,114 @@ class District:
     def tester_for(self, kind: Kind, author: str) -> str:
         return "edtech.marco" if author == "edtech.grace" else "edtech.grace"
 
+    # -- image tests ----------------------------------------------------------
+
+    def test_client(self, platform: str, building: str) -> str:
+        """A test client of ``platform`` in ``building`` (made once), with a pinned key."""
+        hostname = f"test-{platform}-{building}"
+        with transaction(self.ctx.engine) as s:
+            if s.exec(select(Client).where(Client.hostname == hostname)).first() is None:
+                b = s.exec(select(Building).where(Building.number == building)).one()
+                assert b.id is not None
+                n = int(building) % 256
+                mac_os = platform == "mac"
+                s.add(
+                    Client(
+                        hostname=hostname,
+                        building_id=b.id,
+                        room="test-bench",
+                        platform=platform,
+                        model=MAC if mac_os else PC,
+                        serial=f"TEST{platform.upper()}{building}",
+                        mac=f"02:7e:57:{n:02x}:{0 if mac_os else 1:02x}:01",
+                        address="127.0.0.1",
+                        port=22 if mac_os else 5985,
+                        transport="ssh" if mac_os else "winrm",
+                        host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForServiceTestsOnly0"
+                        if mac_os
+                        else None,
+                        test_client=True,
+                        created_at=self.ctx.now(),
+                    )
+                )
+        return hostname
+
+    def test_accounts(self, building: str) -> None:
+        """The building's student and staff test accounts (set once)."""
+        shown = {
+            (a.building, a.persona.value)
+            for a in testing.list_test_accounts(self.ctx, self["it.ana"])
+        }
+        for persona in ("student", "staff"):
+            if (building, persona) not in shown:
+                testing.set_test_account(
+                    self.ctx,
+                    self["it.ana"],
+                    building=building,
+                    persona=persona,
+                    username=f"{persona}{building}",
+                    password=f"{persona}-{building}-Pw!",
+                )
+
+    def test_bench(self, ref: str, tester: str) -> str:
+        """A test client for ``ref`` the tester may use, and the accounts it signs in with."""
+        with transaction(self.ctx.engine) as s:
+            row = test_plans.resolve_image(s, self[tester], ref)
+            level = row.level
+            if row.base_id is not None:
+                base = s.get(Releasable, row.base_id)
+                assert base is not None
+                level = base.level
+            platform, own = row.platform, catalog.building_of(row)
+        # EdTech tests on a bench in the last building of the level (out of the way of
+        # the buildings most tests run in); a SecTec on its own building's bench.
+        bench = [n for n, _, lv in BUILDINGS if lv.value == level][-1]
+        self.test_accounts(own or bench)
+        if self[tester].role is not Role.EDTECH and own is not None:
+            bench = own
+        return self.test_client(platform, bench)
+
+    def ensure_checks(self, ref: str) -> None:
+        """A sign-in check for both personas, unless the plan has checks for each."""
+        plan = test_plans.show_plan(self.ctx, self["edtech.marco"], ref)
+        for persona in ("student", "staff"):
+            if not any(c.personas.value in (persona, "both") for c in plan.checks):
+                test_plans.add_check(
+                    self.ctx,
+                    self["edtech.marco"],
+                    ref,
+                    test_plans.CheckSpec(name="signs-in", kind="sign_in", persona="both"),
+                )
+                return
+
+    def run_image_test(
+        self,
+        ref: str,
+        tester: str,
+        *,
+        failing: dict[str, set[str]] | None = None,
+        refused: set[str] | None = None,
+        runner: FakePlaybookRunner | None = None,
+    ) -> image_tests.ImageTestView:
+        """An image test run through the real service, with fakes of our runner and
+        persona checker: every check passes unless named in ``failing``."""
+        client = self.test_bench(ref, tester)
+        self.ensure_checks(ref)
+        return image_tests.run_image_test(
+            self.ctx,
+            self[tester],
+            ref,
+            client=client,
+            credentials=runs.Credentials(ssh_key="fake"),
+            runner=runner or FakePlaybookRunner(),
+            checker=FakePersonaChecker(failing or {}, refused or set()),
+        )
+
     def record_passing_tests(self, kind: Kind, ref: str, tester: str) -> None:
+        if kind is not Kind.PACKAGE:
+            view = self.run_image_test(ref, tester)
+            assert view.status == "passed", view
+            return
         for persona in ("student", "staff"):
             chain.record_test(
                 self.ctx,

@@ -35,8 +35,8 @@ def test_every_chain_step_is_audited_with_actor_role_time_and_digest(district: D
         ("custom_image.create", "btc.lincoln", "btc"),
         ("custom_image.submit", "btc.lincoln", "btc"),
         ("custom_image.review.approve", "edtech.marco", "edtech"),
-        ("custom_image.test", "edtech.grace", "edtech"),
-        ("custom_image.test", "edtech.grace", "edtech"),
+        ("custom_image.test_run.start", "edtech.grace", "edtech"),
+        ("custom_image.test_run.finish", "edtech.grace", "edtech"),
         ("custom_image.test.approve", "edtech.grace", "edtech"),
         ("custom_image.publish.approve", "btc.lincoln", "btc"),
     ]

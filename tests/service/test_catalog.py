@@ -267,7 +267,7 @@ def test_changing_the_content_sends_the_item_back_to_draft_and_old_evidence_stop
     # Through review again, then the sign-off needs new evidence for the new digest.
     chain.submit(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, ref)
     chain.approve(district.ctx, district["edtech.marco"], Kind.CUSTOM_IMAGE, ref, step=Step.REVIEW)
-    with pytest.raises(Conflict, match="no student test is recorded for its current content"):
+    with pytest.raises(Conflict, match="the evidence no longer matches the digest"):
         chain.approve(
             district.ctx, district["edtech.grace"], Kind.CUSTOM_IMAGE, ref, step=Step.TEST
         )
