@@ -242,19 +242,6 @@ class District:
             bench = own
         return self.test_client(platform, bench)
 
-    def ensure_checks(self, ref: str) -> None:
-        """A sign-in check for both personas, unless the plan has checks for each."""
-        plan = test_plans.show_plan(self.ctx, self["edtech.marco"], ref)
-        for persona in ("student", "staff"):
-            if not any(c.personas.value in (persona, "both") for c in plan.checks):
-                test_plans.add_check(
-                    self.ctx,
-                    self["edtech.marco"],
-                    ref,
-                    test_plans.CheckSpec(name="signs-in", kind="sign_in", persona="both"),
-                )
-                return
-
     def run_image_test(
         self,
         ref: str,
@@ -267,7 +254,6 @@ class District:
         """An image test run through the real service, with fakes of our runner and
         persona checker: every check passes unless named in ``failing``."""
         client = self.test_bench(ref, tester)
-        self.ensure_checks(ref)
         return image_tests.run_image_test(
             self.ctx,
             self[tester],

@@ -121,7 +121,7 @@ def prepare(
     ``trial_of``: an image test of that image (see :func:`check_under_test`) puts it,
     still in the chain's test step, on a test client: ``apply_image`` with the image
     itself, then, for a PC's customized image, ``install_package`` with each of its
-    packages (released, or in the chain themselves, but not drafts).
+    packages (see :data:`TRIAL_PACKAGE_STATES`).
 
     Raises:
         InvalidInput: a reference missing, unexpected or malformed; an artifact
@@ -159,9 +159,10 @@ def prepare(
     return _image(session, playbook, row, building, trial=trial_of is not None)
 
 
-TRIAL_PACKAGE_STATES = frozenset(
-    {State.TESTING.value, State.APPROVED.value, State.PUBLISHED.value, State.DEPRECATED.value}
-)
+TRIAL_PACKAGE_STATES = frozenset(s.value for s in State) - {State.RETIRED.value}
+"""A package an image carries goes on the test client in any state but retired (a
+sunset one is refused as past its sunset): the image's digest covers the package's
+content, so a package changed after the test makes the test's evidence outdated."""
 
 
 def _check_trial(
@@ -185,8 +186,8 @@ def _check_trial(
         raise SunsetReached(f"package {ref_of(row)} reached its sunset date ({effective})")
     if row.state not in TRIAL_PACKAGE_STATES:
         raise Conflict(
-            f"package {ref_of(row)} is {row.state.replace('_', ' ')}: an image is tested with "
-            "packages that are released or in testing themselves"
+            f"package {ref_of(row)} is retired: the image carries a package that is gone; "
+            "revise the image"
         )
 
 

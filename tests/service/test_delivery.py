@@ -202,7 +202,13 @@ def test_a_pc_package_without_a_product_code_cannot_be_delivered(
     clients: District, tmp_path: Path
 ) -> None:
     installer = _file(tmp_path, "Firefox.msi", b"msi")
-    ref = clients.package("firefox", "128.0", installer=str(installer), to=State.PUBLISHED)
+    ref = clients.package(
+        "firefox",
+        "128.0",
+        installer=str(installer),
+        detection_rule="registry:Mozilla Firefox>=128.0",
+        to=State.PUBLISHED,
+    )
     with pytest.raises(InvalidInput, match="no MSI product code rule"):
         _run(clients, "it.ana", "install_package", package=ref)
 
