@@ -9,7 +9,7 @@ step needs.
    (EdTech, or a SecTec for its own building's images; never a BTC, never one of
    the image's authors: :func:`delivery.check_under_test`); the client is a test
    client the actor may see, of the image's platform and level; a Mac's SSH host
-   key is pinned; the plan has checks for both personas; the building's student
+   key is pinned; the building's student
    and staff test accounts are set. The accounts are the customized image's
    building's, or for a base image the test client's building's.
 2. **The test row** (``image_test``, status ``running``) is written with the
@@ -18,9 +18,10 @@ step needs.
    ``running`` by a process that has ended is closed as ``error`` when the
    client is next used.
 3. **Delivery** through the deployment path: :func:`runs.run_playbook` with
-   ``apply_image`` and ``trial=True``, so the same gates on the artifact, the
+   ``apply_image`` and ``trial_of``, so the same gates on the artifact, the
    same playbook, the same run record and host results as any deployment.
-4. **Each persona** signs in with its own password and runs its checks
+4. **Each persona** signs in with its own password (the run's first check, named
+   ``sign-in`` unless the plan has a sign-in check of its own) and runs its checks
    (:mod:`orchestrator.remote.persona_checks`); every outcome is reported
    as it comes.
 5. **The result**: one ``test_run`` row per persona (each check with the
@@ -181,12 +182,22 @@ def _target(client: Client) -> Target:
     )
 
 
+SIGN_IN = "sign-in"
+
+
 def _persona_checks(plan: Sequence[test_plans.PlanCheck], who: Persona) -> list[Check]:
-    return [
+    """The plan's checks for ``who``; every run signs in first, so where the plan has no
+    sign-in check of its own for the persona, one leads (named :data:`SIGN_IN`)."""
+    mine = [
         Check(c.name, c.kind.value, c.runner_params(), float(c.timeout_s))
         for c in plan
         if c.personas.value in (who.value, "both")
     ]
+    if not any(c.kind == "sign_in" for c in mine):
+        taken = {c.name for c in plan}
+        name = SIGN_IN if SIGN_IN not in taken else f"{SIGN_IN}-{who.value}"
+        mine.insert(0, Check(name, "sign_in", {}, float(test_plans.DEFAULT_TIMEOUT)))
+    return mine
 
 
 def _close_abandoned(session: Session, ctx: Context, client: Client) -> None:
@@ -260,12 +271,6 @@ def _start(ctx: Context, actor: Actor, ref: str, hostname: str) -> _Started:
             )
         plan = test_plans._plan(session, row)
         checks = {who: _persona_checks(plan.checks, who) for who in Persona}
-        for who, listed in checks.items():
-            if not listed:
-                raise Conflict(
-                    f"the test plan of {image_ref} has no checks for the {who.value} persona: "
-                    f"add some ('orchestrator testing plan add {image_ref} …')"
-                )
         packages = (
             [ref_of(p) for p in catalog.package_rows(session, row.id)]
             if row.id is not None and kind is Kind.CUSTOM_IMAGE and row.platform == "pc"
@@ -348,8 +353,8 @@ def run_image_test(
 
     Raises (before anything is written): NotFound (image, client, building or a
         test account), Refused (not a tester of this image, or its author),
-        Conflict (not in testing, not a test client, client busy, no checks for
-        a persona, host key not pinned), InvalidInput (platform or level of the
+        Conflict (not in testing, not a test client, client busy, host key not
+        pinned), InvalidInput (platform or level of the
         client), SunsetReached, SecretKeyProblem.
         After the test row is written, an error of the run itself (an artifact
         that no longer matches its approval, a malformed check, a runner that
