@@ -11,6 +11,7 @@ import typer
 
 from orchestrator.cli import render
 from orchestrator.cli.app import JSON_OPTION, HandledGroup, console, parse_date, print_json, state
+from orchestrator.cli.image_test_cmds import add_image_test_commands
 from orchestrator.domain import validation
 from orchestrator.domain.states import Kind, Level, Platform, Step
 from orchestrator.domain.states import State as LifecycleState
@@ -113,13 +114,33 @@ def add_chain_commands(app: typer.Typer, kind: Kind) -> None:
         ref: Ref,
         step: Annotated[str, typer.Option(help="The step you judged: review, or test (sign-off).")],
         reason: Reason = "",
+        override: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--override",
+                help="With --step test (EdTech, images): sign off over this failing check, "
+                "CHECK or PERSONA:CHECK; repeat for each one; needs --reason.",
+            ),
+        ] = None,
         as_json: bool = JSON_OPTION,
     ) -> None:
         """Approve the review step, or sign off the tests."""
         chosen = _enum(Step, step, "step")
         assert chosen is not None  # the option is required
-        v = chain.approve(state.ctx, state.actor(), kind, ref, reason, step=chosen)
-        _show_view(v, as_json, f"approved {v.ref}: now [bold]{v.state.value}[/]")
+        signed_over = None
+        if override:
+            if not reason.strip():
+                raise InvalidInput(
+                    "--override needs --reason: say why the image may pass over its failing "
+                    "checks (it is kept with the decision and audited)",
+                    field="reason",
+                )
+            signed_over = chain.Override(checks=override, reason=reason)
+        v = chain.approve(
+            state.ctx, state.actor(), kind, ref, reason, step=chosen, override=signed_over
+        )
+        over = f" (signed off over: {', '.join(override)})" if override else ""
+        _show_view(v, as_json, f"approved {v.ref}: now [bold]{v.state.value}[/]{over}")
 
     @app.command()
     def reject(
@@ -253,6 +274,8 @@ for _app, _kind in (
     (package_app, Kind.PACKAGE),
 ):
     add_chain_commands(_app, _kind)
+add_image_test_commands(base_app, "base")
+add_image_test_commands(image_app, "image")
 
 
 @base_app.command("create")

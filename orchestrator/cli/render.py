@@ -13,7 +13,7 @@ from rich.table import Table
 from orchestrator.domain.states import State
 from orchestrator.services.audit import AuditEntry
 from orchestrator.services.catalog import ReleasableView
-from orchestrator.services.chain import ChainStatus
+from orchestrator.services.chain import ChainStatus, TestRunView
 
 STATETABLE_STYLE = {
     State.DRAFT: "dim",
@@ -159,7 +159,7 @@ def chain_status(st: ChainStatus, zone: tzinfo) -> list[Table]:
     out = [steps]
     if st.tests:
         tests = Table(title="test runs", **TABLE_STYLE)
-        for c in ("#", "persona", "account", "result", "checks", "by", "for current digest"):
+        for c in ("#", "persona", "account", "result", "checks", "from", "by", "counts"):
             tests.add_column(c)
         for r in st.tests:
             checks = ", ".join(
@@ -171,16 +171,20 @@ def chain_status(st: ChainStatus, zone: tzinfo) -> list[Table]:
                 escape(r.account),
                 "[green]pass[/]" if r.passed else "[red]fail[/]",
                 escape(checks),
+                escape(test_source(r)),
                 r.actor,
-                "yes" if r.current else "[dim]no (content changed since)[/]",
+                test_counts(r, st.item.digest),
             )
         out.append(tests)
-    # Decisions the step table does not already show: rejections, and approvals
-    # of content that has changed since.
-    if any(d["outcome"] != "approve" or not d["current"] for d in st.decisions):
+    # Decisions the step table does not already show: rejections, approvals of
+    # content that has changed since, and sign-offs over failing checks.
+    if any(
+        d["outcome"] != "approve" or not d["current"] or d.get("overridden") for d in st.decisions
+    ):
         d = Table(title="decisions", **TABLE_STYLE)
-        for c in ("step", "outcome", "by", "role", "reason", "for current digest", "at"):
-            d.add_column(c)
+        headings = ("step", "outcome", "by", "role", "reason", "overrode", "for current digest")
+        for c in (*headings, "at"):
+            d.add_column(c, overflow="fold" if c == "overrode" else "ellipsis")
         for row in st.decisions:
             d.add_row(
                 row["step"],
@@ -188,11 +192,41 @@ def chain_status(st: ChainStatus, zone: tzinfo) -> list[Table]:
                 row["by"],
                 row["role"],
                 escape(row["reason"]),
+                escape(overridden_text(row.get("overridden") or [])),
                 "yes" if row["current"] else "[dim]no[/]",
                 when(row["at"], zone),
             )
         out.append(d)
     return out
+
+
+def test_source(r: TestRunView) -> str:
+    """Where a test run came from: an image test run on a test client, or by hand."""
+    if r.image_test is not None:
+        return f"image test #{r.image_test} on {r.client or '?'}"
+    if r.counts:
+        return "recorded by hand"
+    return "recorded by hand (a note: does not count for images)"
+
+
+def test_counts(r: TestRunView, digest: str) -> str:
+    """Whether the run is evidence the test step counts now, and if not, why."""
+    if not r.counts:
+        return "[dim]no (not an image test run)[/]"
+    if r.current:
+        return "yes"
+    if r.digest != digest:
+        return "[dim]no (content changed since)[/]"
+    return "[dim]no (test plan changed since)[/]"
+
+
+def overridden_text(items: Sequence[dict[str, Any]]) -> str:
+    """A decision's overridden checks: 'student:not-admin (image test #4)'."""
+    return ", ".join(
+        f"{o.get('persona', '?')}:{o.get('check', '?')}"
+        + (f" (image test #{o['image_test']})" if o.get("image_test") is not None else "")
+        for o in items
+    )
 
 
 def audit_entries(entries: Sequence[AuditEntry], zone: tzinfo) -> Table:
