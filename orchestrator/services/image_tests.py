@@ -385,8 +385,8 @@ def run_image_test(
                 trial_of=started.ref,
                 **refs,  # type: ignore[arg-type]
             )
-        except Exception as exc:
-            why = f"the image could not be delivered ({playbook}): {exc}"
+        except BaseException as exc:  # Ctrl-C too: the bench is freed at once
+            why = f"the image could not be delivered ({playbook}): {_why(exc)}"
             _finish_error(ctx, actor, started, why, first_run)
             raise
         first_run = run.id if first_run is None else first_run
@@ -417,10 +417,16 @@ def run_image_test(
                 on_progress(Progress("check", f"{o.name}: {o.message}", who.value, o.passed))
 
             results[who] = use.run(started.target, login, started.checks[who], outcome)
-    except Exception as exc:
-        _finish_error(ctx, actor, started, f"the checks could not run: {exc}", first_run)
+    except BaseException as exc:
+        _finish_error(ctx, actor, started, f"the checks could not run: {_why(exc)}", first_run)
         raise
     return _finish(ctx, actor, started, first_run, results, failure="", on_progress=on_progress)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "stopped by the person running it"
+    return str(exc) or type(exc).__name__
 
 
 def _finish_error(

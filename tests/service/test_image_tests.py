@@ -429,3 +429,19 @@ def test_the_persona_passwords_are_in_no_row_of_the_run(district: District, lab:
         )
     assert "student101" in dump  # the account name is shown; its password never
     assert "student-101-Pw!" not in dump and "staff-101-Pw!" not in dump
+
+
+def test_a_run_stopped_with_ctrl_c_is_closed_at_once_and_frees_the_bench(
+    district: District, lab: str
+) -> None:
+    class Interrupted(FakePersonaChecker):
+        def run(self, *args: Any, **kwargs: Any) -> Any:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(district, lab, checker=Interrupted())
+
+    [stopped] = image_tests.list_for(district.ctx, district["edtech.grace"], lab)
+    assert stopped.status == "error"
+    assert stopped.reason == "the checks could not run: stopped by the person running it"
+    assert _run(district, lab).status == "passed"
