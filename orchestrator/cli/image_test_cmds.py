@@ -18,10 +18,13 @@ from rich.table import Table
 from orchestrator.cli import render
 from orchestrator.cli.app import JSON_OPTION, console, print_json, state
 from orchestrator.cli.inventory_cmds import _credentials
-from orchestrator.remote.ansible import PlaybookRunner
-from orchestrator.remote.persona_checks import PersonaChecker
 from orchestrator.services import catalog, image_tests, runs, test_plans
-from orchestrator.services.image_tests import ImageTestView, Progress
+from orchestrator.services.image_tests import (
+    ImageTestView,
+    PersonaChecker,
+    PlaybookRunner,
+    Progress,
+)
 
 TEST_FAILED_EXIT = 9
 """A test that ran and failed: the exit code of a run that ended with failed hosts."""

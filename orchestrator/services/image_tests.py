@@ -69,6 +69,20 @@ from orchestrator.services.refs import ref_of
 
 OUTPUT_KEPT = persona_checks.OUTPUT_KEPT
 
+__all__ = [
+    "CheckRow",
+    "ImageTestView",
+    "PersonaChecker",
+    "PersonaView",
+    "PlaybookRunner",
+    "Progress",
+    "list_for",
+    "run_image_test",
+    "show",
+]
+"""PersonaChecker and PlaybookRunner are named here for the command line, which
+takes no import from remote/ (it may swap in fakes of both)."""
+
 
 @dataclass(frozen=True)
 class Progress:
