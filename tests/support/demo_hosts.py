@@ -12,6 +12,14 @@ key into ``--out`` (default ``./demo-hosts``), prints the commands that import
 them and store the key, and keeps the hosts running until Ctrl-C, when their
 users and folders are removed. Needs root (it creates a local user per host)
 and Debian's openssh-server.
+
+With ``--personas``, the first host also gets a student and a staff test
+account (real local users, each with its own random password, as
+:func:`tests.support.sshd.add_personas` makes them), so it can serve as a
+test client for ``orchestrator image test``: their passwords are written to
+``student.pw`` and ``staff.pw`` in ``--out`` (mode 0600, removed on exit) and
+the commands that mark the host and set the building's test accounts are
+printed.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from types import FrameType
 
 import yaml
 
-from tests.support.sshd import SSHHost, start_hosts
+from tests.support.sshd import SSHHost, add_personas, start_hosts
 
 
 def inventory(hosts: list[SSHHost], *, building: str, room: str) -> dict[str, object]:
@@ -62,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--building", default="101", help="their building number")
     parser.add_argument("--room", default="demo-cart", help="their room, lab or cart")
     parser.add_argument("--out", type=Path, default=Path("demo-hosts"), help="where to write")
+    parser.add_argument(
+        "--personas",
+        action="store_true",
+        help="give the first Mac a student and a staff test account (a test client)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.count <= 30:
         parser.error("--count must be between 1 and 30")
@@ -82,6 +95,27 @@ def main(argv: list[str] | None = None) -> int:
             f"  orchestrator --as btc.lincoln clients gather --building {args.building} "
             f"--room {args.room}"
         )
+        password_files: list[Path] = []
+        if args.personas:
+            first = hosts[0]
+            personas = add_personas(first)
+            print(f"test accounts on {args.building}-{args.room}-{first.name}:")
+            print(
+                f"  orchestrator --as it.rivera testing clients mark "
+                f"{args.building}-{args.room}-{first.name}"
+            )
+            for persona in ("student", "staff"):
+                found = personas[persona]
+                pw = args.out / f"{persona}.pw"
+                pw.touch(mode=0o600)
+                pw.chmod(0o600)
+                pw.write_text(found.password + "\n")
+                password_files.append(pw)
+                print(
+                    f"  orchestrator --as it.rivera testing accounts set --building "
+                    f"{args.building} --persona {persona} --username {found.username} "
+                    f"--password-file {pw}"
+                )
         print("Ctrl-C stops them.", flush=True)
 
         def stop(_signum: int, _frame: FrameType | None) -> None:
@@ -92,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             signal.pause()
         except KeyboardInterrupt:
             print("stopping the Macs", file=sys.stderr)
+        finally:
+            for pw in password_files:
+                pw.unlink(missing_ok=True)
     return 0
 
 
