@@ -127,7 +127,7 @@ def _summary(v: ImageTestView) -> str:
         f"by {v.actor}, {render.when(v.started_at, zone)}",
     ]
     if v.delivery_run is not None:
-        parts.append(f"delivered by run {v.delivery_run}")
+        parts.append(f"delivery run {v.delivery_run}")
     return "; ".join(parts)
 
 

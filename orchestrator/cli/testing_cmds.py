@@ -192,7 +192,8 @@ def _plan_table(view: test_plans.PlanView) -> Table:
 
 
 def _summary(view: test_plans.PlanView) -> str:
-    return f"{len(view.checks)} checks in its plan, digest {view.digest}"
+    n = len(view.checks)
+    return f"{n} check{'' if n == 1 else 's'} in its plan, digest {view.digest}"
 
 
 def _print_plan(view: test_plans.PlanView) -> None:
