@@ -40,8 +40,10 @@ def test_plan_takes_groups_rooms_and_clients_together(orchestrator: Invoke) -> N
     assert "301 Kennedy High" in out and "302 Madison High" in out
     assert "building 101 is elementary; this is for high buildings" in out
     assert "302-newsroom-01" in out and "model_not_approved" in out
+    # The bench's high-school PC already runs the image its image test put on it.
+    assert "301-stem-lab-05" in out and "already runs pc-high@2026.1" in out
     assert (
-        "8 clients in 2 buildings would get pc-high@2026.1 (8 never seen yet); 11 excluded" in out
+        "7 clients in 2 buildings would get pc-high@2026.1 (7 never seen yet); 12 excluded" in out
     )
 
 
@@ -63,7 +65,14 @@ def test_plan_as_json_lists_every_client(orchestrator: Invoke) -> None:
     assert data["ref"] == "finance-client@7.2" and data["kind"] == "package"
     hosts = {c["hostname"] for c in data["included"]}
     assert "900-front-office-01" in hosts and "101-lab-a-01" in hosts
-    assert {c["reason"] for c in data["excluded"]} == {"wrong_platform", "model_not_approved"}
+    # The bench's high-school PC was last seen at its image test in the sample's past.
+    assert {c["reason"] for c in data["excluded"]} == {
+        "wrong_platform",
+        "model_not_approved",
+        "offline",
+    }
+    offline = [c["hostname"] for c in data["excluded"] if c["reason"] == "offline"]
+    assert offline == ["301-stem-lab-05"]
     assert sum(b["included"] for b in data["buildings"]) == len(data["included"])
     places = len({c["building"] for c in data["included"]})
     assert data["summary"].startswith(f"{len(data['included'])} clients in {places} buildings")

@@ -135,8 +135,9 @@ def test_once_shows_per_building_and_wave_counts_as_the_rows_stand(
         ("101", 2, False, 1, 3),
         ("101", 0, False, 6, 6),
         ("102", 1, True, 1, 1),
-        ("102", 3, False, 0, 1),
-        ("102", 0, False, 4, 4),
+        # 102-library-02, the bench's elementary Mac, was last seen at its image test
+        # in the sample's past: offline, so excluded with the four PCs.
+        ("102", 0, False, 5, 5),
     ]
     assert (data["state"], data["final"], data["current_wave"]) == ("running", False, 2)
     assert [(f["hostname"], f["step"], f["reason"]) for f in data["failures"]] == [
@@ -148,8 +149,7 @@ def test_once_shows_per_building_and_wave_counts_as_the_rows_stand(
     assert ["101", "wave", "1", "(pilot)", "█" * 24, "1/1", "1", "succeeded"] in table
     assert ["101", "wave", "2", "█" * 8 + "▒" * 8 + "░" * 8, "1/3", "1", "pending,", "1",
             "applying,", "1", "failed"] in table  # fmt: skip
-    assert ["102", "wave", "3", "░" * 24, "0/1", "1", "pending"] in table
-    assert ["102", "excluded", "█" * 24, "4/4", "4", "skipped"] in table
+    assert ["102", "excluded", "█" * 24, "5/5", "5", "skipped"] in table
     assert "latest failures" in out
     assert ["101-cart-1-02", "101", "2", "Run", "the", "installer:", "disk", "full"] in table
     assert "next window 101 2026-03-02 18:00 to 2026-03-03 06:00" in out

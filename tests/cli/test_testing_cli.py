@@ -7,6 +7,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,8 +19,11 @@ from orchestrator.cli.main import app
 from orchestrator.remote.ansible import FakePlaybookRunner
 from orchestrator.services import directory, runs, testing, vault
 from orchestrator.services.context import Context
+from orchestrator.services.sample import TEST_CLIENTS
 from tests.support.cli import Invoke
 
+BENCH = sorted(TEST_CLIENTS.values())
+"""The sample district's test clients: IT's bench, one per platform and level."""
 CANARY = "Canary-Stu-5f3b9e!"
 WINRM_CANARY = "Canary-WinRM-8c21d4!"
 
@@ -41,6 +45,22 @@ def _set(orchestrator: Invoke, who: str, *args: str, expect: int = 0) -> Result:
     return orchestrator("--as", who, "testing", "accounts", "set", *args, expect=expect)
 
 
+def _pool(orchestrator: Invoke, who: str = "it.rivera") -> list[str]:
+    """The hostnames of the test clients ``who`` sees."""
+    listed = orchestrator("--as", who, "testing", "clients", "list", "--json").stdout
+    return sorted(c["hostname"] for c in json.loads(listed))
+
+
+def _accounts(engine: sa.Engine) -> list[Any]:
+    """Every test account row and every audit entry about one, as stored."""
+    with engine.connect() as conn:
+        rows = list(conn.execute(sa.text("SELECT * FROM test_account ORDER BY id")).all())
+        rows += conn.execute(
+            sa.text("SELECT * FROM audit_entry WHERE object_kind = 'test_account' ORDER BY seq")
+        ).all()
+    return rows
+
+
 def _dump(engine: sa.Engine) -> str:
     """Every row of every table, as text."""
     out = []
@@ -52,6 +72,8 @@ def _dump(engine: sa.Engine) -> str:
 
 
 def test_it_builds_the_test_pool_and_everyone_sees_their_share(orchestrator: Invoke) -> None:
+    # The sample comes with IT's bench; the pool grows by the clients marked here.
+    assert _pool(orchestrator) == BENCH
     marked = orchestrator("--as", "it.rivera", "testing", "clients", "mark", "101-cart-1-04")
     assert "101-cart-1-04 marked as a test client (mac, elementary, building 101)" in marked.stdout
     orchestrator("--as", "it.rivera", "testing", "clients", "mark", "101-lab-a-05")
@@ -64,15 +86,30 @@ def test_it_builds_the_test_pool_and_everyone_sees_their_share(orchestrator: Inv
     )
     assert [(c["hostname"], c["platform"], c["level"]) for c in pool] == [
         ("101-cart-1-04", "mac", "elementary"),
+        ("102-library-02", "mac", "elementary"),
+        ("302-journalism-02", "mac", "high"),
+        ("205-cart-2-04", "mac", "middle"),
         ("101-lab-a-05", "pc", "elementary"),
+        ("101-library-01", "pc", "elementary"),
         ("301-stem-lab-01", "pc", "high"),
+        ("301-stem-lab-05", "pc", "high"),
+        ("205-lab-114-03", "pc", "middle"),
     ]
     macs = orchestrator("--as", "edtech.okafor", "testing", "clients", "list", "--platform", "mac")
-    assert "101-cart-1-04" in macs.stdout and "101-lab-a-05" not in macs.stdout
+    assert "101-cart-1-04" in macs.stdout and "102-library-02" in macs.stdout
+    assert "101-lab-a-05" not in macs.stdout and "101-library-01" not in macs.stdout
     high = orchestrator("--as", "it.rivera", "testing", "clients", "list", "--level", "high")
-    assert "301-stem-lab-01" in high.stdout and "101-" not in high.stdout
-    mine = orchestrator("--as", "principal.lincoln", "testing", "clients", "list")
-    assert "101-lab-a-05" in mine.stdout and "301-stem-lab-01" not in mine.stdout
+    assert "301-stem-lab-01" in high.stdout and "302-journalism-02" in high.stdout
+    assert "101-" not in high.stdout and "205-" not in high.stdout
+    assert _pool(orchestrator, "principal.lincoln") == [
+        "101-cart-1-04",
+        "101-lab-a-05",
+        "101-library-01",
+    ]
+    # Washington's tech sees only the bench's Mac in building 102, and none once IT
+    # takes it off the bench.
+    assert _pool(orchestrator, "btc.garcia") == ["102-library-02"]
+    orchestrator("--as", "it.rivera", "testing", "clients", "mark", "102-library-02", "--unmark")
     none = orchestrator("--as", "btc.garcia", "testing", "clients", "list")
     assert "no test clients" in none.stdout
 
@@ -82,7 +119,7 @@ def test_it_builds_the_test_pool_and_everyone_sees_their_share(orchestrator: Inv
     assert "101-lab-a-05 is no longer a test client" in out.stdout
     clients = json.loads(orchestrator("--as", "it.rivera", "clients", "list", "--json").stdout)
     flagged = sorted(c["hostname"] for c in clients if c["test_client"])
-    assert flagged == ["101-cart-1-04", "301-stem-lab-01"]
+    assert flagged == sorted({*BENCH, "101-cart-1-04", "301-stem-lab-01"} - {"102-library-02"})
 
 
 def test_marking_is_refused_to_all_but_it_and_unknown_names_exit_with_the_reason(
@@ -100,8 +137,8 @@ def test_marking_is_refused_to_all_but_it_and_unknown_names_exit_with_the_reason
         "--as", "it.rivera", "testing", "clients", "list", "--platform", "linux", expect=2
     )  # fmt: skip
     assert "platform: no platform 'linux' (platforms: pc, mac)" in bad.stderr
-    listed = orchestrator("--as", "it.rivera", "testing", "clients", "list")
-    assert "no test clients" in listed.stdout
+    # Nothing refused was marked: the pool is still the sample's bench.
+    assert _pool(orchestrator) == BENCH
 
 
 def test_accounts_are_set_listed_without_passwords_and_removed(
@@ -120,12 +157,19 @@ def test_accounts_are_set_listed_without_passwords_and_removed(
 
     table = orchestrator("--as", "edtech.okafor", "testing", "accounts", "list").stdout
     assert "stu.test101" in table and "staff.test301" in table and "password set" in table
+    # Setting replaces the sample's account of that building and persona.
+    assert "s.test101" not in table and "t.test301" not in table
+    assert "t.test101" in table and "s.test205" in table
     assert CANARY not in table
     own = json.loads(
         orchestrator("--as", "sectec.kim", "testing", "accounts", "list", "--json").stdout
     )
+    # Kim's buildings only: the sample's accounts of 301 and 302, with the one he set.
     assert [(a["building"], a["persona"], a["username"]) for a in own] == [
-        ("301", "staff", "staff.test301")
+        ("301", "student", "s.test301"),
+        ("301", "staff", "staff.test301"),
+        ("302", "student", "s.test302"),
+        ("302", "staff", "t.test302"),
     ]
     removed = orchestrator(
         "--as", "it.rivera", "testing", "accounts", "remove", "--building", "101",
@@ -137,6 +181,8 @@ def test_accounts_are_set_listed_without_passwords_and_removed(
         "--persona", "student", expect=4,
     )  # fmt: skip
     assert "building 101 has no student test account" in again.stderr
+    left = orchestrator("--as", "it.rivera", "testing", "accounts", "list").stdout
+    assert "stu.test101" not in left and "t.test101" in left
 
 
 def test_bad_account_input_exits_with_the_reason_and_stores_nothing(
@@ -147,6 +193,9 @@ def test_bad_account_input_exits_with_the_reason_and_stores_nothing(
     unreadable = _file(tmp_path, "unreadable", CANARY)
     unreadable.chmod(0)
     base = ["--building", "101", "--persona", "student", "--username", "stu.test101"]
+    listed = orchestrator("--as", "it.rivera", "testing", "accounts", "list").stdout
+    stored = _accounts(engine)
+    assert "s.test101" in listed and stored  # the sample's accounts, set at load
     cases = [
         ("it.rivera", ["--building", "999", *base[2:], "--password-file", pw], 4,
          "no building '999'"),
@@ -178,16 +227,10 @@ def test_bad_account_input_exits_with_the_reason_and_stores_nothing(
         result = _set(orchestrator, who, *args, expect=code)
         assert words in result.stderr, (args, result.stderr)
         assert CANARY not in result.stdout + result.stderr
-    assert (
-        "no test accounts"
-        in orchestrator("--as", "it.rivera", "testing", "accounts", "list").stdout
-    )
-    with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM test_account")).scalar_one() == 0
-        audited = conn.execute(
-            sa.text("SELECT count(*) FROM audit_entry WHERE object_kind = 'test_account'")
-        ).scalar_one()
-    assert audited == 0
+    # Nothing stored, nothing audited: the sample's accounts stand as they were.
+    assert orchestrator("--as", "it.rivera", "testing", "accounts", "list").stdout == listed
+    assert "stu.test101" not in listed
+    assert _accounts(engine) == stored
     refused = orchestrator("--as", "principal.lincoln", "testing", "accounts", "list", expect=3)
     assert "refused: Principal cannot see the student and staff test accounts" in refused.stderr
 
@@ -229,12 +272,22 @@ def test_rotate_key_is_it_only_and_the_old_key_reads_nothing_afterwards(
     assert "refused" in refused.stderr and key_file.read_bytes() == old_key
 
     out = orchestrator("--as", "it.rivera", "credentials", "rotate-key")
-    assert "key rotated: 0 credentials and 1 test account re-encrypted" in out.stdout
+    # The sample's twelve accounts (two in each instructional building), one replaced here.
+    assert "key rotated: 0 credentials and 12 test accounts re-encrypted" in out.stdout
     with engine.connect() as conn:
-        token = bytes(conn.execute(sa.text("SELECT ciphertext FROM test_account")).scalar_one())
-    with pytest.raises(InvalidToken):
-        Fernet(old_key.strip()).decrypt(token)
-    assert Fernet(key_file.read_bytes().strip()).decrypt(token).decode() == CANARY
+        tokens = {
+            username: bytes(token)
+            for username, token in conn.execute(
+                sa.text("SELECT username, ciphertext FROM test_account")
+            )
+        }
+    assert len(tokens) == 12 and "stu.test101" in tokens
+    new = Fernet(key_file.read_bytes().strip())
+    for token in tokens.values():
+        with pytest.raises(InvalidToken):
+            Fernet(old_key.strip()).decrypt(token)
+        assert new.decrypt(token)
+    assert new.decrypt(tokens["stu.test101"]).decode() == CANARY
 
 
 def test_a_canary_password_never_comes_back_out(
