@@ -5,16 +5,17 @@ on Linux hosts with stand-in commands)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlmodel import delete, select
+from sqlmodel import select
 
-from orchestrator.db.models import Building, Client
+from orchestrator.db.models import Client
 from orchestrator.db.session import transaction
 from tests.support.cli import Invoke
-from tests.support.fixtures import ssh_hosts  # noqa: F401  (fixture)
+from tests.support.fixtures import empty_building, ssh_hosts  # noqa: F401  (fixture)
 from tests.support.sshd import SSHHost
 
 
@@ -27,9 +28,7 @@ def cart(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Invoke:
     """The sample district with building 101's clients replaced by the ten hosts."""
-    with transaction(engine) as s:
-        lincoln = s.exec(select(Building).where(Building.number == "101")).one()
-        s.exec(delete(Client).where(Client.building_id == lincoln.id))  # type: ignore[call-overload]
+    empty_building(engine, "101")
     lines = ["Hostname,Building,Room,Platform,Model,Serial,MAC,IP"]
     for i, h in enumerate(ssh_hosts, 1):
         lines.append(
@@ -77,18 +76,23 @@ def test_a_run_prints_per_host_results_and_is_shown_again_later(
     cart: Invoke,
     ssh_hosts: list[SSHHost],  # noqa: F811
 ) -> None:
+    listed = cart("--as", "it.rivera", "runs", "list", "--json").stdout
+    before = {r["id"] for r in json.loads(listed)}
     out = cart("--as", "btc.lincoln", "run", "ping", "--building", "101", "--room", "cart-9")
 
-    assert "run 1: ping on building 101 — successful" in out.stdout
+    found = re.search(r"run (\d+): ping on building 101 — successful", out.stdout)
+    assert found, out.stdout
     runs = json.loads(cart("--as", "btc.lincoln", "runs", "list", "--json").stdout)
-    assert [(r["id"], r["status"], len(r["hosts"])) for r in runs] == [(1, "successful", 10)]
-    again = cart("--as", "it.rivera", "runs", "show", "1")
+    new = [(r["id"], r["status"], len(r["hosts"])) for r in runs if r["id"] not in before]
+    assert new == [(int(found.group(1)), "successful", 10)]
+    again = cart("--as", "it.rivera", "runs", "show", found.group(1))
     for h in ssh_hosts:
         assert h.name in again.stdout
 
 
 def test_a_tech_may_not_run_on_another_building_and_nothing_is_recorded(cart: Invoke) -> None:
+    before = json.loads(cart("--as", "it.rivera", "runs", "list", "--json").stdout)
     refused = cart("--as", "btc.lincoln", "run", "ping", "--building", "102", expect=3)
 
     assert "refused" in refused.stderr
-    assert json.loads(cart("--as", "it.rivera", "runs", "list", "--json").stdout) == []
+    assert json.loads(cart("--as", "it.rivera", "runs", "list", "--json").stdout) == before

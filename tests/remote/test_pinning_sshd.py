@@ -8,17 +8,19 @@ These tests start hosts of their own (one gets a new host key); the shared
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlmodel import delete, select
+from sqlmodel import select
 
-from orchestrator.db.models import Building, Client
+from orchestrator.db.models import Client
 from orchestrator.db.session import transaction
 from orchestrator.remote.ssh import fingerprint
 from tests.support.cli import Invoke, as_json
+from tests.support.fixtures import empty_building
 from tests.support.sshd import SSHHost, kill_host, restart_with_new_host_key, start, start_hosts
 
 pytestmark = pytest.mark.db
@@ -40,9 +42,7 @@ def lincoln(
 ) -> Path:
     """The sample district with building 101's clients gone, and an Ansible
     inventory of the three Macs (a CSV export has no port or login column)."""
-    with transaction(engine) as s:
-        b = s.exec(select(Building).where(Building.number == "101")).one()
-        s.exec(delete(Client).where(Client.building_id == b.id))  # type: ignore[call-overload]
+    empty_building(engine, "101")
     lines = ["[cart_3]"]
     for i, h in enumerate(macs, 1):
         lines.append(
@@ -61,6 +61,13 @@ def _keys(engine: sa.Engine) -> dict[str, tuple[str | None, str | None]]:
     with transaction(engine) as s:
         rows = s.exec(select(Client).where(Client.room == "cart-3"))
         return {c.hostname: (c.host_key, c.host_key_offered) for c in rows}
+
+
+def _run_id(printed: str) -> int:
+    """The run a command printed ("run N: ping on …"); the sample district has runs of its own."""
+    found = re.search(r"run (\d+): ", printed)
+    assert found, printed
+    return int(found.group(1))
 
 
 def _results(orchestrator: Invoke, run_id: int) -> dict[str, tuple[str, str]]:
@@ -103,7 +110,7 @@ def test_keys_pinned_at_import_a_changed_key_refused_then_repinned_with_a_reason
 
     failed = orchestrator("--as", "btc.lincoln", "run", "ping", "--building", "101", expect=9)
     assert "— failed" in failed.stdout
-    first = _results(orchestrator, 1)
+    first = _results(orchestrator, _run_id(failed.stdout))
     assert {h: status for h, (status, _) in first.items()} == {
         "mac-01": "ok",
         "mac-02": "unreachable",
@@ -127,9 +134,8 @@ def test_keys_pinned_at_import_a_changed_key_refused_then_repinned_with_a_reason
 
     again = orchestrator("--as", "btc.lincoln", "run", "ping", "--building", "101")
     assert "— successful" in again.stdout
-    assert {h: status for h, (status, _) in _results(orchestrator, 2).items()} == {
-        h.name: "ok" for h in macs
-    }
+    second = _results(orchestrator, _run_id(again.stdout))
+    assert {h: status for h, (status, _) in second.items()} == {h.name: "ok" for h in macs}
     audit = as_json(orchestrator("--as", "it.rivera", "audit", "--json"))
     repins = [e for e in audit if e["action"] == "client.repin_host_key"]
     assert [e["reason"] for e in repins] == ["reinstalled macOS after a disk failure, ticket 5120"]

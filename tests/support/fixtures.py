@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import col, select
 
-from orchestrator.db.models import Client
+from orchestrator.db.models import Building, Client
 from orchestrator.db.session import transaction
 from orchestrator.domain.states import State
 from orchestrator.services import inventory
@@ -69,3 +70,16 @@ def release_scratch(district: District, version: str, folder: Path) -> str:
         detection_rule=f"pkgutil:{SCRATCH_RECEIPT}>={version}",
         to=State.PUBLISHED,
     )
+
+
+def empty_building(engine: sa.Engine, number: str, *, into: str = "900") -> None:
+    """Move building ``number``'s clients to building ``into`` (the sample's district
+    office), so a test has the building to itself. Moved, not deleted: the sample's
+    history (the bench's runs and image tests) refers to them."""
+    with transaction(engine) as s:
+        src = s.exec(select(Building).where(Building.number == number)).one()
+        dst = s.exec(select(Building).where(Building.number == into)).one()
+        for c in s.exec(select(Client).where(Client.building_id == src.id)):
+            assert dst.id is not None
+            c.building_id = dst.id
+            s.add(c)
