@@ -181,13 +181,21 @@ def _check_trial(
     assert image.id is not None
     if row.id not in {p.id for p in catalog.package_rows(session, image.id)}:
         raise Refused(f"package {ref_of(row)} is not one of {ref_of(image)}'s packages")
-    effective = catalog.effective_sunset_of(session, row)
-    if row.state == State.SUNSET.value or sunset.is_sunset(effective, today):
-        raise SunsetReached(f"package {ref_of(row)} reached its sunset date ({effective})")
+    refuse_sunset(session, row, today=today)
     if row.state not in TRIAL_PACKAGE_STATES:
         raise Conflict(
             f"package {ref_of(row)} is retired: the image carries a package that is gone; "
             "revise the image"
+        )
+
+
+def refuse_sunset(session: Session, row: Releasable, *, today: date) -> None:
+    """Raises SunsetReached when ``row`` is sunset or past its effective sunset date."""
+    effective = catalog.effective_sunset_of(session, row)
+    if row.state == State.SUNSET.value or sunset.is_sunset(effective, today):
+        raise SunsetReached(
+            f"{Kind(row.kind).label} {ref_of(row)} reached its sunset date ({effective}): "
+            "it is never deployed again"
         )
 
 
@@ -202,13 +210,8 @@ def check_released(
         SunsetReached: past its effective sunset. Refused: not released, another
             building's, or a base image rolled out by someone other than IT.
     """
-    ref = ref_of(row)
-    kind = Kind(row.kind)
-    effective = catalog.effective_sunset_of(session, row)
-    if row.state == State.SUNSET.value or sunset.is_sunset(effective, today):
-        raise SunsetReached(
-            f"{kind.label} {ref} reached its sunset date ({effective}): it is never deployed again"
-        )
+    ref, kind = ref_of(row), Kind(row.kind)
+    refuse_sunset(session, row, today=today)
     if row.state not in (State.PUBLISHED.value, State.DEPRECATED.value):
         word = "published" if kind is Kind.BASE_IMAGE else "released"
         raise Refused(
@@ -230,13 +233,8 @@ def check_under_test(session: Session, actor: Actor, row: Releasable, *, today: 
 
     Raises: SunsetReached, Conflict (not in testing), Refused.
     """
-    ref = ref_of(row)
-    kind = Kind(row.kind)
-    effective = catalog.effective_sunset_of(session, row)
-    if row.state == State.SUNSET.value or sunset.is_sunset(effective, today):
-        raise SunsetReached(
-            f"{kind.label} {ref} reached its sunset date ({effective}): it is never deployed again"
-        )
+    ref, kind = ref_of(row), Kind(row.kind)
+    refuse_sunset(session, row, today=today)
     if row.state != State.TESTING.value:
         raise Conflict(
             f"{kind.label} {ref} is {row.state.replace('_', ' ')}: image tests run while an "
