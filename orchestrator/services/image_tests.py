@@ -157,6 +157,9 @@ class _Started:
     """Installed after the image: a PC's customized image's packages."""
 
 
+_PLATFORM_WORD = {Platform.MAC.value: "Mac", Platform.PC.value: "PC"}
+
+
 def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -265,17 +268,17 @@ def _start(ctx: Context, actor: Actor, ref: str, hostname: str) -> _Started:
                 "IT marks them)"
             )
         if client.platform != row.platform:
+            have, want = _PLATFORM_WORD[client.platform], _PLATFORM_WORD[row.platform]
             raise InvalidInput(
-                f"{client.hostname} is a {Platform(client.platform).name} and {image_ref} is a "
-                f"{Platform(row.platform).name} image: choose a {Platform(row.platform).name} "
-                "test client",
+                f"{client.hostname} is a {have} and {image_ref} is a {want} image: "
+                f"choose a {want} test client",
                 field="client",
             )
         level = _level_of(session, row)
         if level is not None and b.level != level:
             raise InvalidInput(
-                f"{client.hostname} is in {b.level} building {b.number} and {image_ref} is a "
-                f"{level} image: choose a test client of a {level} building",
+                f"{client.hostname} is in {b.level} building {b.number} and {image_ref} is "
+                f"for {level} schools: choose a test client of a {level} building",
                 field="client",
             )
         if client.transport == "ssh" and not client.host_key:

@@ -216,8 +216,16 @@ def test_a_sectec_tests_its_own_buildings_image_on_its_own_bench_and_not_its_own
     ("setup", "error", "match"),
     [
         ("not_test_client", Conflict, "is not a test client"),
-        ("mac_client", InvalidInput, "is a MAC and 101/lab@1.0 is a PC image"),
-        ("other_level", InvalidInput, "is in high building 302 and 101/lab@1.0 is a elementary"),
+        (
+            "mac_client",
+            InvalidInput,
+            "is a Mac and 101/lab@1.0 is a PC image: choose a PC test client",
+        ),
+        (
+            "other_level",
+            InvalidInput,
+            "is in high building 302 and 101/lab@1.0 is for elementary schools",
+        ),
         ("no_accounts", NotFound, "has no student test account"),
         ("unknown_client", NotFound, "no client 'nobody'"),
     ],
