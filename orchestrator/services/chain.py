@@ -205,7 +205,7 @@ def status(ctx: Context, actor: Actor, kind: Kind, ref: str) -> ChainStatus:
         runs = session.exec(
             select(TestRun).where(TestRun.releasable_id == row.id).order_by(col(TestRun.id))
         ).all()
-        plan = None if kind is Kind.PACKAGE else test_plans._plan(session, row).digest
+        plan = None if kind is Kind.PACKAGE else test_plans.plan_of(session, row).digest
         state = State(row.state)
         pending = policy.pending_step(state)
         passed_steps = _passed_steps(policy, state)
@@ -507,7 +507,7 @@ def _require_evidence(
                     f"({', '.join(_failed_names(run))})"
                 )
         return []
-    plan = test_plans._plan(session, row).digest
+    plan = test_plans.plan_of(session, row).digest
     failing: list[tuple[Persona, str, TestRun]] = []
     for persona in Persona:
         run = latest.get(persona)

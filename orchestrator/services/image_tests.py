@@ -286,7 +286,7 @@ def _start(ctx: Context, actor: Actor, ref: str, hostname: str) -> _Started:
                 f"{client.hostname}'s SSH host key is not pinned yet "
                 f"(run 'orchestrator clients probe --host {client.hostname}')"
             )
-        plan = test_plans._plan(session, row)
+        plan = test_plans.plan_of(session, row)
         checks = {who: _persona_checks(plan.checks, who) for who in Persona}
         packages = (
             [ref_of(p) for p in catalog.package_rows(session, row.id)]
@@ -566,10 +566,12 @@ def _check_dict(o: CheckOutcome) -> dict[str, Any]:
     }
 
 
-def _view(session: Session, test: ImageTest) -> ImageTestView:
+def _view(session: Session, test: ImageTest, current_plan: str | None = None) -> ImageTestView:
+    """``current_plan``: the image's current plan digest, when the caller has it."""
     image = session.get(Releasable, test.releasable_id)
     assert image is not None and test.id is not None
-    current_plan = test_plans._plan(session, image).digest
+    if current_plan is None:
+        current_plan = test_plans.plan_of(session, image).digest
     person = session.get(Person, test.actor_id)
     personas = []
     for r in session.exec(
@@ -625,12 +627,8 @@ def show(ctx: Context, actor: Actor, test_id: int) -> ImageTestView:
             except OrchestratorError:
                 test = None
         if test is None:
-            raise _not_found(test_id)
+            raise NotFound(f"no image test {test_id} (see 'orchestrator image test-runs IMAGE')")
         return _view(session, test)
-
-
-def _not_found(test_id: int) -> OrchestratorError:
-    return NotFound(f"no image test {test_id} (see 'orchestrator image test-runs IMAGE')")
 
 
 def list_for(ctx: Context, actor: Actor, ref: str) -> list[ImageTestView]:
@@ -645,4 +643,5 @@ def list_for(ctx: Context, actor: Actor, ref: str) -> list[ImageTestView]:
             .where(ImageTest.releasable_id == image.id)
             .order_by(col(ImageTest.id).desc())
         ).all()
-        return [_view(session, t) for t in tests]
+        plan = test_plans.plan_of(session, image).digest
+        return [_view(session, t, plan) for t in tests]

@@ -461,7 +461,9 @@ def _plan_check(row: TestCheck, origin: Origin, source: str) -> PlanCheck:
     )
 
 
-def _plan(session: Session, image: Releasable) -> PlanView:
+def plan_of(session: Session, image: Releasable) -> PlanView:
+    """The image's effective plan, in the caller's transaction (no permission check:
+    the caller resolved the image for its actor)."""
     own_rows = _rows(session, image.id)
     base = session.get(Releasable, image.base_id) if image.base_id else None
     checks: list[PlanCheck] = []
@@ -506,7 +508,7 @@ def show_plan(ctx: Context, actor: Actor, ref: str) -> PlanView:
     Raises: InvalidInput, NotFound (see :func:`resolve_image`).
     """
     with transaction(ctx.engine) as session:
-        return _plan(session, resolve_image(session, actor, ref))
+        return plan_of(session, resolve_image(session, actor, ref))
 
 
 def effective_plan(ctx: Context, actor: Actor, ref: str) -> list[PlanCheck]:
@@ -581,7 +583,7 @@ def _audit(
         subject=catalog.subject(image),
         before=before,
         after=after,
-        digest=_plan(session, image).digest,
+        digest=plan_of(session, image).digest,
         reason=reason,
     )
 
@@ -656,7 +658,7 @@ def add_check(ctx: Context, actor: Actor, ref: str, spec: CheckSpec) -> PlanView
         image = _editable(session, actor, ref)
         row = _add(session, ctx, actor, image, spec, None)
         _audit(session, ctx, actor, image, "test_plan.add", after=_snapshot(row))
-        return _plan(session, image)
+        return plan_of(session, image)
 
 
 def import_checks(
@@ -685,7 +687,7 @@ def import_checks(
         for i, s in enumerate(specs):
             row = _add(session, ctx, actor, image, s, i)
             _audit(session, ctx, actor, image, "test_plan.add", after=_snapshot(row), reason=reason)
-        return _plan(session, image)
+        return plan_of(session, image)
 
 
 def disable_check(ctx: Context, actor: Actor, ref: str, name: str, reason: str) -> PlanView:
@@ -699,7 +701,7 @@ def disable_check(ctx: Context, actor: Actor, ref: str, name: str, reason: str) 
     check_name(name)
     with transaction(ctx.engine) as session:
         image = _editable(session, actor, ref)
-        plan = _plan(session, image)
+        plan = plan_of(session, image)
         if image.base_id is None:
             raise InvalidInput(
                 f"{ref_of(image)} is a base image: it inherits no checks to disable "
@@ -742,7 +744,7 @@ def disable_check(ctx: Context, actor: Actor, ref: str, name: str, reason: str) 
             after=_snapshot(row),
             reason=why,
         )
-        return _plan(session, image)
+        return plan_of(session, image)
 
 
 def remove_check(ctx: Context, actor: Actor, ref: str, name: str) -> tuple[PlanView, bool]:
@@ -758,7 +760,7 @@ def remove_check(ctx: Context, actor: Actor, ref: str, name: str) -> tuple[PlanV
         image = _editable(session, actor, ref)
         row = next((r for r in _rows(session, image.id) if r.name == name), None)
         if row is None:
-            plan = _plan(session, image)
+            plan = plan_of(session, image)
             if any(c.name == name for c in plan.checks):
                 raise InvalidInput(
                     f"{name!r} is inherited from {plan.base}; disable it with a reason instead",
@@ -776,7 +778,7 @@ def remove_check(ctx: Context, actor: Actor, ref: str, name: str) -> tuple[PlanV
             "test_plan.enable" if enabled else "test_plan.remove",
             before=before,
         )
-        return _plan(session, image), enabled
+        return plan_of(session, image), enabled
 
 
 # ---------------------------------------------------------------------------
@@ -883,7 +885,7 @@ def carry_plan(
         actor,
         new,
         "test_plan.carry",
-        before={"from": ref_of(old), "digest": _plan(session, old).digest},
+        before={"from": ref_of(old), "digest": plan_of(session, old).digest},
         after={
             "checks": carried,
             "not_carried": [asdict(n) for n in result.not_carried],
