@@ -9,6 +9,7 @@ person who caused it: what was wrong and where.
     OrchestratorError
     ├── InvalidInput            422  bad value, malformed file, wrong reference type
     │   └── Duplicate           409  the thing already exists
+    ├── SignInFailed            401  wrong username or password, locked, no role granted
     ├── NotFound                404  unknown building, image, person, model
     ├── Refused                 403  the role, scope or chain does not allow it
     ├── Conflict                409  the object is not in a state that allows it
@@ -21,7 +22,8 @@ person who caused it: what was wrong and where.
         ├── AuthenticationFailed     wrong password or key (not retried)
         ├── AccessDenied             authenticated, but not allowed (not retried)
         ├── RemoteTimeout            the operation timed out (may be re-polled)
-        └── HostKeyChanged           the SSH host key differs from the pinned one
+        ├── HostKeyChanged           the SSH host key differs from the pinned one
+        └── DirectoryUnavailable 503 the district's LDAP directory did not answer
 
 Library exceptions are translated at the adapter boundary (``raise ... from
 exc``); nothing above the adapters sees a SQLAlchemy or Ansible exception.
@@ -62,6 +64,14 @@ class Duplicate(InvalidInput):
 
     code = "duplicate"
     http_status = 409
+
+
+class SignInFailed(OrchestratorError):
+    """Who is signing in could not be established, or was refused a role."""
+
+    code = "sign_in_failed"
+    http_status = 401
+    exit_code = 3
 
 
 class NotFound(OrchestratorError):
@@ -151,3 +161,10 @@ class HostKeyChanged(RemoteError):
     """The host presented another SSH host key than the one pinned at import."""
 
     code = "host_key_changed"
+
+
+class DirectoryUnavailable(RemoteError):
+    """The district's directory (LDAP / Active Directory) did not answer: sign-in fails closed."""
+
+    code = "directory_unavailable"
+    http_status = 503
