@@ -78,6 +78,42 @@ class Settings(BaseSettings):
         default=0, ge=0, lt=65536, description="Its port; 0 picks a free one for each run."
     )
 
+    web_address: str = Field(
+        default="127.0.0.1", description="Address the web interface and the API listen on."
+    )
+    web_port: int = Field(default=8080, gt=0, lt=65536, description="Their port.")
+    session_hours: int = Field(
+        default=8, ge=1, le=24, description="How long a browser stays signed in."
+    )
+    lockout_failures: int = Field(
+        default=5, ge=1, le=100, description="Wrong passwords in a row that lock an account."
+    )
+    lockout_minutes: int = Field(
+        default=15, ge=1, le=1440, description="How long a locked account stays locked."
+    )
+
+    ldap_url: str = Field(
+        default="",
+        description="The district directory (ldap:// or ldaps://); empty: local accounts only.",
+    )
+    ldap_bind_dn: str = Field(default="", description="The account the orchestrator searches with.")
+    ldap_bind_password: SecretStr | None = Field(default=None, description="Its password.")
+    ldap_user_base: str = Field(default="", description="Where people are found.")
+    ldap_user_filter: str = Field(
+        default="(uid={username})",
+        description="How a person is found; Active Directory: (sAMAccountName={username}).",
+    )
+    ldap_group_base: str = Field(default="", description="Where groups are found.")
+    ldap_role_groups: dict[str, str] = Field(
+        default_factory=dict,
+        description="Group DN per role: it, edtech, and sectec:NNN, btc:NNN, principal:NNN "
+        "per building.",
+    )
+    ldap_start_tls: bool = Field(default=False, description="StartTLS on an ldap:// URL.")
+    ldap_ca_file: Path | None = Field(
+        default=None, description="CA certificate(s) the directory's certificate is checked with."
+    )
+
     @field_validator("district_timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:

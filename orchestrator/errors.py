@@ -10,6 +10,7 @@ person who caused it: what was wrong and where.
     ├── InvalidInput            422  bad value, malformed file, wrong reference type
     │   └── Duplicate           409  the thing already exists
     ├── SignInFailed            401  wrong username or password, locked, no role granted
+    │   └── NoRoleGranted            the directory knows the person but grants no role
     ├── NotFound                404  unknown building, image, person, model
     ├── Refused                 403  the role, scope or chain does not allow it
     ├── Conflict                409  the object is not in a state that allows it
@@ -72,6 +73,12 @@ class SignInFailed(OrchestratorError):
     code = "sign_in_failed"
     http_status = 401
     exit_code = 3
+
+
+class NoRoleGranted(SignInFailed):
+    """The directory knows the person, but none of their groups maps to one role here."""
+
+    code = "no_role_granted"
 
 
 class NotFound(OrchestratorError):

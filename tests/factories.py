@@ -4,6 +4,7 @@ with the real services."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -176,6 +177,19 @@ class District:
         return "edtech.marco" if author == "edtech.grace" else "edtech.grace"
 
     # -- image tests ----------------------------------------------------------
+
+    def person(self, username: str, role: Role, buildings: Sequence[str] = ()) -> Actor:
+        """One more person, written directly (as make_district writes its people)."""
+        with transaction(self.ctx.engine) as session:
+            p = Person(username=username, display_name=username.title(), role=role.value)
+            session.add(p)
+            session.flush()
+            for n in buildings:
+                b = session.exec(select(Building).where(Building.number == n)).one()
+                assert p.id is not None and b.id is not None
+                session.add(PersonBuilding(person_id=p.id, building_id=b.id))
+        self.actors[username] = directory.actor(self.ctx, username)
+        return self.actors[username]
 
     def test_client(self, platform: str, building: str) -> str:
         """A test client of ``platform`` in ``building`` (made once), with a pinned key."""

@@ -62,13 +62,58 @@ class Building(SQLModel, table=True):
 
 class Person(SQLModel, table=True):
     __tablename__ = "person"
-    __table_args__ = (sa.CheckConstraint(_in("role", Role), name="person_role"),)
+    __table_args__ = (
+        sa.CheckConstraint(_in("role", Role), name="person_role"),
+        sa.CheckConstraint("source IN ('local', 'directory')", name="person_source"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     username: str = Field(max_length=64, unique=True)
     display_name: str = Field(max_length=120)
     role: str = Field(max_length=16)
     active: bool = Field(default=True)
+    source: str = Field(
+        default="local",
+        max_length=9,
+        description="local: signs in with its password; directory: LDAP decides role and buildings",
+    )
+    password_hash: str | None = Field(default=None, max_length=200, description="Argon2id")
+    failed_sign_ins: int = Field(
+        default=0, description="consecutive failures since the last success"
+    )
+    locked_until: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is kept."""
+
+    __tablename__ = "web_session"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    csrf_token: str = Field(max_length=64, description="sent back with every form and API write")
+    created_at: datetime = Field(sa_column=_utc())
+    last_seen_at: datetime = Field(sa_column=_utc())
+    expires_at: datetime = Field(sa_column=_utc())
+    ended_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+
+
+class ApiToken(SQLModel, table=True):
+    """A token a script signs in with (``Authorization: Bearer``); only its SHA-256 is kept."""
+
+    __tablename__ = "api_token"
+    __table_args__ = (sa.UniqueConstraint("person_id", "name", name="api_token_name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    name: str = Field(max_length=64)
+    prefix: str = Field(max_length=16, description="the token's first characters, to tell it apart")
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(sa_column=_utc())
+    expires_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    last_used_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
 
 
 class PersonBuilding(SQLModel, table=True):
@@ -548,6 +593,7 @@ class Deployment(SQLModel, table=True):
 
     __tablename__ = "deployment"
     __table_args__ = (
+        sa.UniqueConstraint("owner", "idempotency_key", name="deployment_idempotency"),
         sa.CheckConstraint(
             "state IN ('scheduled', 'running', 'paused', 'completed', 'cancelled', 'failed')",
             name="deployment_state",
@@ -578,6 +624,14 @@ class Deployment(SQLModel, table=True):
     failure_threshold_pct: float = 10.0
     created_at: datetime = Field(sa_column=_utc())
     updated_at: datetime = Field(sa_column=_utc())
+    idempotency_key: str | None = Field(
+        default=None, max_length=200, description="the API client's Idempotency-Key, per owner"
+    )
+    request_digest: str | None = Field(
+        default=None,
+        max_length=71,
+        description="what was asked with that key (a replay must match)",
+    )
 
 
 class DeploymentClient(SQLModel, table=True):

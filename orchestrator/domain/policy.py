@@ -81,6 +81,7 @@ class Action(StrEnum):
     ROLL_OUT_BASE_IMAGE = "roll_out_base_image"
     MANAGE_WINDOWS = "manage_windows"
     MANAGE_CREDENTIALS = "manage_credentials"
+    MANAGE_ACCOUNTS = "manage_accounts"
     MANAGE_TEST_CLIENTS = "manage_test_clients"
     MANAGE_TEST_ACCOUNTS = "manage_test_accounts"
     READ_TEST_ACCOUNTS = "read_test_accounts"
@@ -167,6 +168,11 @@ PERMISSIONS: Mapping[Action, Grant] = MappingProxyType(
             {Role.IT: _D},
             "set the district's client login secrets",
             "the keys and passwords the orchestrator logs in to clients with are IT's",
+        ),
+        Action.MANAGE_ACCOUNTS: Grant(
+            {Role.IT: _D},
+            "set other people's passwords or unlock their accounts",
+            "IT runs the district's accounts; everyone else may change only their own password",
         ),
         Action.MANAGE_TEST_CLIENTS: Grant(
             {Role.IT: _D},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -13,6 +14,9 @@ from orchestrator.clock import Clock, system_clock
 from orchestrator.config import DEFAULT_DATA_DIR, Settings
 from orchestrator.db.session import make_engine
 from orchestrator.domain.sunset import DEFAULT_LEAD_DAYS, district_today
+
+if TYPE_CHECKING:
+    from orchestrator.services.accounts import Directory
 
 
 @dataclass
@@ -25,6 +29,11 @@ class Context:
     """Where test evidence files are kept (by content)."""
     secret_key_file: Path = DEFAULT_DATA_DIR / "secret.key"
     """The key the client login secrets are encrypted with (see services/vault.py)."""
+    directory: Directory | None = None
+    """The district's LDAP / Active Directory, when one is configured (services/accounts.py)."""
+    lockout_failures: int = 5
+    lockout_minutes: int = 15
+    session_hours: int = 8
 
     def now(self) -> datetime:
         return self.clock()
@@ -41,4 +50,14 @@ class Context:
             lead_days=tuple(settings.sunset_lead_days),
             evidence_dir=settings.data_dir / "evidence",
             secret_key_file=settings.secret_key_file or settings.data_dir / "secret.key",
+            directory=_directory(settings),
+            lockout_failures=settings.lockout_failures,
+            lockout_minutes=settings.lockout_minutes,
+            session_hours=settings.session_hours,
         )
+
+
+def _directory(settings: Settings) -> Directory | None:
+    from orchestrator.services.accounts import directory_from_settings
+
+    return directory_from_settings(settings)

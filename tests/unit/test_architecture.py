@@ -1,4 +1,4 @@
-"""Imports point one way: cli/scheduler → services → db → domain → errors."""
+"""Imports point one way: cli/scheduler/web → services → db → domain → errors."""
 
 from __future__ import annotations
 
@@ -19,7 +19,18 @@ ALLOWED: dict[str, set[str]] = {
     "remote": {"remote", "domain", "errors", "config"},
     "services": {"services", "db", "domain", "errors", "clock", "config", "remote"},
     "scheduler": {"scheduler", "services", "domain", "errors", "clock", "config"},
-    "cli": {"cli", "services", "domain", "errors", "clock", "config", "scheduler", "__init__"},
+    "web": {"web", "services", "domain", "errors", "clock", "config", "__init__"},
+    "cli": {
+        "cli",
+        "services",
+        "domain",
+        "errors",
+        "clock",
+        "config",
+        "scheduler",
+        "web",
+        "__init__",
+    },
     "__main__": {"cli"},
     "__init__": set(),
 }
