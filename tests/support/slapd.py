@@ -195,7 +195,16 @@ class Slapd:
         self._modify(group, {self._member_attribute(group): [(ldap3.MODIFY_ADD, [member])]})
 
     def remove_member(self, group: str, member: str) -> None:
-        self._modify(group, {self._member_attribute(group): [(ldap3.MODIFY_DELETE, [member])]})
+        """Take ``member`` out of ``group``; a group left empty holds the empty DN, as
+        groupOfNames must hold something (the usual placeholder)."""
+        attribute = self._member_attribute(group)
+        conn = self._admin()
+        try:
+            conn.search(group, "(objectClass=*)", ldap3.BASE, attributes=[attribute])
+            left = [m for m in conn.entries[0][attribute].values if m.lower() != member.lower()]
+            conn.modify(group, {attribute: [(ldap3.MODIFY_REPLACE, left or [""])]})
+        finally:
+            conn.unbind()
 
     def set_password(self, dn: str, password: str) -> None:
         self._modify(dn, {"userPassword": [(ldap3.MODIFY_REPLACE, [ssha(password)])]})
