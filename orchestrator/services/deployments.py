@@ -27,9 +27,11 @@ exist.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -43,7 +45,7 @@ from orchestrator.domain import windows as window_rules
 from orchestrator.domain.policy import Action, Actor, authorize, may
 from orchestrator.domain.rollout import ClientState, DeploymentEvent, DeploymentState
 from orchestrator.domain.states import Kind
-from orchestrator.errors import InvalidInput, NotFound, SunsetReached
+from orchestrator.errors import Conflict, InvalidInput, NotFound, SunsetReached
 from orchestrator.services import audit, catalog, deploy_plan, transitions, windows
 from orchestrator.services.context import Context
 
@@ -178,7 +180,68 @@ def _first_windows(
     return found, bare
 
 
-def create(ctx: Context, actor: Actor, spec: DeploymentSpec) -> DeploymentView:
+def create_once(
+    ctx: Context, actor: Actor, spec: DeploymentSpec, idempotency_key: str
+) -> tuple[DeploymentView, bool]:
+    """:func:`create`, at most once per ``idempotency_key`` of the actor's.
+
+    A replay of the same request with the same key returns the deployment the
+    first one made (and False: nothing was created), however often and however
+    late it comes; two replays racing each other still make one.
+
+    Raises:
+        InvalidInput: a malformed key.
+        Conflict: the key was already used by the actor for a different request.
+        Everything :func:`create` raises.
+    """
+    if not (1 <= len(idempotency_key) <= 200 and idempotency_key.isprintable()):
+        raise InvalidInput("must be 1 to 200 printable characters", field="Idempotency-Key")
+    asked = _request_digest(spec)
+    earlier = _by_key(ctx, actor, idempotency_key, asked)
+    if earlier is not None:
+        return earlier, False
+    try:
+        return create(ctx, actor, spec, _key=(idempotency_key, asked)), True
+    except sa.exc.IntegrityError:
+        # Another request with the same key committed first.
+        again = _by_key(ctx, actor, idempotency_key, asked)
+        if again is None:
+            raise
+        return again, False
+
+
+def _request_digest(spec: DeploymentSpec) -> str:
+    fields = {
+        k: (v.isoformat() if isinstance(v, datetime) else list(v) if isinstance(v, tuple) else v)
+        for k, v in asdict(spec).items()
+    }
+    return "sha256:" + hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _by_key(ctx: Context, actor: Actor, key: str, asked: str) -> DeploymentView | None:
+    with transaction(ctx.engine) as session:
+        dep = session.exec(
+            select(Deployment).where(
+                Deployment.owner == actor.username, Deployment.idempotency_key == key
+            )
+        ).first()
+        if dep is None:
+            return None
+        if dep.request_digest != asked:
+            raise Conflict(
+                f"Idempotency-Key {key!r} was already used for another request "
+                f"(deployment #{dep.id}); use a new key for a new deployment"
+            )
+        return _view(ctx, session, dep, with_clients=False)
+
+
+def create(
+    ctx: Context,
+    actor: Actor,
+    spec: DeploymentSpec,
+    *,
+    _key: tuple[str, str] | None = None,
+) -> DeploymentView:
     """Create a deployment exactly as :func:`deploy_plan.plan` shows it, scheduled.
 
     Raises:
@@ -272,6 +335,8 @@ def create(ctx: Context, actor: Actor, spec: DeploymentSpec) -> DeploymentView:
             failure_threshold_pct=spec.failure_threshold_pct,
             created_at=now,
             updated_at=now,
+            idempotency_key=_key[0] if _key else None,
+            request_digest=_key[1] if _key else None,
         )
         session.add(dep)
         session.flush()

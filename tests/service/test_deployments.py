@@ -12,10 +12,18 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
+from orchestrator.clock import FixedClock
 from orchestrator.db.models import DeploymentClient
 from orchestrator.db.session import transaction
 from orchestrator.domain.states import State
-from orchestrator.errors import InvalidInput, InvalidTransition, NotFound, Refused, SunsetReached
+from orchestrator.errors import (
+    Conflict,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    Refused,
+    SunsetReached,
+)
 from orchestrator.services import audit, deployments, inventory, windows
 from orchestrator.services.deployments import DeploymentSpec
 from tests.factories import District
@@ -194,3 +202,32 @@ def test_retry_failed_starts_the_failed_clients_again_at_the_next_window(
         "state": "scheduled",
         "clients": 1,
     }
+
+
+def test_a_replayed_idempotency_key_returns_the_first_deployment_and_creates_no_second(
+    lincoln: District, clock: FixedClock
+) -> None:
+    spec = DeploymentSpec(package="scratch@3.29", buildings=("101",))
+    first, made = deployments.create_once(lincoln.ctx, lincoln["btc.lincoln"], spec, "req-7f3a")
+    clock.advance(hours=1)
+    again, made_again = deployments.create_once(
+        lincoln.ctx, lincoln["btc.lincoln"], spec, "req-7f3a"
+    )
+    assert (made, made_again) == (True, False) and again.id == first.id
+    assert len(deployments.list_deployments(lincoln.ctx, lincoln["it.ana"])) == 1
+    # The key is the owner's: another person's same key is another request.
+    other, made_other = deployments.create_once(lincoln.ctx, lincoln["it.ana"], spec, "req-7f3a")
+    assert made_other and other.id != first.id
+
+
+def test_an_idempotency_key_reused_for_another_request_is_a_conflict_and_creates_nothing(
+    lincoln: District,
+) -> None:
+    spec = DeploymentSpec(package="scratch@3.29", buildings=("101",))
+    deployments.create_once(lincoln.ctx, lincoln["btc.lincoln"], spec, "req-1")
+    other = DeploymentSpec(package="scratch@3.29", buildings=("101",), pilot_per_building=1)
+    with pytest.raises(Conflict, match="already used for another request"):
+        deployments.create_once(lincoln.ctx, lincoln["btc.lincoln"], other, "req-1")
+    with pytest.raises(InvalidInput, match="Idempotency-Key"):
+        deployments.create_once(lincoln.ctx, lincoln["btc.lincoln"], spec, "")
+    assert len(deployments.list_deployments(lincoln.ctx, lincoln["it.ana"])) == 1
