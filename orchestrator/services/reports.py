@@ -141,7 +141,7 @@ def clients_by_image(ctx: Context, actor: Actor, building: str | None = None) ->
         n = sa.func.count(col(Client.id))
         rows = session.exec(
             select(Client.building_id, Client.current_image, n)
-            .where(col(Client.building_id).in_(visible), col(Client.test_client).is_(False))
+            .where(col(Client.building_id).in_(list(visible)), col(Client.test_client).is_(False))
             .group_by(col(Client.building_id), col(Client.current_image))
         ).all()
     images = tuple(sorted({image for _, image, _ in rows}, key=_image_order))
@@ -269,9 +269,9 @@ def clients_near_sunset(
             return ClientsNearSunset(today, within_days, (), ())
         rows = session.exec(
             select(Client.building_id, Client.hostname, Client.room, Client.current_image).where(
-                col(Client.building_id).in_(visible),
+                col(Client.building_id).in_(list(visible)),
                 col(Client.test_client).is_(False),
-                col(Client.current_image).in_(images),
+                col(Client.current_image).in_(list(images)),
             )
         ).all()
     per: dict[int, list[NearSunsetClient]] = {}
