@@ -23,6 +23,10 @@ The tree (under ``dc=district,dc=example``)::
     ou=groups    one group per role key (see ROLE_GROUPS), cn=lincoln-techs,
                  cn=lincoln-helpers, cn=book-club
 
+``start_slapd(tls=True)`` also gives it a certificate for 127.0.0.1 from a test
+CA (``ca_file``), for StartTLS on ``url`` and TLS on ``ldaps_url``;
+:meth:`Slapd.reissue_certificate` and :func:`make_ca` make the wrong ones.
+
 The server is configured like a permissive directory: it accepts an
 unauthenticated bind (a DN with an empty password) as a success, the hole
 the adapter must not fall into. slapd's ``stats`` log is kept in ``log``;
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import os
 import shutil
 import signal
@@ -59,10 +64,15 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import ldap3
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from orchestrator.remote.ldap_directory import DirectoryConfig
 
@@ -149,11 +159,30 @@ class Slapd:
     service_password: str = field(repr=False)
     people: dict[str, Person]
     log: Path
+    tls_port: int | None = None
+    """With ``start_slapd(tls=True)``: where ldaps:// listens (StartTLS is on ``port``)."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        assert self.tls_port is not None, "start_slapd(tls=True) listens on ldaps://"
+        return f"ldaps://127.0.0.1:{self.tls_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The test CA that signed the server's certificate."""
+        return self.folder / "ca.pem"
+
+    def reissue_certificate(self, names: list[str], *, ca: str = "ca") -> None:
+        """Restart with a certificate for ``names`` (host names or IP addresses), signed
+        by the CA in ``<ca>.pem``: the district's (``ca``) or one :func:`make_ca` made."""
+        self.stop()
+        _issue(self.folder, ca, names)
+        self.start()
 
     def config(
         self, role_groups: Mapping[str, str] | None = None, **overrides: object
@@ -259,7 +288,12 @@ class Slapd:
                     "-f",
                     str(self.folder / "slapd.conf"),
                     "-h",
-                    f"ldap://127.0.0.1:{self.port}/",
+                    " ".join(
+                        [
+                            f"ldap://127.0.0.1:{self.port}/",
+                            *([f"ldaps://127.0.0.1:{self.tls_port}/"] if self.tls_port else []),
+                        ]
+                    ),
                 ],
                 stdout=log,
                 stderr=log,
@@ -339,10 +373,93 @@ def _ldif(people: dict[str, Person], service_password: str) -> str:
     return "\n".join(entries)
 
 
-def _slapd_conf(folder: Path, root_password: str) -> str:
+def make_ca(folder: Path, name: str) -> Path:
+    """A self-signed CA: its key in ``<name>.key``, its certificate in ``<name>.pem``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"District test CA {name}")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    _write_key(folder / f"{name}.key", key)
+    (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return folder / f"{name}.pem"
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def _issue(folder: Path, ca: str, names: list[str]) -> None:
+    """server.pem / server.key: a server certificate for ``names`` signed by ``ca``."""
+    ca_key = serialization.load_pem_private_key((folder / f"{ca}.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((folder / f"{ca}.pem").read_bytes())
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    alternative_names: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            alternative_names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            alternative_names.append(x509.DNSName(name))
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(alternative_names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    _write_key(folder / "server.key", key)
+    (folder / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _slapd_conf(folder: Path, root_password: str, *, tls: bool) -> str:
     schemas = "\n".join(f"include /etc/ldap/schema/{s}.schema" for s in SCHEMAS)
+    certificates = (
+        f"""TLSCACertificateFile {folder / "ca.pem"}
+TLSCertificateFile {folder / "server.pem"}
+TLSCertificateKeyFile {folder / "server.key"}
+"""
+        if tls
+        else ""
+    )
     return f"""{schemas}
-pidfile {folder / "slapd.pid"}
+{certificates}pidfile {folder / "slapd.pid"}
 argsfile {folder / "slapd.args"}
 modulepath /usr/lib/ldap
 moduleload back_mdb
@@ -394,8 +511,11 @@ def _wait_until_it_answers(server: Slapd, timeout: float = 15.0) -> None:
 
 
 @contextmanager
-def start_slapd() -> Iterator[Slapd]:
-    """A running test directory holding the district tree; stopped and removed on exit."""
+def start_slapd(*, tls: bool = False) -> Iterator[Slapd]:
+    """A running test directory holding the district tree; stopped and removed on exit.
+
+    With ``tls``, it also speaks StartTLS on ``url`` and TLS on ``ldaps_url``, with a
+    certificate for 127.0.0.1 signed by a test CA (``ca_file``)."""
     for tool in (SLAPD, SLAPADD):
         if not os.access(tool, os.X_OK):
             pytest.fail(
@@ -413,7 +533,10 @@ def start_slapd() -> Iterator[Slapd]:
             for uid, name in _PEOPLE.items()
         }
         conf = folder / "slapd.conf"
-        conf.write_text(_slapd_conf(folder, root_password))
+        if tls:
+            make_ca(folder, "ca")
+            _issue(folder, "ca", ["127.0.0.1"])
+        conf.write_text(_slapd_conf(folder, root_password, tls=tls))
         loaded = subprocess.run(
             [SLAPADD, "-q", "-f", str(conf), "-b", SUFFIX],
             input=_ldif(people, service_password),
@@ -429,6 +552,7 @@ def start_slapd() -> Iterator[Slapd]:
             service_password=service_password,
             people=people,
             log=folder / "slapd.log",
+            tls_port=_free_port() if tls else None,
         )
         server.start()
         yield server
