@@ -37,6 +37,7 @@ from tests.support.slapd import (
     SERVICE_DN,
     Slapd,
     group_dn,
+    make_ca,
     person_dn,
     start_slapd,
 )
@@ -564,3 +565,66 @@ def test_the_service_password_is_not_in_the_configurations_repr() -> None:
 
     assert "service-secret" not in repr(config)
     assert config.bind_password == "service-secret"
+
+
+# -- TLS: the server's certificate is validated ------------------------------------------
+
+
+@pytest.fixture
+def tls_directory() -> Iterator[Slapd]:
+    with start_slapd(tls=True) as server:
+        yield server
+
+
+def test_ldaps_with_the_districts_ca_signs_in(tls_directory: Slapd) -> None:
+    person = sign_in(
+        tls_directory, "ada", url=tls_directory.ldaps_url, ca_file=tls_directory.ca_file
+    )
+
+    assert person.role is Role.IT
+
+
+def test_start_tls_with_the_districts_ca_signs_in(tls_directory: Slapd) -> None:
+    person = sign_in(tls_directory, "sam", start_tls=True, ca_file=tls_directory.ca_file)
+
+    assert (person.role, person.buildings) == (Role.SECTEC, {"301", "302"})
+
+
+@pytest.mark.parametrize("how", ["ldaps", "start_tls"])
+def test_a_certificate_from_another_ca_is_unavailable_before_any_password_is_sent(
+    tls_directory: Slapd, how: str
+) -> None:
+    other_ca = make_ca(tls_directory.folder, "other")
+    settings: dict[str, Any] = (
+        {"url": tls_directory.ldaps_url} if how == "ldaps" else {"start_tls": True}
+    )
+
+    binds = [f'BIND dn="{SERVICE_DN}"', f'BIND dn="{person_dn("ada")}"']
+
+    refused = refusal(
+        tls_directory, "ada", tls_directory.people["ada"].password, ca_file=other_ca, **settings
+    )
+
+    assert type(refused) is DirectoryUnavailable
+    assert "TLS" in refused.message
+    log = tls_directory.log.read_text()
+    assert not [bind for bind in binds if bind in log]
+    # The same sign-in with the district's CA does bind, where the log shows it.
+    sign_in(tls_directory, "ada", ca_file=tls_directory.ca_file, **settings)
+    log = tls_directory.log.read_text()
+    assert [bind for bind in binds if bind in log] == binds
+
+
+def test_a_certificate_for_another_host_name_is_unavailable(tls_directory: Slapd) -> None:
+    tls_directory.reissue_certificate(["dc.elsewhere.example"])
+
+    refused = refusal(
+        tls_directory,
+        "ada",
+        tls_directory.people["ada"].password,
+        url=tls_directory.ldaps_url,
+        ca_file=tls_directory.ca_file,
+    )
+
+    assert type(refused) is DirectoryUnavailable
+    assert "TLS" in refused.message
