@@ -541,8 +541,13 @@ def _reason(exc: BaseException) -> str:
     text = str(exc).lower()
     if "timed out" in text or isinstance(exc, TimeoutError):
         return "did not answer in time"
-    if isinstance(exc, ssl.SSLError) or "ssl" in text or "tls" in text or "certificate" in text:
-        return "failed the TLS handshake (its certificate could not be verified)"
+    # A certificate refused during StartTLS comes as an LDAPStartTLSError too.
+    if "certificate" in text:
+        return "presented a TLS certificate that could not be verified"
+    if isinstance(exc, ldap3.core.exceptions.LDAPStartTLSError):
+        return "refused StartTLS"
+    if isinstance(exc, ssl.SSLError) or "ssl" in text or "tls" in text:
+        return "failed the TLS handshake"
     if isinstance(exc, ldap3.core.exceptions.LDAPSocketOpenError):
         return "could not be reached"
     return "stopped answering"
