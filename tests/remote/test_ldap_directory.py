@@ -606,7 +606,7 @@ def test_a_certificate_from_another_ca_is_unavailable_before_any_password_is_sen
     )
 
     assert type(refused) is DirectoryUnavailable
-    assert "TLS" in refused.message
+    assert "TLS certificate that could not be verified" in refused.message
     log = tls_directory.log.read_text()
     assert not [bind for bind in binds if bind in log]
     # The same sign-in with the district's CA does bind, where the log shows it.
@@ -627,4 +627,15 @@ def test_a_certificate_for_another_host_name_is_unavailable(tls_directory: Slapd
     )
 
     assert type(refused) is DirectoryUnavailable
-    assert "TLS" in refused.message
+    assert "TLS certificate that could not be verified" in refused.message
+
+
+def test_start_tls_on_a_directory_without_it_is_unavailable_not_sent_in_the_clear(
+    directory: Slapd,
+) -> None:
+    # This directory has no certificate, so it cannot start TLS.
+    refused = refusal(directory, "ada", directory.people["ada"].password, start_tls=True)
+
+    assert type(refused) is DirectoryUnavailable
+    assert "refused StartTLS" in refused.message
+    assert f'BIND dn="{SERVICE_DN}"' not in directory.log.read_text()
