@@ -396,7 +396,9 @@ class LdapDirectory:
                 )
             yield conn
         finally:
-            with suppress(LDAPException, OSError):
+            # Closing must not hide why the sign-in ended (nor turn a refusal into
+            # an error): ldap3 raises from unbind on a connection that never opened.
+            with suppress(Exception):
                 conn.unbind()
 
     def _bind_service(self, service: ldap3.Connection) -> None:
