@@ -117,9 +117,20 @@ def serve(
     sample_district: Annotated[
         bool, typer.Option("--sample-district", help="Load the sample district if empty.")
     ] = False,
+    address: Annotated[
+        str | None, typer.Option(help="Address for the web interface (default: web_address).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Port for it (default: web_port; 0: any free one)."),
+    ] = None,
 ) -> None:
-    """Upgrade the database and run the orchestrator service until stopped."""
+    """Upgrade the database and run the orchestrator until stopped: the web interface,
+    the REST API and the scheduler, in one process."""
+    import threading
+
     from orchestrator.scheduler.service import serve as run_service
+    from orchestrator.web import server
 
     logging.basicConfig(
         level=logging.INFO,
@@ -129,15 +140,42 @@ def serve(
     for noisy in ("alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _init(sample_district)
+    ctx, settings = state.ctx, state.settings
 
     def ready(next_run: datetime | None) -> None:
         when = next_run.isoformat(timespec="minutes") if next_run else "not scheduled"
         console.print(
             f"orchestrator service running: daily sunset check next at {when} "
-            f"({state.settings.district_timezone}); Ctrl-C to stop"
+            f"({settings.district_timezone}); Ctrl-C to stop"
         )
 
-    run_service(state.ctx, state.settings, on_ready=ready)
+    def web_started(url: str) -> None:
+        console.print(f"web interface and API at {url}  (API documents: {url}/api/docs)")
+        if sample_district:
+            names = ", ".join(u for u, *_ in sample.PEOPLE)
+            console.print(
+                f"sample accounts: {names}; each signs in with the password "
+                f"[bold]{sample.SAMPLE_PASSWORD}[/]"
+            )
+
+    stop = threading.Event()
+    scheduler = threading.Thread(
+        target=run_service,
+        args=(ctx, settings),
+        kwargs={"on_ready": ready, "stop": stop},
+        name="scheduler",
+    )
+    scheduler.start()
+    try:
+        server.run(
+            ctx,
+            address=address or settings.web_address,
+            port=settings.web_port if port is None else port,
+            on_started=web_started,
+        )
+    finally:
+        stop.set()
+        scheduler.join()
     console.print("orchestrator service stopped")
 
 

@@ -139,6 +139,11 @@ def _check_password(password: str, username: str) -> None:
 # -- passwords ------------------------------------------------------------------
 
 
+def hash_password(password: str) -> str:
+    """An Argon2id hash of ``password`` (for the sample district's accounts)."""
+    return _hasher.hash(password)
+
+
 def set_password(ctx: Context, actor: Actor, username: str, password: str) -> None:
     """Give a local account a new password (anyone their own; IT anyone's).
 

@@ -59,6 +59,19 @@ class BuildingView:
     staff: tuple[str, ...]
 
 
+def visible_building(ctx: Context, actor: Actor, number: str) -> BuildingView:
+    """One building, if the actor may see it.
+
+    Raises:
+        NotFound: no such building, or one the actor may not see (building staff are
+            not told whether another building's number exists).
+    """
+    for b in buildings(ctx, actor):
+        if b.number == number:
+            return b
+    raise NotFound(f"no building {number!r} (see 'orchestrator buildings')")
+
+
 def buildings(ctx: Context, actor: Actor) -> Sequence[BuildingView]:
     """Buildings the actor may see, with the people who cover each."""
     with transaction(ctx.engine) as session:

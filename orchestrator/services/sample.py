@@ -30,6 +30,7 @@ from orchestrator.domain.states import Kind, Level, Role, Step
 from orchestrator.remote.ansible import FakePlaybookRunner
 from orchestrator.remote.persona_checks import Check, CheckOutcome, Login, PersonaResult, Target
 from orchestrator.services import (
+    accounts,
     audit,
     catalog,
     chain,
@@ -55,6 +56,9 @@ BUILDINGS = [
     ("302", "Madison High", Level.HIGH),
     ("900", "District Office", Level.OFFICE),
 ]
+
+SAMPLE_PASSWORD = "sample-district"
+"""Every sample person's password: the sample is for trying the product, not for keeping."""
 
 PEOPLE = [
     ("it.rivera", "Ana Rivera", Role.IT, []),
@@ -185,8 +189,11 @@ def load(ctx: Context) -> bool:
             session.add(Building(number=number, name=name, level=level.value))
         session.flush()
         ids = {b.number: b.id or 0 for b in session.exec(select(Building))}
+        password = accounts.hash_password(SAMPLE_PASSWORD)
         for username, display, role, numbers in PEOPLE:
-            p = Person(username=username, display_name=display, role=role.value)
+            p = Person(
+                username=username, display_name=display, role=role.value, password_hash=password
+            )
             session.add(p)
             session.flush()
             for n in numbers:
