@@ -25,8 +25,9 @@ Errors::
     SignInFailed          "wrong username or password": unknown username, a
                           username matching several entries, wrong password (one
                           message for all, so no one learns which usernames exist);
-                          in none of the mapped groups; groups granting two roles;
                           groups nested deeper than MAX_GROUP_NESTING
+    └ NoRoleGranted       in none of the mapped groups; groups granting two roles
+                          (the service then takes the person's role away)
     DirectoryUnavailable  the directory unreachable, timing out, TLS failing, the
                           service account's bind or searches refused (sign-in fails
                           closed: there is nothing to fall back to)
@@ -62,6 +63,7 @@ from orchestrator.domain.states import Role
 from orchestrator.errors import (
     DirectoryUnavailable,
     InvalidInput,
+    NoRoleGranted,
     OrchestratorError,
     SignInFailed,
 )
@@ -218,7 +220,7 @@ def role_from_groups(
     Both sides are compared as normalised DNs. Pure: no directory is asked.
 
     Raises:
-        SignInFailed: none of ``groups`` is a role group, or they grant more than
+        NoRoleGranted: none of ``groups`` is a role group, or they grant more than
             one role (the message names each role and the group granting it).
         InvalidInput: ``role_groups`` or one of ``groups`` is malformed.
     """
@@ -235,11 +237,11 @@ def role_from_groups(
         if dn not in through.setdefault(role, []):
             through[role].append(dn)
     if not buildings:
-        raise SignInFailed(NO_ROLE)
+        raise NoRoleGranted(NO_ROLE)
     if len(buildings) > 1:
         roles = sorted(buildings, key=_ROLE_ORDER.index)
         named = _and(f"{r.label} (through {', '.join(sorted(through[r]))})" for r in roles)
-        raise SignInFailed(
+        raise NoRoleGranted(
             f"your directory groups grant more than one role: {named}; a person has one "
             "role in the orchestrator: ask IT to take you out of all but one of these groups"
         )
