@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     web_address: str = Field(
         default="127.0.0.1", description="Address the web interface and the API listen on."
     )
-    web_port: int = Field(default=8080, gt=0, lt=65536, description="Their port.")
+    web_port: int = Field(default=8080, ge=0, lt=65536, description="Their port; 0: any free one.")
     session_hours: int = Field(
         default=8, ge=1, le=24, description="How long a browser stays signed in."
     )

@@ -1,13 +1,17 @@
 """``orchestrator serve``: upgrades the database, loads the sample, runs the
-daily sunset check at start, stays up, and stops cleanly on SIGTERM."""
+daily sunset check at start, serves the web interface and the API from the
+same process, stays up, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +29,8 @@ def test_serve_starts_on_an_empty_database_runs_the_sunset_check_and_stops_on_si
         os.environ,
         ORCHESTRATOR_DATA_DIR=str(tmp_path / "data"),
         ORCHESTRATOR_CONFIG=str(tmp_path / "absent.toml"),
+        ORCHESTRATOR_WEB_PORT="0",
+        COLUMNS="200",
     )
     schema = f"orch_serve_{os.getpid()}"
     admin = sa.create_engine(POSTGRES_URL)
@@ -49,12 +55,23 @@ def test_serve_starts_on_an_empty_database_runs_the_sunset_check_and_stops_on_si
             if not line:
                 break
             lines.append(line)
-            if "orchestrator service running" in line:
+            seen = "".join(lines)
+            if "orchestrator service running" in seen and "sample accounts:" in seen:
                 break
         output = "".join(lines)
         assert "orchestrator service running" in output, output
         assert "sample district loaded" in output
         assert "sunset check: " in output
+        # The web interface and the API are served by the same process.
+        found = re.search(r"web interface and API at (http://127\.0\.0\.1:\d+)", output)
+        assert found, output
+        assert "btc.lincoln" in output and "sample-district" in output
+        with urllib.request.urlopen(f"{found.group(1)}/sign-in", timeout=10) as page:
+            assert page.status == 200 and "Sign in" in page.read().decode()
+        with urllib.request.urlopen(f"{found.group(1)}/openapi.json", timeout=10) as doc:
+            assert json.load(doc)["paths"]["/api/v1/deployments"]["post"]["operationId"] == (
+                "create_deployment"
+            )
 
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=30)
