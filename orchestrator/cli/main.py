@@ -12,6 +12,7 @@ from rich.table import Table
 
 from orchestrator import __version__
 from orchestrator.cli import render
+from orchestrator.cli.account_cmds import accounts_app, tokens_app
 from orchestrator.cli.app import (
     JSON_OPTION,
     HandledGroup,
@@ -55,6 +56,8 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(runs_app, name="runs")
 app.add_typer(credentials_app, name="credentials")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(tokens_app, name="tokens")
 app.command("run")(run_command)
 for _name, _command in (DEPLOYMENT_COMMANDS | WATCH_COMMANDS).items():
     deploy_app.command(_name)(_command)
