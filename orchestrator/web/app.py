@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.errors import OrchestratorError, SignInFailed
 from orchestrator.services.context import Context
-from orchestrator.web import api, pages
+from orchestrator.web import api, pages, work_pages
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -54,6 +54,7 @@ def create_app(ctx: Context, *, title: str = "Orchestrator") -> FastAPI:
     app.state.ctx = ctx
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(work_pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.middleware("http")
@@ -99,7 +100,9 @@ def _orchestrator_error(request: Request, exc: OrchestratorError) -> Response:
 def _validation_error(request: Request, exc: RequestValidationError) -> Response:
     first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
     where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "request"
-    message = f"{where}: {first.get('msg', 'is not valid')}"
+    # pydantic words a validator's own ValueError "Value error, ...": the words are ours.
+    words = str(first.get("msg", "is not valid")).removeprefix("Value error, ")
+    message = f"{where}: {words}"
     if _is_api(request):
         return _error_json(422, "invalid_input", message, where)
     return pages.error_page(request, 422, message)
