@@ -3,13 +3,16 @@ rollout of a base image, and a test recorded by hand with its attachment."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
 
 from orchestrator.domain.states import Kind, State
-from orchestrator.services import catalog, chain, deployments, hardware
+from orchestrator.services import catalog, chain, deployments, hardware, inventory, windows
 from orchestrator.services.context import Context
 from tests.factories import District
+from tests.service.test_deployments import ASSETS
 from tests.web.conftest import SignIn, form_token
 
 
@@ -105,14 +108,10 @@ def test_a_malformed_checks_line_is_refused_naming_the_line(
 
 
 def test_it_previews_and_schedules_a_rollout_to_every_building_of_the_level(
-    district: District, signed_in: SignIn, ctx: Context, tmp_path: object
+    district: District, signed_in: SignIn, ctx: Context, tmp_path: Path
 ) -> None:
-    from pathlib import Path
 
-    from orchestrator.services import inventory, windows
-    from tests.service.test_deployments import ASSETS
-
-    assets = Path(str(tmp_path)) / "assets.csv"
+    assets = tmp_path / "assets.csv"
     assets.write_text(ASSETS)
     inventory.import_clients(ctx, district["it.ana"], assets)
     ref = district.base("mac", "elementary", "2026.3", to=State.PUBLISHED)
