@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Address the web interface and the API listen on."
     )
     web_port: int = Field(default=8080, ge=0, lt=65536, description="Their port; 0: any free one.")
+    web_tls_cert_file: Path | None = Field(
+        default=None,
+        description="Certificate (PEM) to serve HTTPS with; needed on any address but loopback.",
+    )
+    web_tls_key_file: Path | None = Field(default=None, description="Its private key (PEM).")
     session_hours: int = Field(
         default=8, ge=1, le=24, description="How long a browser stays signed in."
     )

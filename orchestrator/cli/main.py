@@ -142,8 +142,10 @@ def serve(
     )
     for noisy in ("alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    _init(sample_district)
     ctx, settings = state.ctx, state.settings
+    where = address or settings.web_address
+    tls = server.tls_options(where, settings.web_tls_cert_file, settings.web_tls_key_file)
+    _init(sample_district)
 
     def ready(next_run: datetime | None) -> None:
         when = next_run.isoformat(timespec="minutes") if next_run else "not scheduled"
@@ -172,9 +174,10 @@ def serve(
     try:
         server.run(
             ctx,
-            address=address or settings.web_address,
+            address=where,
             port=settings.web_port if port is None else port,
             on_started=web_started,
+            **tls,
         )
     finally:
         stop.set()
