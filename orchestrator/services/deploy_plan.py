@@ -16,12 +16,15 @@ a union with no clients in it is InvalidInput, never an empty success.
 
 Scope (chosen: refused outright, not excluded). The requester may deploy to
 a building as it may run playbooks there (IT: any building; a SecTec or BTC:
-its own). A target that names another building (its number, a room or a
-building or room group there) is refused, naming each such building, as
-``orchestrator run`` refuses it; a client host name in a building the
-requester cannot see is not found, as in ``clients list``. Groups that name
-no building (``level_*``, ``platform_*``, ``all``) hold, for a building tech,
-the clients of its own buildings, exactly as its exported inventory does.
+its own). A target that names a building the requester cannot see (its
+number, a room or a building or room group there) is not found, worded as
+for a number that names no building, so building staff are not told which
+other buildings exist (as ``buildings`` and ``clients list`` tell them
+nothing); one it sees but may not deploy to is refused, naming each such
+building. A client host name in a building the requester cannot see is not
+found, as in ``clients list``. Groups that name no building (``level_*``,
+``platform_*``, ``all``) hold, for a building tech, the clients of its own
+buildings, exactly as its exported inventory does.
 
 The gates are delivery's (:mod:`orchestrator.services.delivery`): released,
 not sunset, for each building the targets name (a customized image or a
@@ -224,9 +227,9 @@ def plan(
             target, a target union with no clients, an artifact missing or changed
             since approval, a package clients cannot detect.
         NotFound: the package or image, or a building, group, room or client
-            (each unknown one is named).
-        Refused: the role deploys nothing, a named building outside the
-            requester's, the thing not released or another building's, a base
+            (each unknown one, or one in a building the requester cannot see, is named).
+        Refused: the role deploys nothing, a named building the requester sees but
+            may not deploy to, the thing not released or another building's, a base
             image by someone other than IT. SunsetReached: past its sunset.
     """
     if (package is None) == (image is None):
@@ -330,7 +333,7 @@ def _targets(
 
     def building(number: str, what: str) -> Building | None:
         b = everything.get(number)
-        if b is None:
+        if b is None or not may(actor, Action.READ_CATALOG, building=number):
             unknown.append(
                 f"{what} (no building {number})" if what != number else f"building {what}"
             )

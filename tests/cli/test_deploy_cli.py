@@ -119,9 +119,9 @@ def test_a_bad_reference_or_target_exits_with_a_clear_message(orchestrator: Invo
         "scratch@3.29",
         "--building",
         "102",
-        expect=3,
+        expect=4,
     )
-    assert "cannot deploy to building(s) 102" in elsewhere.stderr
+    assert "unknown target(s): building 102" in elsewhere.stderr
 
     draft = orchestrator(
         "--as",

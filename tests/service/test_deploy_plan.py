@@ -433,16 +433,24 @@ def test_a_btc_of_two_buildings_plans_across_both(district: District) -> None:
     assert _hosts(p) == ["lincoln-01", "washington-01"] and p.excluded == []
 
 
-def test_a_btc_naming_another_building_is_refused_outright(district: District) -> None:
+def test_a_btc_naming_another_building_is_told_it_is_not_found_as_if_it_did_not_exist(
+    district: District,
+) -> None:
     ref = _pc_package(district, to=State.PUBLISHED)
     _client(district, "lincoln-01", "101")
     _client(district, "kennedy-01", "301")
     btc = district["btc.lincoln"]
 
-    with pytest.raises(Refused, match=r"cannot deploy to building\(s\) 102, 301"):
+    with pytest.raises(NotFound, match=r"building 301; room 102/lab \(no building 102\)"):
         plan(district.ctx, btc, package=ref, buildings=["101", "301"], rooms=["102/lab"])
-    with pytest.raises(Refused, match="301"):
+    with pytest.raises(NotFound, match=r"group building_301 \(no building 301\)"):
         plan(district.ctx, btc, package=ref, groups=["building_301"])
+    # Worded exactly as for a number that names no building: nothing tells 301 exists.
+    with pytest.raises(NotFound) as hidden:
+        plan(district.ctx, btc, package=ref, buildings=["301"])
+    with pytest.raises(NotFound) as missing:
+        plan(district.ctx, btc, package=ref, buildings=["999"])
+    assert str(hidden.value).replace("301", "999") == str(missing.value)
     # Another building's client is not even visible to a BTC.
     with pytest.raises(NotFound, match="client kennedy-01"):
         plan(district.ctx, btc, package=ref, clients=["kennedy-01"])

@@ -170,8 +170,9 @@ def test_others_see_it_only_where_they_may_and_cannot_act_on_it(lincoln: Distric
 
 
 def test_a_building_tech_cannot_deploy_to_another_building(lincoln: District) -> None:
-    with pytest.raises(Refused):
+    with pytest.raises(NotFound, match="unknown target"):
         _create(lincoln, buildings=("301",))
+    assert deployments.list_deployments(lincoln.ctx, lincoln["it.ana"]) == []
 
 
 def test_retry_failed_starts_the_failed_clients_again_at_the_next_window(
