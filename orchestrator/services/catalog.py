@@ -64,6 +64,10 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------------
 
 
+_MAX_ID = 2**31 - 1
+"""The largest catalog id: the id column is an ``integer``."""
+
+
 def version_sort_key(version: str) -> str:
     return ".".join(f"{p:06d}" for p in validation.version(version))
 
@@ -83,8 +87,11 @@ def resolve(session: Session, actor: Actor, kind: Kind, ref: str) -> Releasable:
     """
     ref = ref.strip()
     row: Releasable | None
-    if ref.startswith("#") and ref[1:].isdigit():
-        row = session.get(Releasable, int(ref[1:]))
+    if ref.startswith("#") and ref[1:].isascii() and ref[1:].isdigit():
+        # An id no row can have is not looked up: PostgreSQL refuses a number past its
+        # integer column as an error, not as "no such row".
+        number = int(ref[1:])
+        row = session.get(Releasable, number) if number <= _MAX_ID else None
         if row is not None and row.kind != kind.value:
             row = None
     else:
