@@ -12,10 +12,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.domain.states import Kind, Level, Platform, State, Step
+from orchestrator.errors import InvalidInput
 from orchestrator.services import (
     accounts,
     audit,
@@ -34,7 +35,31 @@ from orchestrator.services.inventory import ClientView
 from orchestrator.services.sunset import SunsetReport
 from orchestrator.web.auth import ActorDep, ContextDep
 
-router = APIRouter(prefix="/api/v1")
+NUL = "\x00"
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    return False
+
+
+def _no_nul_in_parameters(request: Request) -> None:
+    """Raises: InvalidInput, for a NUL character in a path or query parameter.
+
+    No name, reference or reason the orchestrator keeps may hold one, and PostgreSQL
+    answers one in a query with an error instead of "no such thing".
+    """
+    for name, value in [*request.path_params.items(), *request.query_params.multi_items()]:
+        if _holds_nul(value):
+            raise InvalidInput("must not contain a NUL character", field=name)
+
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(_no_nul_in_parameters)])
 
 
 class ErrorBody(BaseModel):
@@ -59,8 +84,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+MAX_ID = 2**31 - 1
+"""The largest id a row can have: PostgreSQL's ``integer`` (a larger one is an error there)."""
+DeploymentId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
 class Strict(BaseModel):
+    """A request body: no field it does not name, no NUL character in any text."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if _holds_nul(value):
+            raise ValueError("must not contain a NUL character")
+        return value
 
 
 # -- who, where ----------------------------------------------------------------------
@@ -224,7 +263,9 @@ class QueueItem(BaseModel):
     step: Step
 
 
-@router.get("/queue", operation_id="list_my_queue", response_model=list[QueueItem])
+@router.get(
+    "/queue", operation_id="list_my_queue", response_model=list[QueueItem], responses=ERRORS
+)
 def list_my_queue(ctx: ContextDep, actor: ActorDep) -> list[QueueItem]:
     """What awaits the caller's decision now (review, test or publish)."""
     return [QueueItem(item=v, step=s) for v, s in chain.queue(ctx, actor)]
@@ -366,9 +407,7 @@ def list_deployments(
     response_model=DeploymentView,
     responses=ERRORS,
 )
-def get_deployment(
-    ctx: ContextDep, actor: ActorDep, deployment_id: Annotated[int, Field(ge=1, le=2**31)]
-) -> DeploymentView:
+def get_deployment(ctx: ContextDep, actor: ActorDep, deployment_id: DeploymentId) -> DeploymentView:
     return deployments.show(ctx, actor, deployment_id)
 
 
@@ -379,7 +418,7 @@ def get_deployment(
     responses=ERRORS,
 )
 def get_deployment_progress(
-    ctx: ContextDep, actor: ActorDep, deployment_id: Annotated[int, Field(ge=1, le=2**31)]
+    ctx: ContextDep, actor: ActorDep, deployment_id: DeploymentId
 ) -> DeploymentProgress:
     return deployments.progress(ctx, actor, deployment_id)
 
@@ -398,7 +437,7 @@ class ControlIn(Strict):
 def control_deployment(
     ctx: ContextDep,
     actor: ActorDep,
-    deployment_id: Annotated[int, Field(ge=1, le=2**31)],
+    deployment_id: DeploymentId,
     body: ControlIn,
 ) -> DeploymentView:
     if body.action == "pause":
@@ -430,7 +469,7 @@ def list_audit_entries(
     ctx: ContextDep,
     actor: ActorDep,
     object_kind: Annotated[str | None, Query(max_length=40)] = None,
-    object_id: Annotated[int | None, Query(ge=1, le=2**31)] = None,
+    object_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     building: Annotated[str | None, Query(max_length=6)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[AuditOut]:
@@ -486,7 +525,7 @@ def _token_out(t: accounts.TokenView) -> dict[str, Any]:
     }
 
 
-@router.get("/tokens", operation_id="list_tokens", response_model=list[TokenOut])
+@router.get("/tokens", operation_id="list_tokens", response_model=list[TokenOut], responses=ERRORS)
 def list_tokens(ctx: ContextDep, actor: ActorDep) -> list[TokenOut]:
     return [TokenOut(**_token_out(t)) for t in accounts.tokens(ctx, actor)]
 
