@@ -217,15 +217,19 @@ def _principal_words(ctx: Context, actor: Actor, values: Mapping[str, Any]) -> l
     words: list[str] = []
     for dep in values["deployments"]:
         if dep.state in ("scheduled", "running", "paused"):
-            done = sum(n for s, n in dep.counts.items() if s in ("succeeded", "failed", "skipped"))
-            total = sum(dep.counts.values())
+            # Computers the deployment leaves out (a PC for a Mac package) are not counted.
+            done = sum(n for s, n in dep.counts.items() if s in ("succeeded", "failed"))
+            left_out = dep.counts.get("skipped", 0) + dep.counts.get("cancelled", 0)
+            total = sum(dep.counts.values()) - left_out
+            failed = dep.counts.get("failed", 0)
             when = min(dep.first_windows.values()) if dep.first_windows else None
             opens = (
                 f" Work starts {_local(ctx, when)}." if when and dep.state == "scheduled" else ""
             )
+            trouble = f" {failed} failed and will need the technician." if failed else ""
             words.append(
                 f"{dep.ref} is {dep.state} for building(s) {', '.join(dep.buildings)}: "
-                f"{done} of {total} computers done.{opens}"
+                f"{done} of {total} computers done.{trouble}{opens}"
             )
     for v, steps in values.get("my_images", []):
         pending = next((s for s in steps if s.status == "pending"), None)

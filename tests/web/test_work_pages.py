@@ -13,6 +13,7 @@ from orchestrator.services import catalog, chain, deployments, hardware, invento
 from orchestrator.services.context import Context
 from tests.factories import District
 from tests.service.test_deployments import ASSETS
+from tests.support.fixtures import release_scratch
 from tests.web.conftest import SignIn, form_token
 
 
@@ -156,3 +157,22 @@ def test_a_btc_cannot_roll_out_a_base_image(
 @pytest.mark.parametrize("path", ["/hardware", "/rollout"])
 def test_it_pages_render(district: District, signed_in: SignIn, path: str) -> None:
     assert signed_in("it.ana").get(path).status_code == 200
+
+
+def test_the_principal_reads_a_deployment_in_words_without_the_computers_it_leaves_out(
+    district: District, signed_in: SignIn, ctx: Context, tmp_path: Path
+) -> None:
+    assets = tmp_path / "assets.csv"
+    assets.write_text(ASSETS)
+    inventory.import_clients(ctx, district["it.ana"], assets)
+    windows.add_window(
+        ctx, district["btc.lincoln"], building="101", days="mon-fri", start="18:00", end="06:00"
+    )
+    ref = release_scratch(district, "3.29", tmp_path)
+    deployments.create(
+        ctx, district["btc.lincoln"], deployments.DeploymentSpec(package=ref, buildings=("101",))
+    )
+    page = signed_in("principal.lincoln").get("/").text
+    # Three Macs in the cart; the lab's PC is left out of a Mac package.
+    assert "scratch@3.29 is scheduled for building(s) 101: 0 of 3 computers done." in page
+    assert "Work starts Mon Mar 02 18:00." in page
