@@ -61,16 +61,19 @@ def create_app(ctx: Context, *, title: str = "Orchestrator") -> FastAPI:
     async def security_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+        return _secured(await call_next(request))
 
     app.add_exception_handler(OrchestratorError, _orchestrator_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected)
     return app
+
+
+def _secured(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def _is_api(request: Request) -> bool:
@@ -119,6 +122,8 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
 def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     message = "something went wrong on the server; it has been logged for IT"
+    # Starlette answers an unhandled error outside every middleware, security_headers
+    # included: the apology gets the headers here.
     if _is_api(request):
-        return _error_json(500, "internal_error", message)
-    return pages.error_page(request, 500, message)
+        return _secured(_error_json(500, "internal_error", message))
+    return _secured(pages.error_page(request, 500, message))
