@@ -199,7 +199,9 @@ def test_edtech_signs_off_an_image_test_on_its_page_and_sees_the_step_done(
     for persona in ("student", "staff"):
         expect(tests.get_by_role("row", name=persona)).to_contain_text("passed")
     expect(page.get_by_role("heading", name="Decide the test step")).to_be_visible()
-    page.get_by_label("Reason").fill("signed in as the student and the staff account: all pass")
+    page.get_by_label("Reason", exact=True).fill(
+        "signed in as the student and the staff account: all pass"
+    )
     page.get_by_role("button", name="Approve").click()
 
     expect(page.get_by_role("status")).to_have_text("Recorded: approve.")
@@ -233,7 +235,7 @@ def test_a_btc_is_refused_the_test_sign_off_in_the_page_and_nothing_changes(
     sign_in(tab, "btc.lincoln")
     mine = page.locator("section", has=page.get_by_role("heading", name="My customized images"))
     mine.get_by_role("link", name=ref).click()
-    page.get_by_label("Reason").fill("looks fine to me")
+    page.get_by_label("Reason", exact=True).fill("looks fine to me")
     page.get_by_role("button", name="Approve").click()
 
     expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
