@@ -39,9 +39,9 @@ def macs() -> Iterator[list[SSHHost]]:
         yield hosts
 
 
-def _window_open_now(district: District) -> tuple[datetime, datetime]:
+def _window_open_now(district: District) -> tuple[datetime, datetime, datetime]:
     """A maintenance window for building 101 every day, opened an hour ago and
-    closing in three: returns the opening in force now (district time)."""
+    closing in three: returns now, and the opening in force now (district time)."""
     now = district.ctx.now().astimezone(district.ctx.zone).replace(second=0, microsecond=0)
     opens, closes = now - timedelta(hours=1), now + timedelta(hours=3)
     windows.add_window(
@@ -52,7 +52,7 @@ def _window_open_now(district: District) -> tuple[datetime, datetime]:
         start=opens.strftime("%H:%M"),
         end=closes.strftime("%H:%M"),
     )
-    return opens, closes
+    return now, opens, closes
 
 
 def _scratch_for_macs(district: District, folder: Path, ident: str) -> str:
@@ -90,6 +90,13 @@ def _a_lab_pc(district: District) -> None:
         inventory.import_clients(district.ctx, district["it.ana"], assets)
 
 
+def _installer_runs(host: SSHHost, ident: str) -> list[str]:
+    """The calls of the Mac's ``installer`` for package ``ident`` (its stand-in logs each)."""
+    log = host.root / "var/log/standins.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [line for line in lines if line.startswith("installer") and ident in line]
+
+
 def _navigations(tab: Tab) -> list[str]:
     """The main frame's navigations from now on (a reload is one)."""
     seen: list[str] = []
@@ -114,7 +121,7 @@ def test_a_building_tech_schedules_a_package_and_watches_it_finish_on_the_macs(
     ref = _scratch_for_macs(district, tmp_path, ident)
     import_as_clients(district, macs, room="cart-7", serial="E2E", mac_byte=0x0E)
     _a_lab_pc(district)
-    opens, closes = _window_open_now(district)
+    now, opens, closes = _window_open_now(district)
     passwords("btc.lincoln")
     service = start_service(ssh_key_file=str(macs[0].key_file))
     tab = open_tab(service)
@@ -138,7 +145,7 @@ def test_a_building_tech_schedules_a_package_and_watches_it_finish_on_the_macs(
     ).get_by_role("listitem")
     # The one open now, from now on; then the same window tomorrow, in full.
     expect(planned.nth(0)).to_have_text(
-        re.compile(rf"{opens:%a %b %d} \d\d:\d\d {TO} {closes:%H:%M}")
+        re.compile(rf"{now:%a %b %d} \d\d:\d\d {TO} {closes:%H:%M}")
     )
     expect(planned.nth(1)).to_have_text(f"{opens + DAY:%a %b %d %H:%M} {TO} {closes:%H:%M}")
     page.get_by_role("button", name="Schedule it").click()
@@ -164,6 +171,7 @@ def test_a_building_tech_schedules_a_package_and_watches_it_finish_on_the_macs(
     for h in macs:
         assert (h.root / f"Applications/{ident}/VERSION").read_text() == "3.29"
         assert (h.root / "var/db/receipts" / f"{ident}.plist").exists()
+        assert len(_installer_runs(h, ident)) == 1, h.name
 
 
 @pytest.fixture
