@@ -154,6 +154,9 @@ def test_a_building_tech_schedules_a_package_and_watches_it_finish_on_the_macs(
     # progress from the API while the scheduler carries it out.
     expect(page.get_by_role("heading", name=f"Deployment #1: {ref}")).to_be_visible()
     expect(page.locator("#state")).to_have_text("scheduled")
+    expect(page.locator("#next")).to_have_text(
+        f"In its maintenance window now, until {closes:%H:%M}."
+    )
     navigations = _navigations(tab)
 
     expect(page.locator("#state")).to_have_text("completed", timeout=DEPLOYMENT_SECONDS * 1000)
