@@ -26,6 +26,7 @@ from orchestrator.clock import FixedClock
 from orchestrator.db.session import make_engine, transaction
 from orchestrator.services import bootstrap
 from orchestrator.services.chain import seed_policies
+from orchestrator.services.requests import seed_categories
 from orchestrator.services.context import Context
 from tests.factories import District, make_district
 
@@ -82,6 +83,7 @@ def _empty_postgres(engine: Engine) -> None:
         conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     with transaction(engine) as session:
         seed_policies(session)
+        seed_categories(session)
 
 
 @pytest.fixture(params=BACKENDS)

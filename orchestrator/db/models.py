@@ -672,3 +672,53 @@ SCHEDULER_JOBS = sa.Table(
     sa.Column("next_run_time", sa.Float(25), index=True),
     sa.Column("job_state", sa.LargeBinary(), nullable=False),
 )
+
+
+class RequestCategory(SQLModel, table=True):
+    """A kind of request and who works it (seeded from domain/requests.py; IT edits it)."""
+
+    __tablename__ = "request_category"
+    __table_args__ = (
+        sa.CheckConstraint("queue IN ('technician', 'department')", name="request_category_queue"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=40, unique=True)
+    label: str = Field(max_length=120)
+    queue: str = Field(max_length=10)
+    department: str = Field(default="", max_length=120)
+    why: str = Field(default="", max_length=500)
+    active: bool = Field(default=True)
+
+
+class ServiceRequest(SQLModel, table=True):
+    """A request for technical work from a building, routed by its category."""
+
+    __tablename__ = "service_request"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "state IN ('open', 'taken', 'escalated', 'closed')", name="service_request_state"
+        ),
+        sa.CheckConstraint(
+            "urgency IN ('low', 'normal', 'high', 'urgent')", name="service_request_urgency"
+        ),
+        sa.CheckConstraint("queue IN ('technician', 'department')", name="service_request_queue"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    building_id: int = Field(foreign_key="building.id", index=True)
+    category_id: int = Field(foreign_key="request_category.id")
+    queue: str = Field(max_length=10, description="where it was routed when filed")
+    department: str = Field(default="", max_length=120)
+    description: str = Field(max_length=4000, description="as typed; rendered escaped")
+    urgency: str = Field(max_length=8)
+    room: str | None = Field(default=None, max_length=40)
+    clients: list[str] = Field(default_factory=list, sa_column=_json(list))
+    state: str = Field(max_length=10)
+    state_version: int = Field(default=0)
+    filed_by_id: int = Field(foreign_key="person.id")
+    assignee_id: int | None = Field(default=None, foreign_key="person.id")
+    note: str = Field(default="", max_length=2000)
+    created_at: datetime = Field(sa_column=_utc())
+    first_response_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+    closed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))

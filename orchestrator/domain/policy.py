@@ -82,6 +82,9 @@ class Action(StrEnum):
     MANAGE_WINDOWS = "manage_windows"
     MANAGE_CREDENTIALS = "manage_credentials"
     MANAGE_ACCOUNTS = "manage_accounts"
+    FILE_REQUEST = "file_request"
+    WORK_REQUEST = "work_request"
+    MANAGE_REQUEST_CATEGORIES = "manage_request_categories"
     MANAGE_TEST_CLIENTS = "manage_test_clients"
     MANAGE_TEST_ACCOUNTS = "manage_test_accounts"
     READ_TEST_ACCOUNTS = "read_test_accounts"
@@ -173,6 +176,29 @@ PERMISSIONS: Mapping[Action, Grant] = MappingProxyType(
             {Role.IT: _D},
             "set other people's passwords or unlock their accounts",
             "IT runs the district's accounts; everyone else may change only their own password",
+        ),
+        # Briefing #2872: every request goes through the one intake, even one the
+        # building's technician could handle; principals and APs file for their school.
+        Action.FILE_REQUEST: Grant(
+            {
+                Role.IT: _D,
+                Role.EDTECH: _D,
+                Role.SECTEC: _OWN,
+                Role.BTC: _OWN,
+                Role.PRINCIPAL: _OWN,
+            },
+            "file a request for this building",
+            "anyone in a building files its requests; the district's staff file for any",
+        ),
+        Action.WORK_REQUEST: Grant(
+            {Role.IT: _D, Role.SECTEC: _OWN, Role.BTC: _OWN},
+            "work on this request",
+            "a building's requests are its technician's, escalating to IT",
+        ),
+        Action.MANAGE_REQUEST_CATEGORIES: Grant(
+            {Role.IT: _D},
+            "change the request categories",
+            "IT keeps the catalog of request categories and where each is routed",
         ),
         Action.MANAGE_TEST_CLIENTS: Grant(
             {Role.IT: _D},

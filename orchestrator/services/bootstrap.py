@@ -7,16 +7,19 @@ from orchestrator.db.session import transaction
 from orchestrator.errors import OrchestratorError
 from orchestrator.services.chain import seed_policies
 from orchestrator.services.context import Context
+from orchestrator.services.requests import seed_categories
 
 
 def init_database(ctx: Context) -> str | None:
-    """Upgrade the schema to the newest migration and seed the chain policies.
+    """Upgrade the schema to the newest migration and seed the chain policies and the
+    request categories.
 
     Returns the schema revision now in force.
     """
     migrate.upgrade(ctx.engine)
     with transaction(ctx.engine) as session:
         seed_policies(session)
+        seed_categories(session)
     return migrate.current_revision(ctx.engine)
 
 
