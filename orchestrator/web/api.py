@@ -75,6 +75,7 @@ class ErrorResponse(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": words}
     for status, words in (
+        (400, "The body could not be read: not JSON, or not UTF-8"),
         (401, "Not signed in, or the token is unknown, revoked or expired"),
         (403, "The role, building scope or approval chain does not allow it"),
         (404, "No such thing, or nothing the caller may see"),
