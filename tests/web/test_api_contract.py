@@ -231,6 +231,22 @@ def test_a_body_that_is_not_json_is_422(
     assert _error(r)["code"] == "invalid_input"
 
 
+def test_a_body_that_is_not_utf8_is_400_in_the_error_shape_as_documented(
+    lincoln: District, web: TestClient, token_for: Headers
+) -> None:
+    r = web.post(
+        "/api/v1/deployments",
+        content=b'{"package": "scratch\xff\xfe@3.29"}',
+        headers=token_for("btc.lincoln") | {"Content-Type": "application/json"},
+    )
+
+    assert r.status_code == 400
+    assert _error(r)["code"] == "http_error"
+    document = web.app.openapi()  # type: ignore[attr-defined]
+    assert "400" in document["paths"]["/api/v1/deployments"]["post"]["responses"]
+    assert _deployment_ids(lincoln) == []
+
+
 @pytest.mark.parametrize(
     ("method", "url", "body"),
     [
