@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.errors import OrchestratorError, SignInFailed
 from orchestrator.services.context import Context
-from orchestrator.web import api, pages, work_pages
+from orchestrator.web import api, pages, request_pages, requests_api, work_pages
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -54,7 +54,9 @@ def create_app(ctx: Context, *, title: str = "Orchestrator") -> FastAPI:
     app.state.ctx = ctx
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(requests_api.router)
     app.include_router(work_pages.router)
+    app.include_router(request_pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.middleware("http")

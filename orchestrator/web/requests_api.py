@@ -1,0 +1,107 @@
+"""``/api/v1/requests``: the request intake for scripts and other tools (one service call each)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+from pydantic import Field
+
+from orchestrator.services import requests
+from orchestrator.services.requests import CategoryView, RequestView
+from orchestrator.web.api import ERRORS, Strict
+from orchestrator.web.auth import ActorDep, ContextDep
+
+router = APIRouter(prefix="/api/v1")
+
+RequestId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@router.get(
+    "/request-categories",
+    operation_id="list_request_categories",
+    response_model=list[CategoryView],
+    responses=ERRORS,
+)
+def list_request_categories(ctx: ContextDep, actor: ActorDep) -> list[CategoryView]:
+    """The district's categories and where each is routed."""
+    return requests.categories(ctx)
+
+
+class RequestIn(Strict):
+    building: str = Field(min_length=1, max_length=6)
+    category: str = Field(min_length=1, max_length=40)
+    description: str = Field(min_length=1, max_length=requests.MAX_DESCRIPTION)
+    urgency: Literal["low", "normal", "high", "urgent"] = "normal"
+    room: str | None = Field(default=None, max_length=40)
+    clients: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list, max_length=requests.MAX_CLIENTS
+    )
+
+
+@router.post(
+    "/requests",
+    operation_id="file_request",
+    response_model=RequestView,
+    status_code=201,
+    responses=ERRORS,
+)
+def file_request(ctx: ContextDep, actor: ActorDep, body: RequestIn) -> RequestView:
+    """File a request for a building; the answer says where it was routed and why."""
+    return requests.file_request(
+        ctx,
+        actor,
+        requests.RequestSpec(
+            building=body.building,
+            category=body.category,
+            description=body.description,
+            urgency=body.urgency,
+            room=body.room,
+            clients=body.clients,
+        ),
+    )
+
+
+@router.get(
+    "/requests", operation_id="list_requests", response_model=list[RequestView], responses=ERRORS
+)
+def list_requests(
+    ctx: ContextDep,
+    actor: ActorDep,
+    building: Annotated[str | None, Query(max_length=6)] = None,
+    open_only: bool = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[RequestView]:
+    return requests.list_requests(ctx, actor, building=building, open_only=open_only, limit=limit)
+
+
+@router.get(
+    "/requests/{request_id}",
+    operation_id="get_request",
+    response_model=RequestView,
+    responses=ERRORS,
+)
+def get_request(ctx: ContextDep, actor: ActorDep, request_id: RequestId) -> RequestView:
+    return requests.show(ctx, actor, request_id)
+
+
+class RequestActionIn(Strict):
+    action: Literal["take", "escalate", "close"]
+    text: str = Field(default="", max_length=2000, description="the reason or the note")
+
+
+@router.post(
+    "/requests/{request_id}/actions",
+    operation_id="act_on_request",
+    response_model=RequestView,
+    responses=ERRORS,
+)
+def act_on_request(
+    ctx: ContextDep, actor: ActorDep, request_id: RequestId, body: RequestActionIn
+) -> RequestView:
+    """Take, escalate (with a reason) or close (with a note) a request."""
+    if body.action == "take":
+        return requests.take(ctx, actor, request_id)
+    if body.action == "escalate":
+        return requests.escalate(ctx, actor, request_id, reason=body.text)
+    return requests.close(ctx, actor, request_id, note=body.text)

@@ -1,0 +1,138 @@
+"""Requests on the web and through the API: the principal files, the technician works
+it, work outside technicians' duties is routed away with the reason."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi.testclient import TestClient
+
+from orchestrator.services import audit, requests
+from orchestrator.services.context import Context
+from tests.factories import District
+from tests.web.conftest import SignIn, form_token
+
+
+def _file(browser: TestClient, **data: str):  # type: ignore[no-untyped-def]
+    page = browser.get("/requests/new")
+    assert page.status_code == 200
+    return browser.post(
+        "/requests",
+        data={"csrf_token": form_token(page.text), "urgency": "normal", **data},
+    )
+
+
+def test_a_principal_files_a_request_and_the_building_tech_takes_it(
+    district: District, signed_in: SignIn, ctx: Context
+) -> None:
+    principal = signed_in("principal.lincoln")
+    home = principal.get("/").text
+    assert 'href="/requests/new"' in home
+    filed = _file(
+        principal,
+        building="101",
+        category="hardware_repair",
+        description="The projector in room 12 shows no picture",
+        room="room-12",
+    )
+    assert filed.status_code == 200
+    assert "Filed: the building technician&#39;s queue." in filed.text
+    tech = signed_in("btc.lincoln")
+    queue = tech.get("/requests").text
+    assert "Hardware repair" in queue and "principal.lincoln" in queue
+    (r,) = requests.list_requests(ctx, district["btc.lincoln"])
+    page = tech.get(f"/requests/{r.id}")
+    taken = tech.post(
+        f"/requests/{r.id}/act", data={"csrf_token": form_token(page.text), "action": "take"}
+    )
+    assert taken.status_code == 200 and "Taken by</dt><dd>btc.lincoln" in taken.text
+
+
+def test_a_grading_request_is_routed_away_with_the_reason_and_the_tech_is_refused(
+    district: District, signed_in: SignIn, ctx: Context
+) -> None:
+    principal = signed_in("principal.lincoln")
+    filed = _file(
+        principal, building="101", category="grading", description="Fix the gradebook totals"
+    )
+    assert "Filed: sent to Student Information Systems." in filed.text
+    assert "never have access to grading" in filed.text
+    tech = signed_in("btc.lincoln")
+    assert "Fix the gradebook" not in tech.get("/requests").text
+    (r,) = requests.list_requests(ctx, district["it.ana"])
+    page = tech.get(f"/requests/{r.id}")
+    refused = tech.post(
+        f"/requests/{r.id}/act", data={"csrf_token": form_token(page.text), "action": "take"}
+    )
+    assert refused.status_code == 403 and "Student Information Systems" in refused.text
+    actions = [e.action for e in audit.entries(ctx, district["it.ana"], object_kind="request")]
+    assert actions == ["request.file", "request.take_refused"]
+
+
+def test_an_html_description_is_rendered_escaped(
+    district: District, signed_in: SignIn, ctx: Context
+) -> None:
+    principal = signed_in("principal.lincoln")
+    page = _file(
+        principal,
+        building="101",
+        category="network",
+        description="<img src=x onerror=alert(1)> wifi drops",
+    )
+    assert "<img src=x" not in page.text
+    assert "&lt;img src=x onerror=alert(1)&gt; wifi drops" in page.text
+
+
+def test_a_principal_cannot_file_for_another_building(
+    district: District, signed_in: SignIn, ctx: Context
+) -> None:
+    r = _file(
+        signed_in("principal.lincoln"),
+        building="102",
+        category="network",
+        description="Washington's wifi",
+    )
+    assert r.status_code == 404 and "no building &#39;102&#39;" in r.text
+    assert requests.list_requests(ctx, district["it.ana"]) == []
+
+
+def test_the_api_files_lists_and_works_requests(
+    district: District, web: TestClient, token_for: Callable[[str], dict[str, str]]
+) -> None:
+    principal, tech = token_for("principal.lincoln"), token_for("btc.lincoln")
+    cats = web.get("/api/v1/request-categories", headers=principal).json()
+    assert {"key": "telephone", "queue": "department"}.items() <= cats[5].items()
+    made = web.post(
+        "/api/v1/requests",
+        headers=principal,
+        json={"building": "101", "category": "telephone", "description": "no dial tone"},
+    )
+    assert made.status_code == 201, made.text
+    body = made.json()
+    assert body["queue"] == "department" and body["department"] == "Telecommunications"
+    assert "telephone system" in body["routed_because"]
+    refused = web.post(
+        f"/api/v1/requests/{body['id']}/actions", headers=tech, json={"action": "take"}
+    )
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "refused"
+    assert web.get("/api/v1/requests", headers=tech).json() == []
+    other = web.get(f"/api/v1/requests/{body['id']}", headers=token_for("btc.garcia"))
+    assert other.status_code == 404
+
+
+def test_the_api_refuses_bad_requests_naming_the_field(
+    district: District, web: TestClient, token_for: Callable[[str], dict[str, str]]
+) -> None:
+    headers = token_for("principal.lincoln")
+    for body, field in (
+        ({"building": "101", "category": "coffee", "description": "x"}, None),
+        ({"building": "101", "category": "network", "description": "x" * 5000}, "description"),
+        ({"building": "101", "category": "network", "description": "x", "urgency": 3}, "urgency"),
+        ({"building": "101", "category": "network"}, "description"),
+    ):
+        r = web.post("/api/v1/requests", headers=headers, json=body)
+        assert r.status_code in (404, 422), r.text
+        if field:
+            assert r.json()["error"]["field"] == field
+    assert web.get("/api/v1/requests", headers=token_for("it.ana")).json() == []
