@@ -26,6 +26,7 @@ from orchestrator.cli.credentials_cmds import credentials_app
 from orchestrator.cli.deploy_cmds import deploy_app
 from orchestrator.cli.deployment_cmds import COMMANDS as DEPLOYMENT_COMMANDS
 from orchestrator.cli.inventory_cmds import clients_app, inventory_app, run_command, runs_app
+from orchestrator.cli.request_cmds import requests_app
 from orchestrator.cli.testing_cmds import testing_app
 from orchestrator.cli.watch_cmds import COMMANDS as WATCH_COMMANDS
 from orchestrator.cli.windows_cmds import windows_app
@@ -58,6 +59,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(requests_app, name="requests")
 app.command("run")(run_command)
 for _name, _command in (DEPLOYMENT_COMMANDS | WATCH_COMMANDS).items():
     deploy_app.command(_name)(_command)

@@ -1,0 +1,153 @@
+"""``orchestrator requests``: the one intake for technical work, from the command line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from orchestrator.cli import render
+from orchestrator.cli.app import JSON_OPTION, HandledGroup, console, print_json, state
+from orchestrator.services import requests
+from orchestrator.services.requests import RequestView
+
+requests_app = typer.Typer(
+    cls=HandledGroup,
+    help="Requests for technical work: file one, see the queue, take, escalate, close.",
+    no_args_is_help=True,
+)
+
+ID = Annotated[int, typer.Argument(help="The request's number.", min=1)]
+
+
+def _said(r: RequestView) -> str:
+    where = (
+        f"request #{r.id} ({r.category_label}, building {r.building}): {r.state.value}, {r.routed}"
+    )
+    return f"{where}. {r.routed_because}" if r.routed_because else where
+
+
+@requests_app.command("categories")
+def categories_cmd(as_json: bool = JSON_OPTION) -> None:
+    """The district's request categories and where each is routed."""
+    rows = requests.categories(state.checked_ctx())
+    if as_json:
+        print_json(rows)
+        return
+    t = Table(title="request categories", **render.TABLE_STYLE)
+    for heading in ("category", "what", "goes to"):
+        t.add_column(heading)
+    for c in rows:
+        t.add_row(
+            c.key,
+            c.label,
+            c.department if c.queue.value == "department" else "the building technician",
+        )
+    console.print(t)
+
+
+@requests_app.command("file")
+def file_cmd(
+    building: Annotated[str, typer.Option(help="The building it is for.")],
+    category: Annotated[str, typer.Option(help="See 'orchestrator requests categories'.")],
+    description: Annotated[str, typer.Option(help="What is wrong, or what is needed.")],
+    urgency: Annotated[str, typer.Option(help="low, normal, high or urgent.")] = "normal",
+    room: Annotated[str | None, typer.Option(help="The room it concerns.")] = None,
+    client: Annotated[
+        list[str] | None, typer.Option(help="A computer it concerns (repeatable).")
+    ] = None,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """File a request; it is routed by its category at once."""
+    r = requests.file_request(
+        state.ctx,
+        state.actor(),
+        requests.RequestSpec(
+            building=building,
+            category=category,
+            description=description,
+            urgency=urgency,
+            room=room,
+            clients=client or [],
+        ),
+    )
+    if as_json:
+        print_json(r)
+    else:
+        console.print(_said(r), highlight=False, soft_wrap=True)
+
+
+@requests_app.command("list")
+def list_cmd(
+    building: Annotated[str | None, typer.Option(help="Only this building's.")] = None,
+    open_only: Annotated[bool, typer.Option("--open", help="Only those not closed.")] = False,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Requests you may see; a building tech's list is their queue."""
+    rows = requests.list_requests(state.ctx, state.actor(), building=building, open_only=open_only)
+    if as_json:
+        print_json(rows)
+        return
+    t = Table(title=f"requests ({len(rows)})", **render.TABLE_STYLE)
+    for heading in (
+        "#",
+        "building",
+        "category",
+        "urgency",
+        "state",
+        "routed to",
+        "filed by",
+        "filed",
+    ):
+        t.add_column(heading)
+    zone = state.ctx.zone
+    for r in rows:
+        t.add_row(
+            str(r.id),
+            r.building,
+            r.category_label,
+            r.urgency.value,
+            r.state.value + (f" ({r.assignee})" if r.assignee else ""),
+            r.routed,
+            r.filed_by,
+            render.when(r.created_at, zone),
+        )
+    console.print(t if rows else "no requests")
+
+
+@requests_app.command("show")
+def show_cmd(request_id: ID, as_json: bool = JSON_OPTION) -> None:
+    """One request, as filed, and where it stands."""
+    r = requests.show(state.ctx, state.actor(), request_id)
+    if as_json:
+        print_json(r)
+        return
+    console.print(_said(r), highlight=False, soft_wrap=True)
+    console.print(
+        f"filed by {r.filed_by}: {r.description}", highlight=False, markup=False, soft_wrap=True
+    )
+
+
+@requests_app.command("take")
+def take_cmd(request_id: ID) -> None:
+    """Take a request of your building to work on it."""
+    console.print(
+        _said(requests.take(state.ctx, state.actor(), request_id)), highlight=False, soft_wrap=True
+    )
+
+
+@requests_app.command("escalate")
+def escalate_cmd(
+    request_id: ID, reason: Annotated[str, typer.Option(help="Why IT should take it.")]
+) -> None:
+    """Pass a request to IT, with the reason."""
+    r = requests.escalate(state.ctx, state.actor(), request_id, reason=reason)
+    console.print(_said(r), highlight=False, soft_wrap=True)
+
+
+@requests_app.command("close")
+def close_cmd(request_id: ID, note: Annotated[str, typer.Option(help="What was done.")]) -> None:
+    """Close a request with a note (or withdraw one you filed)."""
+    r = requests.close(state.ctx, state.actor(), request_id, note=note)
+    console.print(_said(r), highlight=False, soft_wrap=True)

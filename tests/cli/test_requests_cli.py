@@ -1,0 +1,61 @@
+"""``orchestrator requests`` on the sample district."""
+
+from __future__ import annotations
+
+import json
+
+from tests.support.cli import Invoke
+
+
+def test_a_principal_files_and_the_btc_takes_and_closes_from_the_command_line(
+    orchestrator: Invoke,
+) -> None:
+    filed = orchestrator(
+        "--as", "principal.lincoln", "requests", "file", "--building", "101",
+        "--category", "hardware_repair", "--description", "cart charger sparks",
+        "--room", "cart-1", "--client", "101-cart-1-02", "--urgency", "urgent",
+    )  # fmt: skip
+    assert "request #1 (Hardware repair, building 101): open, the building technician's queue" in (
+        filed.stdout
+    )
+    listed = orchestrator("--as", "btc.lincoln", "requests", "list", "--open").stdout
+    assert "Hardware repair" in listed and "urgent" in listed
+    taken = orchestrator("--as", "btc.lincoln", "requests", "take", "1").stdout
+    assert "taken" in taken
+    closed = orchestrator(
+        "--as", "btc.lincoln", "requests", "close", "1", "--note", "charger replaced"
+    ).stdout
+    assert "closed" in closed
+    shown = json.loads(orchestrator("--as", "it.rivera", "requests", "show", "1", "--json").stdout)
+    assert shown["clients"] == ["101-cart-1-02"] and shown["note"] == "charger replaced"
+
+
+def test_a_web_site_request_is_routed_away_and_said_why(orchestrator: Invoke) -> None:
+    filed = orchestrator(
+        "--as", "principal.lincoln", "requests", "file", "--building", "101",
+        "--category", "web_site", "--description", "update the bell schedule page",
+    )  # fmt: skip
+    assert "sent to Communications" in filed.stdout
+    assert "school web sites are kept by Communications" in filed.stdout
+    refused = orchestrator("--as", "btc.lincoln", "requests", "take", "1", expect=3)
+    assert "is for Communications, not a building technician" in refused.stderr
+
+
+def test_unknown_category_or_another_building_is_refused_naming_it(orchestrator: Invoke) -> None:
+    unknown = orchestrator(
+        "--as", "principal.lincoln", "requests", "file", "--building", "101",
+        "--category", "coffee", "--description", "machine empty", expect=4,
+    )  # fmt: skip
+    assert "no request category 'coffee'" in unknown.stderr
+    other = orchestrator(
+        "--as", "principal.lincoln", "requests", "file", "--building", "102",
+        "--category", "network", "--description", "wifi", expect=4,
+    )  # fmt: skip
+    assert "no building '102'" in other.stderr
+    assert "no requests" in orchestrator("--as", "it.rivera", "requests", "list").stdout
+
+
+def test_the_categories_say_where_each_goes(orchestrator: Invoke) -> None:
+    out = orchestrator("requests", "categories").stdout
+    assert "grading" in out and "Student Information Systems" in out
+    assert "the building technician" in out
