@@ -60,11 +60,12 @@ def test_bad_deployments_exit_with_the_reason_and_create_nothing(orchestrator: I
         "--deadline", "tomorrow", expect=2,
     )  # fmt: skip
     assert "is not a date and time" in bad_time.stderr
+    # Another building is not found, as one that does not exist would be.
     other = orchestrator(
         "--as", "btc.lincoln", "deploy", "create", "--package", "scratch@3.29", "--building", "102",
-        expect=3,
+        expect=4,
     )  # fmt: skip
-    assert "refused" in other.stderr
+    assert "unknown target(s): building 102" in other.stderr
     missing = orchestrator("--as", "btc.lincoln", "deploy", "show", "7", expect=4)
     assert "no deployment 7" in missing.stderr
     assert json.loads(orchestrator("--as", "it.rivera", "deploy", "list", "--json").stdout) == []
