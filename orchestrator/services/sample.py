@@ -35,6 +35,7 @@ from orchestrator.services import (
     catalog,
     chain,
     directory,
+    gather,
     hardware,
     image_tests,
     inventory,
@@ -385,8 +386,45 @@ class _Story:
             packages=["scratch@3.29"],
             stop="draft",
         )
+        # Last week IT gathered facts from the elementary and middle schools' PCs: what
+        # each reports it carries (the Macs' host keys are not pinned yet, so they were
+        # not reached). The image each lab still runs is what the charts draw.
+        self.gathered(-7)
         # What the scheduler does every morning.
         sunset.run_daily_check(self.ctx)
+
+    def gathered(self, days: int) -> None:
+        """Facts gathered from the PCs of 101, 102, 205 and 206 (sample history, replayed
+        through the real gather service with the shipped fake runner: nothing is reached)."""
+        carries = {
+            ("101", "lab-a"): ("101/lab@1.0", "23H2"),
+            ("101", "library"): ("pc-elementary@2026.1", "24H2"),
+            ("102", "lab"): ("pc-elementary@2025.1", "23H2"),
+            ("205", "lab-114"): ("pc-middle@2026.1", "24H2"),
+            ("206", "media-lab"): ("pc-middle@2026.1", "24H2"),
+        }
+        facts: dict[str, dict[str, str]] = {}
+        for building, room, platform, _model, count in CLIENTS:
+            if platform != "pc" or (building, room) not in carries:
+                continue
+            image, os_version = carries[(building, room)]
+            for i in range(1, count + 1):
+                facts[f"{building}-{room}-{i:02d}"] = {
+                    "orchestrator_image": image,
+                    "orchestrator_os": "Windows 11",
+                    "orchestrator_os_version": os_version,
+                }
+        # One of 102's lab PCs was switched off that evening.
+        facts.pop("102-lab-03")
+        runner = FakePlaybookRunner(results={"102-lab-03": "unreachable"}, facts=facts)
+        for building in ("101", "102", "205", "206"):
+            gather.gather(
+                self.at(days),
+                self.a("it.rivera"),
+                credentials=runs.Credentials(),
+                building=building,
+                runner=runner,
+            )
 
     def clients(self, days: int) -> None:
         """The asset export IT imported when the district started with the orchestrator."""
