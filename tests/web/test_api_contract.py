@@ -112,6 +112,7 @@ PATH_VALUES = {
     "ref": "pc-elementary@2026.1",
     "deployment_id": "1",
     "name": "nightly",
+    "request_id": "1",
 }
 
 

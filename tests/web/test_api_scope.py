@@ -28,6 +28,11 @@ How the rows follow from the district's rules:
   updates" is the SecTec's and the BTC's in their own buildings; IT "assists with the
   deployment of customized images at school sites", so it may plan, create and pause
   there too. EdTech and principals deploy nothing: refused.
+* Requests for technical work: "every request for technical work goes through one
+  self-service intake", so everyone files for the buildings they cover (principals ask
+  for work; IT and EdTech for any building). The building's technician works it and
+  escalates to IT ("help desk"), so the technician of the building and IT take it;
+  EdTech and principals do not. Reading follows the buildings, as everywhere.
 * API tokens are each person's own: everyone lists, makes and revokes their own.
 
 Outcomes: ``Y`` allowed: a 2xx answer that shows the object (and, for a write, its
@@ -55,7 +60,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from orchestrator.domain.states import Kind, State
-from orchestrator.services import accounts, catalog, deployments, inventory, windows
+from orchestrator.services import (
+    accounts,
+    catalog,
+    deployments,
+    inventory,
+    requests,
+    windows,
+)
 from orchestrator.services.deployments import DeploymentSpec
 from tests.factories import District
 from tests.support.fixtures import release_scratch
@@ -110,6 +122,17 @@ EXPECTED: dict[tuple[str, str], tuple[Expect | None, ...]] = {
     ("control_deployment", OTHER):          (_, _, H, H, H),
     ("list_audit_entries", OWN):            (Y, Y, Y, Y, Y),
     ("list_audit_entries", OTHER):          (_, _, H, H, H),
+    # one intake: anyone files for the buildings they cover; the building's technician
+    # (or IT, who is escalated to) takes the work; EdTech and principals do not work it
+    ("list_request_categories", OWN):       (Y, Y, Y, Y, Y),
+    ("file_request", OWN):                  (Y, Y, Y, Y, Y),
+    ("file_request", OTHER):                (_, _, H, H, H),
+    ("list_requests", OWN):                 (Y, Y, Y, Y, Y),
+    ("list_requests", OTHER):               (_, _, H, H, H),
+    ("get_request", OWN):                   (Y, Y, Y, Y, Y),
+    ("get_request", OTHER):                 (_, _, H, H, H),
+    ("act_on_request", OWN):                (Y, N, Y, Y, N),
+    ("act_on_request", OTHER):              (_, _, H, H, H),
     # each person's own tokens; "other" is another person's (btc.garcia's)
     ("list_tokens", OWN):                   (Y, Y, Y, Y, Y),
     ("list_tokens", OTHER):                 (H, H, H, H, H),
@@ -198,6 +221,20 @@ class World:
         return {
             b: deployments.create(
                 self.d.ctx, self.d[TECH[b]], DeploymentSpec(package="scratch@3.29", buildings=(b,))
+            ).id
+            for b in BASE_OF
+        }
+
+    @cached_property
+    def requests(self) -> dict[str, int]:
+        """Per building, an open hardware repair (the technician's queue), filed by IT."""
+        return {
+            b: requests.file_request(
+                self.d.ctx,
+                self.d["it.ana"],
+                requests.RequestSpec(
+                    building=b, category="hardware_repair", description=f"cart-{b} will not boot"
+                ),
             ).id
             for b in BASE_OF
         }
@@ -407,6 +444,53 @@ def list_audit_entries(c: Call) -> Outcome:
     return Outcome(r, _shows(r, lambda body: c.building in [e["building"] for e in body]))
 
 
+def list_request_categories(c: Call) -> Outcome:
+    r = c.get("/api/v1/request-categories")
+    return Outcome(r, _shows(r, lambda body: "hardware_repair" in [x["key"] for x in body]))
+
+
+def file_request(c: Call) -> Outcome:
+    r = c.post(
+        "/api/v1/requests",
+        {
+            "building": c.building,
+            "category": "software_access",
+            "description": "Scratch will not open in the library",
+        },
+    )
+    return Outcome(r, _shows(r, lambda body: body["building"] == c.building))
+
+
+def _filed(c: Call) -> bool:
+    return any(
+        v.building == c.building and v.category == "software_access"
+        for v in requests.list_requests(c.ctx, c.world.d["it.ana"])
+    )
+
+
+def list_requests(c: Call) -> Outcome:
+    wanted = c.world.requests[c.building]
+    r = c.get("/api/v1/requests")
+    return Outcome(r, _shows(r, lambda body: wanted in [x["id"] for x in body]))
+
+
+def get_request(c: Call) -> Outcome:
+    wanted = c.world.requests[c.building]
+    r = c.get(f"/api/v1/requests/{wanted}")
+    return Outcome(r, _shows(r, lambda body: body["id"] == wanted))
+
+
+def act_on_request(c: Call) -> Outcome:
+    wanted = c.world.requests[c.building]
+    r = c.post(f"/api/v1/requests/{wanted}/actions", {"action": "take"})
+    return Outcome(r, _shows(r, lambda body: body["assignee"] == c.username))
+
+
+def _taken(c: Call) -> bool:
+    view = requests.show(c.ctx, c.world.d["it.ana"], c.world.requests[c.building])
+    return view.assignee is not None
+
+
 def _other_persons_token(c: Call) -> str:
     name = "garcia-script"
     if name not in [t.name for t in accounts.tokens(c.ctx, c.world.d[OTHER_PERSON])]:
@@ -472,6 +556,11 @@ OPERATIONS: dict[str, Operation] = {
     "get_deployment_progress": Operation(get_deployment_progress),
     "control_deployment": Operation(control_deployment, refusal=DEPLOYS, changed=_paused),
     "list_audit_entries": Operation(list_audit_entries),
+    "list_request_categories": Operation(list_request_categories),
+    "file_request": Operation(file_request, changed=_filed),
+    "list_requests": Operation(list_requests, hidden=LEFT_OUT),
+    "get_request": Operation(get_request),
+    "act_on_request": Operation(act_on_request, refusal="work on this request", changed=_taken),
     "list_tokens": Operation(list_tokens, hidden=LEFT_OUT),
     "create_token": Operation(create_token, changed=_token_made),
     "revoke_token": Operation(revoke_token, changed=_revoked),

@@ -38,7 +38,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from orchestrator.domain.states import State
-from orchestrator.services import accounts, deployments, inventory, windows
+from orchestrator.services import accounts, deployments, inventory, requests, windows
 from orchestrator.services.context import Context
 from orchestrator.web.app import create_app
 from tests.factories import District
@@ -91,6 +91,13 @@ def _district_with_work(d: District, folder: Path) -> dict[str, Any]:
         deployments.DeploymentSpec(package="scratch@3.29", buildings=("101",)),
     )
     accounts.create_token(d.ctx, d["it.ana"], "spare-for-revoking")
+    repair = requests.file_request(
+        d.ctx,
+        d["principal.lincoln"],
+        requests.RequestSpec(
+            building="101", category="hardware_repair", description="cart-01 will not boot"
+        ),
+    )
     scratch = {"package": "scratch@3.29", "buildings": ["101"]}
     return {
         # operationId: (path parameters, query, body, who)
@@ -124,6 +131,21 @@ def _district_with_work(d: District, folder: Path) -> dict[str, Any]:
         "list_audit_entries": ({}, {"building": "101"}, None, "btc"),
         "create_token": ({}, None, {"name": "from-a-script", "days": 30}, "it"),
         "revoke_token": ({"name": "spare-for-revoking"}, None, None, "it"),
+        "file_request": (
+            {},
+            None,
+            {
+                "building": "101",
+                "category": "software_access",
+                "description": "Scratch will not open in the library",
+                "urgency": "normal",
+                "clients": ["cart-02"],
+            },
+            "btc",
+        ),
+        "list_requests": ({}, {"building": "101"}, None, "btc"),
+        "get_request": ({"request_id": repair.id}, None, None, "btc"),
+        "act_on_request": ({"request_id": repair.id}, None, {"action": "take"}, "btc"),
     }
 
 
