@@ -24,7 +24,15 @@ from starlette.routing import BaseRoute
 from orchestrator.db.models import AuditEntry, Person
 from orchestrator.db.session import transaction
 from orchestrator.domain.states import Kind, State
-from orchestrator.services import accounts, catalog, chain, deployments, hardware, inventory
+from orchestrator.services import (
+    accounts,
+    catalog,
+    chain,
+    deployments,
+    hardware,
+    inventory,
+    requests,
+)
 from orchestrator.services import windows as windows_service
 from orchestrator.services.context import Context
 from orchestrator.web.app import create_app
@@ -192,6 +200,18 @@ FORMS: dict[str, Callable[[District, int], Form]] = {
             )
         ),
     ),
+    "/requests": lambda d, dep: Form(
+        "principal.lincoln",
+        "/requests",
+        {"building": "101", "category": "software_access", "description": "Scratch is gone"},
+        lambda d: any(v.category == "software_access" for v in _requests(d)),
+    ),
+    "/requests/{request_id}/act": lambda d, dep: Form(
+        "btc.lincoln",
+        f"/requests/{_requests(d)[-1].id}/act",
+        {"action": "take"},
+        lambda d: _requests(d)[-1].assignee == "btc.lincoln",
+    ),
     "/rollout": lambda d, dep: Form(
         "it.ana",
         "/rollout",
@@ -199,6 +219,10 @@ FORMS: dict[str, Callable[[District, int], Form]] = {
         lambda d: len(_deployment_states(d)) == 2,
     ),
 }
+
+
+def _requests(d: District) -> list[requests.RequestView]:
+    return requests.list_requests(d.ctx, d["it.ana"])  # newest first
 
 
 def _signs_in(d: District, username: str, password: str) -> bool:
@@ -215,7 +239,8 @@ def _signs_in(d: District, username: str, password: str) -> bool:
 @pytest.fixture
 def forms_world(district: District, tmp_path: Path) -> tuple[District, int]:
     """What the forms act on: a customized image in review, an approved base image, a
-    package in testing, Lincoln's Macs and PCs with a window, Scratch and one deployment."""
+    package in testing, Lincoln's Macs and PCs with a window, Scratch and one deployment,
+    and a repair request."""
     d = district
     d.base("pc", "elementary")
     d.base("pc", "middle", to=State.APPROVED)
@@ -232,6 +257,13 @@ def forms_world(district: District, tmp_path: Path) -> tuple[District, int]:
         d.ctx, d["btc.lincoln"], building="101", days="mon-sun", start="18:00", end="06:00"
     )
     release_scratch(d, "3.29", tmp_path)
+    requests.file_request(
+        d.ctx,
+        d["principal.lincoln"],
+        requests.RequestSpec(
+            building="101", category="hardware_repair", description="cart-01 will not boot"
+        ),
+    )
     dep = deployments.create(
         d.ctx,
         d["btc.lincoln"],
