@@ -106,10 +106,10 @@ def list_cmd(
         t.add_row(
             str(r.id),
             r.building,
-            r.category_label,
+            r.category,
             r.urgency.value,
             r.state.value + (f" ({r.assignee})" if r.assignee else ""),
-            r.routed,
+            r.department if r.queue.value == "department" else "technician",
             r.filed_by,
             render.when(r.created_at, zone),
         )
