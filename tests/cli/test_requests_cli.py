@@ -19,7 +19,7 @@ def test_a_principal_files_and_the_btc_takes_and_closes_from_the_command_line(
         filed.stdout
     )
     listed = orchestrator("--as", "btc.lincoln", "requests", "list", "--open").stdout
-    assert "Hardware repair" in listed and "urgent" in listed
+    assert "hardware_repair" in listed and "urgent" in listed
     taken = orchestrator("--as", "btc.lincoln", "requests", "take", "1").stdout
     assert "taken" in taken
     closed = orchestrator(
