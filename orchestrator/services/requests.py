@@ -317,7 +317,13 @@ def _move(
     to: RequestState,
     expect: frozenset[RequestState],
     what: str,
+    action: str,
+    actor: Actor,
+    building: str,
+    now: datetime,
+    reason: str = "",
 ) -> None:
+    """Compare-and-set the request's state, count the first response, audit the step."""
     state = RequestState(r.state)
     if state not in expect:
         raise Conflict(f"request {r.id} is {state.value}: it cannot be {what}")
@@ -330,6 +336,16 @@ def _move(
     if cast(CursorResult[Any], moved).rowcount != 1:
         raise StaleState(f"request {r.id} was changed by someone else just now: look again")
     session.refresh(r)
+    r.first_response_at = r.first_response_at or now
+    session.add(r)
+    audit.append(
+        session,
+        at=now,
+        actor=actor,
+        action=action,
+        subject=_subject(r, building),
+        reason=reason,
+    )
 
 
 def take(ctx: Context, actor: Actor, request_id: int) -> RequestView:
@@ -361,13 +377,13 @@ def take(ctx: Context, actor: Actor, request_id: int) -> RequestView:
             to=RequestState.TAKEN,
             expect=frozenset({RequestState.OPEN, RequestState.ESCALATED}),
             what="taken",
+            action="request.take",
+            actor=actor,
+            building=number,
+            now=now,
         )
         r.assignee_id = actor.person_id
-        r.first_response_at = r.first_response_at or now
         session.add(r)
-        audit.append(
-            session, at=now, actor=actor, action="request.take", subject=_subject(r, number)
-        )
         return _view(session, r)
 
 
@@ -403,18 +419,14 @@ def escalate(ctx: Context, actor: Actor, request_id: int, *, reason: str) -> Req
             to=RequestState.ESCALATED,
             expect=frozenset({RequestState.OPEN, RequestState.TAKEN}),
             what="escalated",
-        )
-        r.assignee_id = None
-        r.first_response_at = r.first_response_at or now
-        session.add(r)
-        audit.append(
-            session,
-            at=now,
-            actor=actor,
             action="request.escalate",
-            subject=_subject(r, number),
+            actor=actor,
+            building=number,
+            now=now,
             reason=reason,
         )
+        r.assignee_id = None
+        session.add(r)
         return _view(session, r)
 
 
@@ -437,17 +449,12 @@ def close(ctx: Context, actor: Actor, request_id: int, *, note: str) -> RequestV
             to=RequestState.CLOSED,
             expect=frozenset(s for s in RequestState if s not in FINAL_STATES),
             what="closed",
-        )
-        r.note = note
-        r.closed_at = now
-        r.first_response_at = r.first_response_at or now
-        session.add(r)
-        audit.append(
-            session,
-            at=now,
-            actor=actor,
             action="request.close",
-            subject=_subject(r, number),
+            actor=actor,
+            building=number,
+            now=now,
             reason=note,
         )
+        r.note, r.closed_at = note, now
+        session.add(r)
         return _view(session, r)
