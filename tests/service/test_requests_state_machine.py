@@ -133,7 +133,7 @@ def test_a_requests_life_follows_the_districts_rules_whoever_tries_what(
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=12,
+            max_examples=30,
             stateful_step_count=8,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
