@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlmodel import Session
 
 from orchestrator.errors import InvalidInput, OrchestratorError
@@ -96,6 +96,14 @@ def reachable(engine: Engine) -> Iterator[None]:
     """Translate a database that cannot be reached into DatabaseUnavailable."""
     try:
         yield
+    except DataError as exc:
+        # PostgreSQL cannot store a NUL character in text; SQLite can. Whatever the
+        # front door, the person is told which character, not shown a server error.
+        if "NUL" in str(exc.orig) or "0x00" in str(exc.orig):
+            raise InvalidInput(
+                "text must not contain a NUL character (\\x00)", field="text"
+            ) from exc
+        raise
     except OperationalError as exc:
         raise DatabaseUnavailable(
             f"database unavailable ({engine.url.render_as_string(hide_password=True)}): "

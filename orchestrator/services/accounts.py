@@ -225,6 +225,9 @@ def authenticate(ctx: Context, username: str, password: str) -> Actor:
     if not isinstance(username, str) or not isinstance(password, str):
         raise SignInFailed(WRONG)
     username = username.strip()
+    if not username or len(username) > 64 or not username.isprintable():
+        _verify(_DUMMY_HASH, password)
+        raise SignInFailed(WRONG)
     now = ctx.now()
     with transaction(ctx.engine) as session:
         person = session.exec(select(Person).where(Person.username == username)).first()

@@ -48,7 +48,7 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
-def _no_nul_in_parameters(request: Request) -> None:
+def no_nul_in_parameters(request: Request) -> None:
     """Raises: InvalidInput, for a NUL character in a path or query parameter.
 
     No name, reference or reason the orchestrator keeps may hold one, and PostgreSQL
@@ -59,7 +59,7 @@ def _no_nul_in_parameters(request: Request) -> None:
             raise InvalidInput("must not contain a NUL character", field=name)
 
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(_no_nul_in_parameters)])
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(no_nul_in_parameters)])
 
 
 class ErrorBody(BaseModel):

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import Field
 
 from orchestrator.services import requests
 from orchestrator.services.requests import CategoryView, RequestView
-from orchestrator.web.api import ERRORS, Strict
+from orchestrator.web.api import ERRORS, Strict, no_nul_in_parameters
 from orchestrator.web.auth import ActorDep, ContextDep
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(no_nul_in_parameters)])
 
 RequestId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 

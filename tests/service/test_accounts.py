@@ -370,3 +370,11 @@ def test_a_directory_building_the_district_does_not_know_is_refused(
     )
     with pytest.raises(SignInFailed, match="building\\(s\\) 999"):
         accounts.authenticate(ctx, "d.tech", "Dir-Pass-123456")
+
+
+@pytest.mark.parametrize("username", ["btc.lincoln\x00", "", "x" * 65, "tab\there"])
+def test_a_username_no_account_could_have_is_just_a_wrong_sign_in(
+    with_password: District, ctx: Context, username: str
+) -> None:
+    with pytest.raises(SignInFailed, match="wrong username or password"):
+        accounts.authenticate(ctx, username, PASSWORD)

@@ -355,3 +355,16 @@ def test_building_staff_see_only_their_buildings_clients(
         inventory.list_clients(district.ctx, district["principal.lincoln"], building="102")
     with transaction(district.ctx.engine) as s, pytest.raises(NotFound):
         inventory.get_client(s, district["btc.lincoln"], "lab-09")
+
+
+def test_a_nul_character_in_a_query_is_bad_input_on_every_database(district: District) -> None:
+    """PostgreSQL cannot hold a NUL in text (SQLite can): either way the person gets an
+    answer or a message naming the character, never a database error."""
+    from orchestrator.errors import InvalidInput
+    from orchestrator.services import inventory
+
+    if district.ctx.engine.dialect.name == "postgresql":
+        with pytest.raises(InvalidInput, match="NUL character"):
+            inventory.list_clients(district.ctx, district["it.ana"], room="lab\x00")
+    else:
+        assert inventory.list_clients(district.ctx, district["it.ana"], room="lab\x00") == []
