@@ -26,8 +26,8 @@ from orchestrator.clock import FixedClock
 from orchestrator.db.session import make_engine, transaction
 from orchestrator.services import bootstrap
 from orchestrator.services.chain import seed_policies
-from orchestrator.services.requests import seed_categories
 from orchestrator.services.context import Context
+from orchestrator.services.requests import seed_categories
 from tests.factories import District, make_district
 
 POSTGRES_URL = os.environ.get(
