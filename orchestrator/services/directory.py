@@ -59,17 +59,37 @@ class BuildingView:
     staff: tuple[str, ...]
 
 
-def visible_building(ctx: Context, actor: Actor, number: str) -> BuildingView:
-    """One building, if the actor may see it.
+def visible_building_row(session: Session, actor: Actor, number: str) -> Building:
+    """One building's row, if the actor may see it.
 
     Raises:
         NotFound: no such building, or one the actor may not see (building staff are
             not told whether another building's number exists).
     """
-    for b in buildings(ctx, actor):
-        if b.number == number:
-            return b
-    raise NotFound(f"no building {number!r} (see 'orchestrator buildings')")
+    if not may(actor, Action.READ_CATALOG, building=number):
+        raise NotFound(f"no building {number!r} (see 'orchestrator buildings')")
+    return get_building(session, number)
+
+
+def visible_building(ctx: Context, actor: Actor, number: str) -> BuildingView:
+    """One building, with the people who cover it, if the actor may see it.
+
+    Raises:
+        NotFound: as :func:`visible_building_row`.
+    """
+    with transaction(ctx.engine) as session:
+        b = visible_building_row(session, actor, number)
+        staff = session.exec(
+            select(Person)
+            .join(PersonBuilding, col(PersonBuilding.person_id) == col(Person.id))
+            .where(PersonBuilding.building_id == b.id)
+        ).all()
+        return BuildingView(
+            b.number,
+            b.name,
+            Level(b.level),
+            tuple(sorted(f"{p.username} ({p.role})" for p in staff)),
+        )
 
 
 def buildings(ctx: Context, actor: Actor) -> Sequence[BuildingView]:

@@ -40,7 +40,7 @@ from orchestrator.domain.states import Role
 from orchestrator.errors import Conflict, InvalidInput, NotFound, Refused, StaleState
 from orchestrator.services import audit
 from orchestrator.services.context import Context
-from orchestrator.services.directory import get_building
+from orchestrator.services.directory import visible_building_row
 
 MAX_DESCRIPTION = 4000
 MAX_CLIENTS = 200
@@ -152,7 +152,7 @@ def file_request(ctx: Context, actor: Actor, spec: RequestSpec) -> RequestView:
         raise InvalidInput(f"at most {MAX_CLIENTS} clients per request", field="clients")
     now = ctx.now()
     with transaction(ctx.engine) as session:
-        building = _visible_building(session, actor, number)
+        building = visible_building_row(session, actor, number)
         authorize(actor, Action.FILE_REQUEST, building=number)
         category = _category(session, spec.category)
         hostnames = sorted(set(spec.clients))
@@ -201,12 +201,6 @@ def file_request(ctx: Context, actor: Actor, spec: RequestSpec) -> RequestView:
             },
         )
         return _view(session, row)
-
-
-def _visible_building(session: Session, actor: Actor, number: str) -> Building:
-    if not may(actor, Action.READ_CATALOG, building=number):
-        raise NotFound(f"no building {number!r} (see 'orchestrator buildings')")
-    return get_building(session, number)
 
 
 def _category(session: Session, key: str) -> RequestCategory:
@@ -296,7 +290,7 @@ def list_requests(
             col(ServiceRequest.building_id) == col(Building.id)
         )
         if building is not None:
-            _visible_building(session, actor, validation.building_number(building))
+            visible_building_row(session, actor, validation.building_number(building))
             q = q.where(Building.number == building)
         if open_only:
             q = q.where(col(ServiceRequest.state) != RequestState.CLOSED.value)
