@@ -162,7 +162,8 @@ def serve(
             names = ", ".join(u for u, *_ in sample.PEOPLE)
             console.print(
                 f"sample accounts: {names}; each signs in with the password "
-                f"[bold]{sample.SAMPLE_PASSWORD}[/]"
+                f"[bold]{sample.SAMPLE_PASSWORD}[/]",
+                soft_wrap=True,
             )
 
     stop = threading.Event()

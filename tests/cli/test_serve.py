@@ -56,7 +56,7 @@ def test_serve_starts_on_an_empty_database_runs_the_sunset_check_and_stops_on_si
                 break
             lines.append(line)
             seen = "".join(lines)
-            if "orchestrator service running" in seen and "sample accounts:" in seen:
+            if "orchestrator service running" in seen and "sample-district" in seen:
                 break
         output = "".join(lines)
         assert "orchestrator service running" in output, output
