@@ -722,3 +722,23 @@ class ServiceRequest(SQLModel, table=True):
     created_at: datetime = Field(sa_column=_utc())
     first_response_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
     closed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+
+
+class RequestChange(SQLModel, table=True):
+    """A change that answers a request: a customized image or package, or a deployment."""
+
+    __tablename__ = "request_change"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "(releasable_id IS NULL) <> (deployment_id IS NULL)", name="request_change_one_target"
+        ),
+        sa.UniqueConstraint("request_id", "releasable_id", name="request_change_release_once"),
+        sa.UniqueConstraint("request_id", "deployment_id", name="request_change_deployment_once"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="service_request.id", index=True)
+    releasable_id: int | None = Field(default=None, foreign_key="releasable.id")
+    deployment_id: int | None = Field(default=None, foreign_key="deployment.id", index=True)
+    linked_by_id: int = Field(foreign_key="person.id")
+    linked_at: datetime = Field(sa_column=_utc())

@@ -17,7 +17,7 @@ escaped by the pages.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -25,10 +25,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import CursorResult
 from sqlmodel import Session, col, select
 
-from orchestrator.db.models import Building, Client, Person, RequestCategory, ServiceRequest
+from orchestrator.db.models import (
+    Building,
+    Client,
+    Deployment,
+    DeploymentClient,
+    Person,
+    Releasable,
+    RequestCategory,
+    RequestChange,
+    ServiceRequest,
+)
 from orchestrator.db.session import transaction
 from orchestrator.domain import validation
-from orchestrator.domain.policy import Action, Actor, authorize, may
+from orchestrator.domain.policy import SYSTEM_ACTOR, Action, Actor, authorize, may
 from orchestrator.domain.requests import (
     DEFAULT_CATEGORIES,
     FINAL_STATES,
@@ -36,11 +46,13 @@ from orchestrator.domain.requests import (
     RequestState,
     Urgency,
 )
-from orchestrator.domain.states import Role
+from orchestrator.domain.rollout import ClientState, DeploymentState
+from orchestrator.domain.states import Kind, Role
 from orchestrator.errors import Conflict, InvalidInput, NotFound, Refused, StaleState
-from orchestrator.services import audit
+from orchestrator.services import audit, catalog, deployments
 from orchestrator.services.context import Context
 from orchestrator.services.directory import visible_building_row
+from orchestrator.services.refs import building_of, ref_of
 
 MAX_DESCRIPTION = 4000
 MAX_CLIENTS = 200
@@ -94,6 +106,21 @@ class RequestSpec:
 
 
 @dataclass(frozen=True)
+class ChangeView:
+    """A change linked to a request, and where it stands now."""
+
+    kind: str
+    """``custom_image``, ``package`` or ``deployment``."""
+    id: int
+    ref: str
+    """``101/lab@1.2``, ``scratch@3.30`` or ``deployment 12 (scratch@3.30)``."""
+    status: str
+    """The item's chain state, or the deployment's state."""
+    detail: str = ""
+    """For a deployment: how the clients the request named stand in it."""
+
+
+@dataclass(frozen=True)
 class RequestView:
     id: int
     building: str
@@ -114,6 +141,7 @@ class RequestView:
     created_at: datetime
     first_response_at: datetime | None
     closed_at: datetime | None
+    changes: list[ChangeView] = field(default_factory=list)
 
     @property
     def routed(self) -> str:
@@ -248,6 +276,7 @@ def _view(session: Session, r: ServiceRequest) -> RequestView:
         created_at=r.created_at,
         first_response_at=r.first_response_at,
         closed_at=r.closed_at,
+        changes=_changes(session, r),
     )
 
 
@@ -350,18 +379,7 @@ def take(ctx: Context, actor: Actor, request_id: int) -> RequestView:
         duties: refused whoever asks, and the refusal is audited), Conflict.
     """
     now = ctx.now()
-    with transaction(ctx.engine) as session:
-        r, number = _visible(session, actor, request_id)
-        outside = r.queue == Queue.DEPARTMENT.value
-        why = ""
-        if outside:
-            category = session.get(RequestCategory, r.category_id)
-            why = category.why if category else ""
-    if outside:
-        _audit_refusal(ctx, actor, request_id, number, why)
-        raise Refused(
-            f"request {request_id} is for {r.department}, not a building technician: {why}"
-        )
+    _refuse_outside_duties(ctx, actor, request_id, action="request.take_refused")
     with transaction(ctx.engine) as session:
         r, number = _visible(session, actor, request_id)
         authorize(actor, Action.WORK_REQUEST, building=number)
@@ -381,18 +399,33 @@ def take(ctx: Context, actor: Actor, request_id: int) -> RequestView:
         return _view(session, r)
 
 
-def _audit_refusal(ctx: Context, actor: Actor, request_id: int, number: str, why: str) -> None:
+def _refuse_outside_duties(ctx: Context, actor: Actor, request_id: int, *, action: str) -> None:
+    """Refuse, and audit the refusal, work on a request routed to a department.
+
+    Whoever asks: a department's work is never a building technician's. The
+    refusal is written in a transaction of its own, after the read has ended,
+    so the error that follows does not undo it.
+
+    Raises: NotFound (a request the actor may not see), Refused.
+    """
     with transaction(ctx.engine) as session:
-        r = session.get(ServiceRequest, request_id)
-        assert r is not None
+        r, number = _visible(session, actor, request_id)
+        if r.queue != Queue.DEPARTMENT.value:
+            return
+        category = session.get(RequestCategory, r.category_id)
+        why, department = (category.why if category else ""), r.department
+    with transaction(ctx.engine) as session:
+        row = session.get(ServiceRequest, request_id)
+        assert row is not None
         audit.append(
             session,
             at=ctx.now(),
             actor=actor,
-            action="request.take_refused",
-            subject=_subject(r, number),
+            action=action,
+            subject=_subject(row, number),
             reason=why[:500],
         )
+    raise Refused(f"request {request_id} is for {department}, not a building technician: {why}")
 
 
 def escalate(ctx: Context, actor: Actor, request_id: int, *, reason: str) -> RequestView:
@@ -452,3 +485,337 @@ def close(ctx: Context, actor: Actor, request_id: int, *, note: str) -> RequestV
         r.note, r.closed_at = note, now
         session.add(r)
         return _view(session, r)
+
+
+# ---------------------------------------------------------------------------
+# The changes that answer a request
+# ---------------------------------------------------------------------------
+
+LINKABLE_KINDS = (Kind.CUSTOM_IMAGE, Kind.PACKAGE)
+"""What a request links to besides deployments: a building's image or a package."""
+
+
+def _named_clients(session: Session, r: ServiceRequest) -> list[str]:
+    """The clients a request is about: those it named, else its room's (may be none)."""
+    if r.clients:
+        return list(r.clients)
+    if r.room:
+        return sorted(
+            h
+            for h in session.exec(
+                select(Client.hostname).where(
+                    Client.building_id == r.building_id,
+                    sa.func.lower(Client.room) == r.room.lower(),
+                    col(Client.test_client).is_(False),
+                )
+            )
+        )
+    return []
+
+
+def _deployment_clients(
+    session: Session, r: ServiceRequest, deployment_id: int
+) -> dict[str, str]:
+    """Hostname → state of the deployment's clients the request is about.
+
+    With nothing named, every client the deployment includes in the request's
+    building (excluded ones, wave 0, are not its work).
+    """
+    building = session.get(Building, r.building_id)
+    assert building is not None
+    rows = session.exec(
+        select(DeploymentClient.hostname, DeploymentClient.state, DeploymentClient.wave).where(
+            DeploymentClient.deployment_id == deployment_id,
+            DeploymentClient.building == building.number,
+        )
+    ).all()
+    named = _named_clients(session, r)
+    if named:
+        states = {h: s for h, s, _ in rows}
+        return {h: states.get(h, "not in it") for h in named}
+    return {h: s for h, s, wave in rows if wave > 0}
+
+
+def _deployment_detail(states: dict[str, str]) -> str:
+    if not states:
+        return "none of this building's clients are in it"
+    done = sum(1 for s in states.values() if s == ClientState.SUCCEEDED.value)
+    others = sorted(f"{h} {s}" for h, s in states.items() if s != ClientState.SUCCEEDED.value)
+    text = f"{done} of {len(states)} clients done"
+    if others:
+        text += f" ({', '.join(others[:5])}{', …' if len(others) > 5 else ''})"
+    return text
+
+
+def _changes(session: Session, r: ServiceRequest) -> list[ChangeView]:
+    out: list[ChangeView] = []
+    for link in session.exec(
+        select(RequestChange)
+        .where(RequestChange.request_id == r.id)
+        .order_by(col(RequestChange.id))
+    ):
+        if link.releasable_id is not None:
+            item = session.get(Releasable, link.releasable_id)
+            assert item is not None and item.id is not None
+            out.append(ChangeView(item.kind, item.id, ref_of(item), item.state))
+        else:
+            assert link.deployment_id is not None
+            dep = session.get(Deployment, link.deployment_id)
+            assert dep is not None and dep.id is not None
+            states = _deployment_clients(session, r, dep.id)
+            out.append(
+                ChangeView(
+                    "deployment",
+                    dep.id,
+                    f"deployment {dep.id} ({dep.ref})",
+                    dep.state,
+                    _deployment_detail(states),
+                )
+            )
+    return out
+
+
+def _linkable(session: Session, actor: Actor, request_id: int) -> tuple[ServiceRequest, str]:
+    """The request, when the actor may answer it with a change.
+
+    Callers first call :func:`_refuse_outside_duties`, which audits that refusal.
+    """
+    r, number = _visible(session, actor, request_id)
+    authorize(actor, Action.WORK_REQUEST, building=number)
+    if r.queue == Queue.DEPARTMENT.value:  # checked (and audited) before the transaction
+        raise Refused(f"request {request_id} is for {r.department}, not a building technician")
+    if RequestState(r.state) in FINAL_STATES:
+        raise Conflict(f"request {request_id} is closed: file a new one")
+    return r, number
+
+
+def _answered(
+    session: Session,
+    r: ServiceRequest,
+    actor: Actor,
+    number: str,
+    now: datetime,
+    *,
+    link: RequestChange,
+    what: str,
+) -> None:
+    """Record the link; an open or escalated request is taken by whoever answered it."""
+    same = (
+        RequestChange.releasable_id == link.releasable_id
+        if link.releasable_id is not None
+        else RequestChange.deployment_id == link.deployment_id
+    )
+    if session.exec(
+        select(RequestChange.id).where(RequestChange.request_id == r.id, same)
+    ).first():
+        raise Conflict(f"{what} is already linked to request {r.id}")
+    session.add(link)
+    if RequestState(r.state) in (RequestState.OPEN, RequestState.ESCALATED):
+        _move(
+            session,
+            r,
+            to=RequestState.TAKEN,
+            expect=frozenset({RequestState.OPEN, RequestState.ESCALATED}),
+            what="taken",
+            action="request.take",
+            actor=actor,
+            building=number,
+            now=now,
+            reason=f"answered by {what}",
+        )
+        r.assignee_id = actor.person_id
+        session.add(r)
+    audit.append(
+        session,
+        at=now,
+        actor=actor,
+        action="request.link",
+        subject=_subject(r, number),
+        after={"change": what},
+    )
+
+
+def link_item(ctx: Context, actor: Actor, request_id: int, kind: Kind, ref: str) -> RequestView:
+    """Link the customized image or package that answers a request.
+
+    A customized image must be the request's building's; a package serves any.
+
+    Raises:
+        NotFound: the request or the item (or one the actor may not see).
+        Refused: not the actor's building to work; a department's request (audited).
+        InvalidInput: a base image, or another building's customized image.
+        Conflict: the request is closed, or the item is linked already.
+    """
+    if kind not in LINKABLE_KINDS:
+        raise InvalidInput(
+            f"a request is answered by a customized image, a package or a deployment, "
+            f"not a {kind.label}",
+            field="kind",
+        )
+    _refuse_outside_duties(ctx, actor, request_id, action="request.link_refused")
+    now = ctx.now()
+    with transaction(ctx.engine) as session:
+        r, number = _linkable(session, actor, request_id)
+        item = catalog.resolve(session, actor, kind, ref)
+        if kind is Kind.CUSTOM_IMAGE and building_of(item) != number:
+            raise InvalidInput(
+                f"{ref_of(item)} is building {building_of(item)}'s image and request "
+                f"{request_id} is building {number}'s",
+                field="ref",
+            )
+        assert item.id is not None and actor.person_id is not None
+        _answered(
+            session,
+            r,
+            actor,
+            number,
+            now,
+            link=RequestChange(
+                request_id=request_id,
+                releasable_id=item.id,
+                linked_by_id=actor.person_id,
+                linked_at=now,
+            ),
+            what=f"{kind.label} {ref_of(item)}",
+        )
+        return _view(session, r)
+
+
+def link_deployment(ctx: Context, actor: Actor, request_id: int, deployment_id: int) -> RequestView:
+    """Link a deployment that reaches the request's building; it closes the request
+    when it finishes on the clients the request named.
+
+    Raises: NotFound (the request or deployment), Refused, InvalidInput (it does
+    not reach the request's building), Conflict (closed, or linked already).
+    """
+    _refuse_outside_duties(ctx, actor, request_id, action="request.link_refused")
+    shown = deployments.show(ctx, actor, deployment_id)
+    now = ctx.now()
+    with transaction(ctx.engine) as session:
+        r, number = _linkable(session, actor, request_id)
+        if number not in shown.buildings:
+            raise InvalidInput(
+                f"deployment {deployment_id} does not reach building {number} "
+                f"(it reaches {', '.join(shown.buildings) or 'no building'})",
+                field="deployment",
+            )
+        assert actor.person_id is not None
+        _answered(
+            session,
+            r,
+            actor,
+            number,
+            now,
+            link=RequestChange(
+                request_id=request_id,
+                deployment_id=deployment_id,
+                linked_by_id=actor.person_id,
+                linked_at=now,
+            ),
+            what=f"deployment {deployment_id}",
+        )
+        return _view(session, r)
+
+
+def deployment_spec(ctx: Context, actor: Actor, request_id: int) -> deployments.DeploymentSpec:
+    """The targets of a deployment that answers the request: the clients it named,
+    else its room, else its whole building.
+
+    Raises: NotFound, Refused, Conflict (as :func:`link_deployment`).
+    """
+    _refuse_outside_duties(ctx, actor, request_id, action="request.link_refused")
+    with transaction(ctx.engine) as session:
+        r, number = _linkable(session, actor, request_id)
+        if r.clients:
+            return deployments.DeploymentSpec(clients=tuple(r.clients))
+        if r.room:
+            return deployments.DeploymentSpec(rooms=(f"{number}/{r.room}",))
+        return deployments.DeploymentSpec(buildings=(number,))
+
+
+def deploy(
+    ctx: Context,
+    actor: Actor,
+    request_id: int,
+    spec: deployments.DeploymentSpec,
+) -> tuple[deployments.DeploymentView, RequestView]:
+    """Create the deployment that answers a request, aimed at what it names, and link it.
+
+    ``spec`` says what to deploy and when (its targets are ignored: they are the
+    request's, from :func:`deployment_spec`). The deployment is created exactly
+    as ``deploy create`` would, windows, chain and sunset rules unchanged.
+
+    Raises: whatever :func:`deployments.create` and :func:`link_deployment` raise.
+    """
+    targets = deployment_spec(ctx, actor, request_id)
+    made = deployments.create(
+        ctx,
+        actor,
+        replace(
+            spec,
+            buildings=targets.buildings,
+            rooms=targets.rooms,
+            clients=targets.clients,
+            groups=(),
+        ),
+    )
+    return made, link_deployment(ctx, actor, request_id, made.id)
+
+
+def deployment_ended(session: Session, deployment_id: int, now: datetime) -> list[int]:
+    """A deployment completed: close the requests it answers where it succeeded on
+    every client they are about; say in their audit what is left otherwise.
+
+    Runs inside the scheduler's transaction that completes the deployment.
+    Returns the ids of the requests it closed.
+    """
+    dep = session.get(Deployment, deployment_id)
+    if dep is None or DeploymentState(dep.state) is not DeploymentState.COMPLETED:
+        return []
+    closed: list[int] = []
+    for r in session.exec(
+        select(ServiceRequest)
+        .join(RequestChange, col(RequestChange.request_id) == col(ServiceRequest.id))
+        .where(
+            RequestChange.deployment_id == deployment_id,
+            col(ServiceRequest.state) != RequestState.CLOSED.value,
+        )
+        .order_by(col(ServiceRequest.id))
+    ):
+        assert r.id is not None
+        building = session.get(Building, r.building_id)
+        assert building is not None
+        states = _deployment_clients(session, r, deployment_id)
+        left = {h: s for h, s in states.items() if s != ClientState.SUCCEEDED.value}
+        if states and not left:
+            hosts = ", ".join(sorted(states))
+            note = f"deployment {deployment_id} ({dep.ref}) finished on {hosts}"
+            note = note if len(note) <= 2000 else note[:1999] + "…"
+            _move(
+                session,
+                r,
+                to=RequestState.CLOSED,
+                expect=frozenset(s for s in RequestState if s not in FINAL_STATES),
+                what="closed",
+                action="request.close",
+                actor=SYSTEM_ACTOR,
+                building=building.number,
+                now=now,
+                reason=note,
+            )
+            r.note, r.closed_at = note, now
+            session.add(r)
+            closed.append(r.id)
+        else:
+            audit.append(
+                session,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                action="request.change_finished",
+                subject=_subject(r, building.number),
+                reason=(
+                    f"deployment {deployment_id} completed; still open: "
+                    + _deployment_detail(states)
+                )[:2000],
+            )
+    return closed

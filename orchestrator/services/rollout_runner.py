@@ -67,7 +67,7 @@ from orchestrator.domain.rollout import (
 )
 from orchestrator.errors import NotFound, OrchestratorError, Refused, StaleState, SunsetReached
 from orchestrator.remote.ansible import PlaybookRunner
-from orchestrator.services import audit, delivery, runs, windows
+from orchestrator.services import audit, delivery, requests, runs, windows
 from orchestrator.services.context import Context
 
 # The deployments service owns the deployment's compare-and-set move and the
@@ -456,6 +456,8 @@ def _settle(
         _stop(
             session, dep, DeploymentEvent.ALL_DONE, now, actor, reason, "deployment.complete", log
         )
+        # The requests it answers close with it, where it did all they asked.
+        requests.deployment_ended(session, dep.id, now)
         return True
     return False
 
