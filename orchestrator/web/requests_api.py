@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import Field
+from pydantic import BaseModel, Field
 
+from orchestrator.domain.states import Kind
+from orchestrator.errors import InvalidInput
 from orchestrator.services import requests
+from orchestrator.services.deployments import DeploymentSpec, DeploymentView
 from orchestrator.services.requests import CategoryView, RequestView
 from orchestrator.web.api import ERRORS, Strict, no_nul_in_parameters
 from orchestrator.web.auth import ActorDep, ContextDep
@@ -105,3 +109,77 @@ def act_on_request(
     if body.action == "escalate":
         return requests.escalate(ctx, actor, request_id, reason=body.text)
     return requests.close(ctx, actor, request_id, note=body.text)
+
+
+class ChangeIn(Strict):
+    kind: Literal["custom_image", "package", "deployment"]
+    ref: str = Field(
+        min_length=1,
+        max_length=200,
+        description="101/lab@1.2, scratch@3.30, or a deployment's number",
+    )
+
+
+@router.post(
+    "/requests/{request_id}/changes",
+    operation_id="link_request_change",
+    response_model=RequestView,
+    responses=ERRORS,
+)
+def link_request_change(
+    ctx: ContextDep, actor: ActorDep, request_id: RequestId, body: ChangeIn
+) -> RequestView:
+    """Link the customized image, package or deployment that answers a request.
+
+    A linked deployment closes the request when it finishes on the clients the
+    request named."""
+    if body.kind != "deployment":
+        return requests.link_item(ctx, actor, request_id, Kind(body.kind), body.ref)
+    ref = body.ref.strip().lstrip("#")
+    if not (ref.isascii() and ref.isdigit() and 0 < int(ref) < 2**31):
+        raise InvalidInput(f"{body.ref!r} is not a deployment's number", field="ref")
+    return requests.link_deployment(ctx, actor, request_id, int(ref))
+
+
+class RequestDeploymentIn(Strict):
+    package: str | None = Field(default=None, max_length=200)
+    image: str | None = Field(default=None, max_length=200)
+    not_before: datetime | None = None
+    deadline: datetime | None = None
+    pilot_per_building: int = Field(default=0, ge=0, le=1000)
+    per_building_limit: int = Field(default=10, ge=1, le=1000)
+    failure_threshold_pct: float = Field(default=10.0, ge=0, le=100)
+
+
+class RequestDeploymentOut(BaseModel):
+    deployment: DeploymentView
+    request: RequestView
+
+
+@router.post(
+    "/requests/{request_id}/deployments",
+    operation_id="deploy_for_request",
+    response_model=RequestDeploymentOut,
+    status_code=201,
+    responses=ERRORS,
+)
+def deploy_for_request(
+    ctx: ContextDep, actor: ActorDep, request_id: RequestId, body: RequestDeploymentIn
+) -> RequestDeploymentOut:
+    """Create the deployment that answers a request, aimed at the clients (or the
+    room, or the building) it names, in the building's windows, and link it."""
+    made, shown = requests.deploy(
+        ctx,
+        actor,
+        request_id,
+        DeploymentSpec(
+            package=body.package,
+            image=body.image,
+            not_before=body.not_before,
+            deadline=body.deadline,
+            pilot_per_building=body.pilot_per_building,
+            per_building_limit=body.per_building_limit,
+            failure_threshold_pct=body.failure_threshold_pct,
+        ),
+    )
+    return RequestDeploymentOut(deployment=made, request=shown)

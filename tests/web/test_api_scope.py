@@ -133,6 +133,11 @@ EXPECTED: dict[tuple[str, str], tuple[Expect | None, ...]] = {
     ("get_request", OTHER):                 (_, _, H, H, H),
     ("act_on_request", OWN):                (Y, N, Y, Y, N),
     ("act_on_request", OTHER):              (_, _, H, H, H),
+    # answering a request with a change is working it: the technician's (or IT's)
+    ("link_request_change", OWN):           (Y, N, Y, Y, N),
+    ("link_request_change", OTHER):         (_, _, H, H, H),
+    ("deploy_for_request", OWN):            (Y, N, Y, Y, N),
+    ("deploy_for_request", OTHER):          (_, _, H, H, H),
     # each person's own tokens; "other" is another person's (btc.garcia's)
     ("list_tokens", OWN):                   (Y, Y, Y, Y, Y),
     ("list_tokens", OTHER):                 (H, H, H, H, H),
@@ -491,6 +496,34 @@ def _taken(c: Call) -> bool:
     return view.assignee is not None
 
 
+def link_request_change(c: Call) -> Outcome:
+    assert c.world.deployments  # Scratch released
+    wanted = c.world.requests[c.building]
+    r = c.post(f"/api/v1/requests/{wanted}/changes", {"kind": "package", "ref": "scratch@3.29"})
+    return Outcome(r, _shows(r, lambda body: body["changes"][0]["ref"] == "scratch@3.29"))
+
+
+def deploy_for_request(c: Call) -> Outcome:
+    assert c.world.deployments  # Scratch released, windows in every building
+    wanted = c.world.requests[c.building]
+    r = c.post(f"/api/v1/requests/{wanted}/deployments", {"package": "scratch@3.29"})
+    return Outcome(
+        r,
+        _shows(
+            r,
+            lambda body: (
+                body["deployment"]["buildings"] == [c.building]
+                and body["request"]["changes"][0]["kind"] == "deployment"
+            ),
+        ),
+    )
+
+
+def _answered(c: Call) -> bool:
+    view = requests.show(c.ctx, c.world.d["it.ana"], c.world.requests[c.building])
+    return bool(view.changes)
+
+
 def _other_persons_token(c: Call) -> str:
     name = "garcia-script"
     if name not in [t.name for t in accounts.tokens(c.ctx, c.world.d[OTHER_PERSON])]:
@@ -561,6 +594,12 @@ OPERATIONS: dict[str, Operation] = {
     "list_requests": Operation(list_requests, hidden=LEFT_OUT),
     "get_request": Operation(get_request),
     "act_on_request": Operation(act_on_request, refusal="work on this request", changed=_taken),
+    "link_request_change": Operation(
+        link_request_change, refusal="work on this request", changed=_answered
+    ),
+    "deploy_for_request": Operation(
+        deploy_for_request, refusal="work on this request", changed=_answered
+    ),
     "list_tokens": Operation(list_tokens, hidden=LEFT_OUT),
     "create_token": Operation(create_token, changed=_token_made),
     "revoke_token": Operation(revoke_token, changed=_revoked),
