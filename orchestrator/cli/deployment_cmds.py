@@ -23,7 +23,7 @@ ID = Annotated[int, typer.Argument(help="The deployment's number.")]
 REASON = Annotated[str, typer.Option(help="Why, for the audit log and the owner.")]
 
 
-def _moment(value: str | None, field: str) -> datetime | None:
+def moment(value: str | None, field: str) -> datetime | None:
     """``2026-12-03 18:00`` (district time) or an ISO time with its offset."""
     if value is None:
         return None
@@ -38,7 +38,7 @@ def _moment(value: str | None, field: str) -> datetime | None:
     return parsed
 
 
-def _summary(v: deployments.DeploymentView) -> Table:
+def summary(v: deployments.DeploymentView) -> Table:
     zone = state.settings.zone
     t = Table(
         title=f"deployment {v.id}: {v.ref} — {v.state}", show_header=False, **render.TABLE_STYLE
@@ -117,8 +117,8 @@ def deploy_create(
             groups=tuple(group or ()),
             rooms=tuple(room or ()),
             clients=tuple(client or ()),
-            not_before=_moment(not_before, "not_before"),
-            deadline=_moment(deadline, "deadline"),
+            not_before=moment(not_before, "not_before"),
+            deadline=moment(deadline, "deadline"),
             pilot_names=tuple(pilot or ()),
             pilot_per_building=pilot_per_building,
             per_building_limit=per_building,
@@ -129,7 +129,7 @@ def deploy_create(
     if as_json:
         print_json(view)
         return
-    console.print(_summary(view))
+    console.print(summary(view))
     console.print(
         f"created deployment {view.id}; follow it with 'orchestrator deploy show {view.id}'"
     )
@@ -163,7 +163,7 @@ def deploy_show(deployment_id: ID, as_json: bool = JSON_OPTION) -> None:
     if as_json:
         print_json(view)
         return
-    console.print(_summary(view))
+    console.print(summary(view))
     console.print(_clients(view))
 
 

@@ -9,12 +9,17 @@ from rich.table import Table
 
 from orchestrator.cli import render
 from orchestrator.cli.app import JSON_OPTION, HandledGroup, console, print_json, state
+from orchestrator.cli.deployment_cmds import moment, summary
+from orchestrator.domain.states import Kind
+from orchestrator.errors import InvalidInput
 from orchestrator.services import requests
+from orchestrator.services.deployments import DeploymentSpec
 from orchestrator.services.requests import RequestView
 
 requests_app = typer.Typer(
     cls=HandledGroup,
-    help="Requests for technical work: file one, see the queue, take, escalate, close.",
+    help="Requests for technical work: file one, see the queue, take, answer with a "
+    "change, escalate, close.",
     no_args_is_help=True,
 )
 
@@ -127,6 +132,13 @@ def show_cmd(request_id: ID, as_json: bool = JSON_OPTION) -> None:
     console.print(
         f"filed by {r.filed_by}: {r.description}", highlight=False, markup=False, soft_wrap=True
     )
+    _print_changes(r)
+
+
+def _print_changes(r: RequestView) -> None:
+    for c in r.changes:
+        line = f"  answered by {c.ref}: {c.status}" + (f", {c.detail}" if c.detail else "")
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @requests_app.command("take")
@@ -151,3 +163,73 @@ def close_cmd(request_id: ID, note: Annotated[str, typer.Option(help="What was d
     """Close a request with a note (or withdraw one you filed)."""
     r = requests.close(state.ctx, state.actor(), request_id, note=note)
     console.print(_said(r), highlight=False, soft_wrap=True)
+
+
+@requests_app.command("link")
+def link_cmd(
+    request_id: ID,
+    image: Annotated[
+        str | None, typer.Option(help="The building's customized image, e.g. 101/lab@1.2.")
+    ] = None,
+    package: Annotated[str | None, typer.Option(help="A package, e.g. scratch@3.30.")] = None,
+    deployment: Annotated[int | None, typer.Option(help="A deployment's number.", min=1)] = None,
+) -> None:
+    """Link the customized image, package or deployment that answers a request.
+
+    A linked deployment closes the request when it finishes on the clients it named.
+    """
+    given = [x for x in (image, package, deployment) if x is not None]
+    if len(given) != 1:
+        raise InvalidInput("give one of --image, --package or --deployment", field="link")
+    ctx, actor = state.ctx, state.actor()
+    if deployment is not None:
+        r = requests.link_deployment(ctx, actor, request_id, deployment)
+    elif image is not None:
+        r = requests.link_item(ctx, actor, request_id, Kind.CUSTOM_IMAGE, image)
+    else:
+        assert package is not None
+        r = requests.link_item(ctx, actor, request_id, Kind.PACKAGE, package)
+    console.print(_said(r), highlight=False, soft_wrap=True)
+    _print_changes(r)
+
+
+@requests_app.command("deploy")
+def deploy_cmd(
+    request_id: ID,
+    package: Annotated[
+        str | None, typer.Option(help="A released package, e.g. scratch@3.30.")
+    ] = None,
+    image: Annotated[str | None, typer.Option(help="A released image, e.g. 101/lab@1.2.")] = None,
+    not_before: Annotated[
+        str | None, typer.Option(help="Start no earlier than YYYY-MM-DD HH:MM (district time).")
+    ] = None,
+    deadline: Annotated[
+        str | None, typer.Option(help="Start nothing after YYYY-MM-DD HH:MM (district time).")
+    ] = None,
+    pilot_per_building: Annotated[int, typer.Option(help="Pilot clients first.")] = 0,
+    failure_threshold: Annotated[
+        float, typer.Option(help="Pause when more than this % of a wave fails.")
+    ] = 10.0,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Deploy a released package or image to what the request names (its clients,
+    else its room, else its building), in the building's windows, and link it."""
+    made, r = requests.deploy(
+        state.ctx,
+        state.actor(),
+        request_id,
+        DeploymentSpec(
+            package=package,
+            image=image,
+            not_before=moment(not_before, "not_before"),
+            deadline=moment(deadline, "deadline"),
+            pilot_per_building=pilot_per_building,
+            failure_threshold_pct=failure_threshold,
+        ),
+    )
+    if as_json:
+        print_json({"deployment": made, "request": r})
+        return
+    console.print(summary(made))
+    console.print(_said(r), highlight=False, soft_wrap=True)
+    _print_changes(r)

@@ -28,7 +28,7 @@ from rich.text import Text
 
 from orchestrator.cli import render
 from orchestrator.cli.app import console, print_json, state
-from orchestrator.cli.deployment_cmds import ID, _clients, _summary
+from orchestrator.cli.deployment_cmds import ID, _clients, summary
 from orchestrator.domain.rollout import ClientState, DeploymentState
 from orchestrator.errors import InvalidInput
 from orchestrator.services import deployments
@@ -196,7 +196,7 @@ def _print_changes(p: DeploymentProgress, before: dict[str, str]) -> dict[str, s
 
 def _final_summary(deployment_id: int) -> None:
     view = deployments.show(state.ctx, state.actor(), deployment_id)
-    console.print(_summary(view))
+    console.print(summary(view))
     console.print(_clients(view))
 
 

@@ -59,3 +59,50 @@ def test_the_categories_say_where_each_goes(orchestrator: Invoke) -> None:
     out = orchestrator("requests", "categories").stdout
     assert "grading" in out and "Student Information Systems" in out
     assert "the building technician" in out
+
+
+def _file_scratch_request(orchestrator: Invoke) -> None:
+    orchestrator(
+        "--as", "principal.lincoln", "requests", "file", "--building", "101",
+        "--category", "software_access", "--description", "Scratch for the coding club",
+        "--client", "101-cart-1-01", "--client", "101-cart-1-02",
+    )  # fmt: skip
+
+
+def test_a_btc_deploys_from_a_request_to_the_clients_it_names(orchestrator: Invoke) -> None:
+    _file_scratch_request(orchestrator)
+    orchestrator(
+        "--as", "btc.lincoln", "windows", "add", "--building", "101", "--days", "mon-fri",
+        "--from", "18:00", "--to", "06:00",
+    )  # fmt: skip
+
+    out = orchestrator(
+        "--as", "btc.lincoln", "requests", "deploy", "1", "--package", "scratch@3.29"
+    ).stdout
+
+    assert "deployment 1: scratch@3.29" in out and "2 pending" in out
+    assert "answered by deployment 1 (scratch@3.29): scheduled, 0 of 2 clients done" in out
+    shown = json.loads(orchestrator("--as", "principal.lincoln", "requests", "show", "1", "--json")
+                       .stdout)  # fmt: skip
+    assert shown["state"] == "taken" and shown["changes"][0]["kind"] == "deployment"
+
+
+def test_link_needs_exactly_one_change_and_names_what_it_cannot_find(
+    orchestrator: Invoke,
+) -> None:
+    _file_scratch_request(orchestrator)
+    neither = orchestrator("--as", "btc.lincoln", "requests", "link", "1", expect=2)
+    assert "give one of --image, --package or --deployment" in neither.stderr
+    missing = orchestrator(
+        "--as", "btc.lincoln", "requests", "link", "1", "--deployment", "9", expect=4
+    )
+    assert "no deployment 9" in missing.stderr
+    linked = orchestrator(
+        "--as", "btc.lincoln", "requests", "link", "1", "--package", "scratch@3.29"
+    ).stdout
+    assert "answered by scratch@3.29: published" in linked
+    refused = orchestrator(
+        "--as", "principal.lincoln", "requests", "link", "1", "--package", "firefox@128.0",
+        expect=3,
+    )  # fmt: skip
+    assert "Principal cannot work on this request" in refused.stderr
