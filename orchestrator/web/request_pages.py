@@ -8,7 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from orchestrator.services import directory, requests
+from orchestrator.domain.states import Kind, Role, State
+from orchestrator.errors import InvalidInput
+from orchestrator.services import catalog, directory, requests
+from orchestrator.services.deployments import DeploymentSpec
 from orchestrator.web.auth import context
 from orchestrator.web.pages import CallerDep, FormCallerDep, render
 
@@ -72,8 +75,73 @@ def file_request(
 
 @router.get("/requests/{request_id}", response_class=HTMLResponse)
 def request_page(request: Request, caller: CallerDep, request_id: int) -> HTMLResponse:
-    r = requests.show(context(request), caller.actor, request_id)
-    return render(request, "request.html", {"r": r}, caller=caller)
+    ctx, actor = context(request), caller.actor
+    r = requests.show(ctx, actor, request_id)
+    answers = (
+        r.state.value != "closed"
+        and r.queue.value == "technician"
+        and actor.role in (Role.IT, Role.SECTEC, Role.BTC)
+    )
+    released = (
+        [
+            v
+            for v in catalog.list_releasables(ctx, actor)
+            if v.state is State.PUBLISHED and v.kind is not Kind.BASE_IMAGE
+        ]
+        if answers
+        else []
+    )
+    return render(
+        request,
+        "request.html",
+        {"r": r, "answers": answers, "released": released},
+        caller=caller,
+    )
+
+
+@router.post("/requests/{request_id}/deploy")
+def deploy_for_request(
+    request: Request,
+    caller: FormCallerDep,
+    request_id: int,
+    what: Annotated[str, Form(max_length=220)],
+    pilot_per_building: Annotated[int, Form(ge=0, le=1000)] = 0,
+) -> Response:
+    """Deploy a released item to what the request names, and link the deployment."""
+    kind, _, ref = what.partition(":")
+    if kind not in ("image", "package") or not ref:
+        raise InvalidInput("choose an image or a package to deploy", field="what")
+    made, _ = requests.deploy(
+        context(request),
+        caller.actor,
+        request_id,
+        DeploymentSpec(
+            image=ref if kind == "image" else None,
+            package=ref if kind == "package" else None,
+            pilot_per_building=pilot_per_building,
+        ),
+    )
+    return RedirectResponse(f"/deployments/{made.id}", status_code=303)
+
+
+@router.post("/requests/{request_id}/link")
+def link_change(
+    request: Request,
+    caller: FormCallerDep,
+    request_id: int,
+    kind: Annotated[str, Form(pattern="^(custom_image|package|deployment)$")],
+    ref: Annotated[str, Form(min_length=1, max_length=200)],
+) -> Response:
+    """Link the customized image, package or deployment that answers the request."""
+    ctx, actor = context(request), caller.actor
+    if kind == "deployment":
+        number = ref.strip().lstrip("#")
+        if not (number.isascii() and number.isdigit() and 0 < int(number) < 2**31):
+            raise InvalidInput(f"{ref!r} is not a deployment's number", field="ref")
+        requests.link_deployment(ctx, actor, request_id, int(number))
+    else:
+        requests.link_item(ctx, actor, request_id, Kind(kind), ref)
+    return RedirectResponse(f"/requests/{request_id}", status_code=303)
 
 
 @router.post("/requests/{request_id}/act")

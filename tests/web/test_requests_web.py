@@ -4,12 +4,14 @@ it, work outside technicians' duties is routed away with the reason."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from orchestrator.services import audit, requests
+from orchestrator.services import audit, inventory, requests, windows
 from orchestrator.services.context import Context
 from tests.factories import District
+from tests.support.fixtures import release_scratch
 from tests.web.conftest import SignIn, form_token
 
 
@@ -136,3 +138,47 @@ def test_the_api_refuses_bad_requests_naming_the_field(
         if field:
             assert r.json()["error"]["field"] == field
     assert web.get("/api/v1/requests", headers=token_for("it.ana")).json() == []
+
+
+def test_the_building_tech_deploys_from_the_request_page_and_it_shows_the_change(
+    district: District, signed_in: SignIn, ctx: Context, tmp_path: Path
+) -> None:
+    assets = tmp_path / "assets.csv"
+    assets.write_text(
+        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
+        'club-01,101,club,mac,"MacBookAir10,1",SN9001,02:00:00:00:09:01,127.0.0.91\n'
+        'club-02,101,club,mac,"MacBookAir10,1",SN9002,02:00:00:00:09:02,127.0.0.92\n'
+    )
+    inventory.import_clients(ctx, district["it.ana"], assets)
+    windows.add_window(
+        ctx, district["btc.lincoln"], building="101", days="mon-fri", start="18:00", end="06:00"
+    )
+    release_scratch(district, "3.29", tmp_path)
+    r = requests.file_request(
+        ctx,
+        district["principal.lincoln"],
+        requests.RequestSpec(
+            building="101", category="software_access", description="Scratch", room="club"
+        ),
+    )
+    principal_view = signed_in("principal.lincoln").get(f"/requests/{r.id}").text
+    assert "Answer it with a change" not in principal_view
+    tech = signed_in("btc.lincoln")
+    page = tech.get(f"/requests/{r.id}")
+    assert "Deploy to room club" in page.text and 'value="package:scratch@3.29"' in page.text
+
+    made = tech.post(
+        f"/requests/{r.id}/deploy",
+        data={"csrf_token": form_token(page.text), "what": "package:scratch@3.29"},
+    )
+
+    assert made.status_code == 200 and made.url.path.startswith("/deployments/")
+    shown = tech.get(f"/requests/{r.id}").text
+    assert "Changes that answer it" in shown
+    assert "0 of 2 clients done (club-01 pending, club-02 pending)" in shown
+    bad = tech.post(
+        f"/requests/{r.id}/link",
+        data={"csrf_token": form_token(shown), "kind": "deployment", "ref": "twelve"},
+    )
+    assert bad.status_code == 422 and "is not a deployment&#39;s number" in bad.text
+    assert len(requests.show(ctx, district["it.ana"], r.id).changes) == 1
