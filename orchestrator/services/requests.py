@@ -16,6 +16,7 @@ escaped by the pages.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -77,22 +78,151 @@ class CategoryView:
     queue: Queue
     department: str
     why: str
+    active: bool = True
 
 
-def categories(ctx: Context) -> list[CategoryView]:
+def categories(ctx: Context, *, include_retired: bool = False) -> list[CategoryView]:
+    """The categories a request may be filed under (with ``include_retired``, all)."""
     with transaction(ctx.engine) as session:
-        return [
-            _category_view(c)
-            for c in session.exec(
-                select(RequestCategory)
-                .where(col(RequestCategory.active))
-                .order_by(col(RequestCategory.id))
-            )
-        ]
+        q = select(RequestCategory).order_by(col(RequestCategory.id))
+        if not include_retired:
+            q = q.where(col(RequestCategory.active))
+        return [_category_view(c) for c in session.exec(q)]
 
 
 def _category_view(c: RequestCategory) -> CategoryView:
-    return CategoryView(c.key, c.label, Queue(c.queue), c.department, c.why)
+    return CategoryView(c.key, c.label, Queue(c.queue), c.department, c.why, c.active)
+
+
+_CATEGORY_KEY = re.compile(r"[a-z][a-z0-9_]{1,39}")
+
+
+@dataclass(frozen=True)
+class CategorySpec:
+    """A category as IT writes it; ``None`` leaves a field as it is (on edit)."""
+
+    label: str | None = None
+    queue: str | None = None
+    department: str | None = None
+    why: str | None = None
+    active: bool | None = None
+
+
+def _one_line(value: str, *, field: str, max_len: int) -> str:
+    value = validation.text(value, field=field, max_len=max_len, required=True)
+    if "\n" in value or "\t" in value:
+        raise InvalidInput("must be one line", field=field)
+    return value
+
+
+def _checked_category(row: RequestCategory, spec: CategorySpec) -> None:
+    """Apply ``spec`` to ``row``, or raise without having changed it."""
+    label = _one_line(spec.label, field="label", max_len=120) if spec.label is not None else None
+    queue = row.queue
+    if spec.queue is not None:
+        try:
+            queue = Queue(spec.queue.strip().lower()).value
+        except ValueError:
+            raise InvalidInput(
+                f"{spec.queue!r} is not a queue (technician or department)", field="queue"
+            ) from None
+    department = row.department if spec.department is None else spec.department.strip()
+    why = row.why if spec.why is None else spec.why
+    if queue == Queue.TECHNICIAN.value:
+        # The building's technician works it: no department, and nothing to explain.
+        department, why = "", ""
+    else:
+        department = _one_line(department, field="department", max_len=120)
+        why = validation.text(why, field="why", max_len=500, required=True)
+    row.label = label if label is not None else row.label
+    row.queue, row.department, row.why = queue, department, why
+    if spec.active is not None:
+        row.active = spec.active
+
+
+def _category_subject(row: RequestCategory) -> audit.Subject:
+    return audit.Subject("request_category", row.key, row.id)
+
+
+def _category_state(row: RequestCategory) -> dict[str, Any]:
+    return {
+        "label": row.label,
+        "queue": row.queue,
+        "department": row.department,
+        "why": row.why,
+        "active": row.active,
+    }
+
+
+def add_category(ctx: Context, actor: Actor, key: str, spec: CategorySpec) -> CategoryView:
+    """IT adds a category; requests filed under it are routed by its queue.
+
+    A department's category needs the department and the reason said to the
+    person filing (why it is not the building technician's work).
+
+    Raises: Refused (not IT), InvalidInput, Conflict (the key exists, retired or not).
+    """
+    authorize(actor, Action.MANAGE_REQUEST_CATEGORIES, building=None)
+    key = key.strip().lower()
+    if not _CATEGORY_KEY.fullmatch(key):
+        raise InvalidInput(
+            f"{key!r} is not a category key (2-40 of a-z, 0-9 and _, starting with a letter)",
+            field="key",
+        )
+    if spec.label is None or spec.queue is None:
+        raise InvalidInput("a new category needs a label and a queue", field="label")
+    with transaction(ctx.engine) as session:
+        if session.exec(select(RequestCategory.id).where(RequestCategory.key == key)).first():
+            raise Conflict(
+                f"request category {key!r} exists already (change it with "
+                "'orchestrator requests category edit')"
+            )
+        row = RequestCategory(key=key, label="", queue=Queue.TECHNICIAN.value)
+        _checked_category(row, replace(spec, active=True))
+        session.add(row)
+        session.flush()
+        audit.append(
+            session,
+            at=ctx.now(),
+            actor=actor,
+            action="request_category.add",
+            subject=_category_subject(row),
+            after=_category_state(row),
+        )
+        return _category_view(row)
+
+
+def edit_category(ctx: Context, actor: Actor, key: str, spec: CategorySpec) -> CategoryView:
+    """IT changes a category (or retires it, ``active=False``, or brings it back).
+
+    Requests already filed keep the routing they were filed with; new ones take
+    the category as it is now.
+
+    Raises: Refused (not IT), NotFound, InvalidInput, Conflict (nothing to change).
+    """
+    authorize(actor, Action.MANAGE_REQUEST_CATEGORIES, building=None)
+    with transaction(ctx.engine) as session:
+        row = session.exec(
+            select(RequestCategory).where(RequestCategory.key == key.strip().lower())
+        ).first()
+        if row is None:
+            raise NotFound(f"no request category {key!r} (see 'orchestrator requests categories')")
+        before = _category_state(row)
+        _checked_category(row, spec)
+        after = _category_state(row)
+        if after == before:
+            raise Conflict(f"request category {row.key!r} is like that already")
+        session.add(row)
+        audit.append(
+            session,
+            at=ctx.now(),
+            actor=actor,
+            action="request_category.edit",
+            subject=_category_subject(row),
+            before={k: v for k, v in before.items() if after[k] != v},
+            after={k: v for k, v in after.items() if before[k] != v},
+        )
+        return _category_view(row)
 
 
 @dataclass(frozen=True)
