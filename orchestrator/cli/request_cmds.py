@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli import render
@@ -34,9 +35,12 @@ def _said(r: RequestView) -> str:
 
 
 @requests_app.command("categories")
-def categories_cmd(as_json: bool = JSON_OPTION) -> None:
+def categories_cmd(
+    retired: Annotated[bool, typer.Option("--retired", help="Retired ones too.")] = False,
+    as_json: bool = JSON_OPTION,
+) -> None:
     """The district's request categories and where each is routed."""
-    rows = requests.categories(state.checked_ctx())
+    rows = requests.categories(state.checked_ctx(), include_retired=retired)
     if as_json:
         print_json(rows)
         return
@@ -45,11 +49,74 @@ def categories_cmd(as_json: bool = JSON_OPTION) -> None:
         t.add_column(heading)
     for c in rows:
         t.add_row(
-            c.key,
-            c.label,
-            c.department if c.queue.value == "department" else "the building technician",
+            escape(c.key) + ("" if c.active else " (retired)"),
+            escape(c.label),
+            escape(c.department) if c.queue.value == "department" else "the building technician",
         )
     console.print(t)
+
+
+category_app = typer.Typer(
+    cls=HandledGroup,
+    help="IT's catalog of request categories: add, change, retire.",
+    no_args_is_help=True,
+)
+requests_app.add_typer(category_app, name="category")
+
+QUEUE_HELP = "technician (the building's technician) or department (never a technician)."
+
+
+def _category_said(c: requests.CategoryView) -> None:
+    goes = f"sent to {c.department}" if c.queue.value == "department" else "the technician's queue"
+    line = f"category {c.key} ({c.label}): {goes}" + ("" if c.active else ", retired")
+    console.print(
+        line + (f". {c.why}" if c.why else ""), highlight=False, markup=False, soft_wrap=True
+    )
+
+
+@category_app.command("add")
+def category_add(
+    key: Annotated[str, typer.Argument(help="e.g. printers")],
+    label: Annotated[str, typer.Option(help="What people filing read.")],
+    queue: Annotated[str, typer.Option(help=QUEUE_HELP)],
+    department: Annotated[str, typer.Option(help="For department categories: who.")] = "",
+    why: Annotated[
+        str, typer.Option(help="For department categories: why, as said to the filer.")
+    ] = "",
+) -> None:
+    """Add a request category (IT)."""
+    _category_said(
+        requests.add_category(
+            state.ctx,
+            state.actor(),
+            key,
+            requests.CategorySpec(label=label, queue=queue, department=department, why=why),
+        )
+    )
+
+
+@category_app.command("edit")
+def category_edit(
+    key: Annotated[str, typer.Argument(help="e.g. printers")],
+    label: Annotated[str | None, typer.Option(help="What people filing read.")] = None,
+    queue: Annotated[str | None, typer.Option(help=QUEUE_HELP)] = None,
+    department: Annotated[str | None, typer.Option(help="Who works it.")] = None,
+    why: Annotated[str | None, typer.Option(help="Why, as said to the filer.")] = None,
+    active: Annotated[
+        bool | None, typer.Option("--active/--retired", help="Take requests, or no longer.")
+    ] = None,
+) -> None:
+    """Change a request category (IT); requests already filed keep their routing."""
+    _category_said(
+        requests.edit_category(
+            state.ctx,
+            state.actor(),
+            key,
+            requests.CategorySpec(
+                label=label, queue=queue, department=department, why=why, active=active
+            ),
+        )
+    )
 
 
 @requests_app.command("file")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from orchestrator.domain.states import Kind, Role, State
@@ -71,6 +71,59 @@ def file_request(
         ),
     )
     return RedirectResponse(f"/requests/{made.id}?filed=1", status_code=303)
+
+
+@router.get("/requests/categories", response_class=HTMLResponse)
+def categories_page(request: Request, caller: CallerDep) -> HTMLResponse:
+    manage = caller.actor.role is Role.IT
+    return render(
+        request,
+        "request_categories.html",
+        {"rows": requests.categories(context(request), include_retired=manage), "manage": manage},
+        caller=caller,
+    )
+
+
+@router.post("/requests/categories")
+def add_category(
+    request: Request,
+    caller: FormCallerDep,
+    key: Annotated[str, Form(max_length=40)],
+    label: Annotated[str, Form(max_length=120)],
+    queue: Annotated[str, Form(max_length=10)],
+    department: Annotated[str, Form(max_length=120)] = "",
+    why: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    requests.add_category(
+        context(request),
+        caller.actor,
+        key,
+        requests.CategorySpec(label=label, queue=queue, department=department, why=why),
+    )
+    return RedirectResponse("/requests/categories", status_code=303)
+
+
+@router.post("/requests/categories/{key}")
+def edit_category(
+    request: Request,
+    caller: FormCallerDep,
+    key: Annotated[str, Path(max_length=40)],
+    label: Annotated[str, Form(max_length=120)],
+    queue: Annotated[str, Form(max_length=10)],
+    department: Annotated[str, Form(max_length=120)] = "",
+    why: Annotated[str, Form(max_length=500)] = "",
+    active: Annotated[str, Form(max_length=3)] = "",
+) -> Response:
+    """The whole row as the form shows it; an unticked box retires the category."""
+    requests.edit_category(
+        context(request),
+        caller.actor,
+        key,
+        requests.CategorySpec(
+            label=label, queue=queue, department=department, why=why, active=active == "yes"
+        ),
+    )
+    return RedirectResponse("/requests/categories", status_code=303)
 
 
 @router.get("/requests/{request_id}", response_class=HTMLResponse)

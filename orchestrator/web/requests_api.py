@@ -32,6 +32,68 @@ def list_request_categories(ctx: ContextDep, actor: ActorDep) -> list[CategoryVi
     return requests.categories(ctx)
 
 
+class CategoryIn(Strict):
+    key: str = Field(min_length=1, max_length=40)
+    label: str = Field(min_length=1, max_length=120)
+    queue: Literal["technician", "department"]
+    department: str = Field(default="", max_length=120)
+    why: str = Field(default="", max_length=500, description="said to whoever files under it")
+
+
+@router.post(
+    "/request-categories",
+    operation_id="add_request_category",
+    response_model=CategoryView,
+    status_code=201,
+    responses=ERRORS,
+)
+def add_request_category(ctx: ContextDep, actor: ActorDep, body: CategoryIn) -> CategoryView:
+    """IT adds a category, with where its requests go and, for a department, why."""
+    return requests.add_category(
+        ctx,
+        actor,
+        body.key,
+        requests.CategorySpec(
+            label=body.label, queue=body.queue, department=body.department, why=body.why
+        ),
+    )
+
+
+class CategoryChangeIn(Strict):
+    label: str | None = Field(default=None, min_length=1, max_length=120)
+    queue: Literal["technician", "department"] | None = None
+    department: str | None = Field(default=None, max_length=120)
+    why: str | None = Field(default=None, max_length=500)
+    active: bool | None = None
+
+
+@router.patch(
+    "/request-categories/{key}",
+    operation_id="edit_request_category",
+    response_model=CategoryView,
+    responses=ERRORS,
+)
+def edit_request_category(
+    ctx: ContextDep,
+    actor: ActorDep,
+    key: Annotated[str, Path(min_length=1, max_length=40)],
+    body: CategoryChangeIn,
+) -> CategoryView:
+    """IT changes or retires (``active: false``) a category; filed requests keep their routing."""
+    return requests.edit_category(
+        ctx,
+        actor,
+        key,
+        requests.CategorySpec(
+            label=body.label,
+            queue=body.queue,
+            department=body.department,
+            why=body.why,
+            active=body.active,
+        ),
+    )
+
+
 class RequestIn(Strict):
     building: str = Field(min_length=1, max_length=6)
     category: str = Field(min_length=1, max_length=40)

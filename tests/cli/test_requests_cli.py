@@ -106,3 +106,27 @@ def test_link_needs_exactly_one_change_and_names_what_it_cannot_find(
         expect=3,
     )  # fmt: skip
     assert "Principal cannot work on this request" in refused.stderr
+
+
+def test_it_adds_and_retires_a_category_and_a_btc_is_refused(orchestrator: Invoke) -> None:
+    added = orchestrator(
+        "--as", "it.rivera", "requests", "category", "add", "printers",
+        "--label", "Printers and copiers", "--queue", "department",
+        "--department", "Print Services", "--why", "Copiers are leased.",
+    ).stdout  # fmt: skip
+    assert "category printers (Printers and copiers): sent to Print Services" in added
+    retired = orchestrator(
+        "--as", "it.rivera", "requests", "category", "edit", "printers", "--retired"
+    ).stdout
+    assert "retired" in retired
+    assert "printers (retired)" in orchestrator("requests", "categories", "--retired").stdout
+    refused = orchestrator(
+        "--as", "btc.lincoln", "requests", "category", "edit", "grading", "--queue",
+        "technician", expect=3,
+    )  # fmt: skip
+    assert "BTC cannot change the request categories" in refused.stderr
+    bad = orchestrator(
+        "--as", "it.rivera", "requests", "category", "add", "=cmd", "--label", "x",
+        "--queue", "technician", expect=2,
+    )  # fmt: skip
+    assert "'=cmd' is not a category key" in bad.stderr

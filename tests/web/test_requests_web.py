@@ -182,3 +182,82 @@ def test_the_building_tech_deploys_from_the_request_page_and_it_shows_the_change
     )
     assert bad.status_code == 422 and "is not a deployment&#39;s number" in bad.text
     assert len(requests.show(ctx, district["it.ana"], r.id).changes) == 1
+
+
+def test_it_adds_and_retires_a_category_on_the_page_and_others_only_read_it(
+    district: District, signed_in: SignIn, ctx: Context
+) -> None:
+    it = signed_in("it.ana")
+    page = it.get("/requests/categories")
+    assert "Add a category" in page.text
+    added = it.post(
+        "/requests/categories",
+        data={
+            "csrf_token": form_token(page.text),
+            "key": "printers",
+            "label": "<b>Printers</b>",
+            "queue": "department",
+            "department": "Print Services",
+            "why": "Copiers are leased.",
+        },
+    )
+    assert added.status_code == 200 and "&lt;b&gt;Printers&lt;/b&gt;" in added.text
+    retired = it.post(
+        "/requests/categories/printers",
+        data={
+            "csrf_token": form_token(added.text),
+            "label": "<b>Printers</b>",
+            "queue": "department",
+            "department": "Print Services",
+            "why": "Copiers are leased.",
+        },
+    )
+    assert "printers (retired)" in retired.text
+    assert "printers" not in [c.key for c in requests.categories(ctx)]
+
+    tech = signed_in("btc.lincoln")
+    read = tech.get("/requests/categories")
+    assert "Student Information Systems" in read.text and "Add a category" not in read.text
+    refused = tech.post(
+        "/requests/categories",
+        data={"csrf_token": form_token(read.text), "key": "coffee", "label": "Coffee",
+              "queue": "technician"},
+    )  # fmt: skip
+    assert refused.status_code == 403 and "cannot change the request categories" in refused.text
+    assert "coffee" not in [c.key for c in requests.categories(ctx, include_retired=True)]
+
+
+def test_the_api_adds_and_changes_a_category_for_it_only(
+    district: District,
+    web: TestClient,
+    token_for: Callable[[str], dict[str, str]],
+    ctx: Context,
+) -> None:
+    it = token_for("it.ana")
+    made = web.post(
+        "/api/v1/request-categories",
+        headers=it,
+        json={"key": "printers", "label": "Printers", "queue": "technician"},
+    )
+    assert made.status_code == 201 and made.json()["queue"] == "technician"
+    moved = web.patch(
+        "/api/v1/request-categories/printers",
+        headers=it,
+        json={"queue": "department", "department": "Print Services", "why": "Leased copiers."},
+    )
+    assert moved.status_code == 200 and moved.json()["department"] == "Print Services"
+    half = web.patch("/api/v1/request-categories/printers", headers=it, json={"why": ""})
+    assert half.status_code == 422 and half.json()["error"]["field"] == "why"
+    again = web.post(
+        "/api/v1/request-categories",
+        headers=it,
+        json={"key": "printers", "label": "Printers", "queue": "technician"},
+    )
+    assert again.status_code == 409
+    tech = web.patch(
+        "/api/v1/request-categories/grading",
+        headers=token_for("btc.lincoln"),
+        json={"active": False},
+    )
+    assert tech.status_code == 403
+    assert "grading" in [c.key for c in requests.categories(ctx)]
