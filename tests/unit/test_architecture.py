@@ -17,6 +17,8 @@ ALLOWED: dict[str, set[str]] = {
     "domain": {"domain", "errors"},
     "db": {"db", "domain", "errors", "config"},
     "remote": {"remote", "domain", "errors", "config"},
+    # The image store does local disk I/O only: no database, services or HTTP.
+    "imagestore": {"imagestore", "domain", "errors"},
     "services": {"services", "db", "domain", "errors", "clock", "config", "remote"},
     "scheduler": {"scheduler", "services", "domain", "errors", "clock", "config"},
     "web": {"web", "services", "domain", "errors", "clock", "config", "__init__"},
