@@ -190,7 +190,7 @@ class Manifest:
             released = datetime.fromisoformat(doc["released_at"])
         except (TypeError, ValueError):
             raise Malformed("manifest: bad sunset or released_at") from None
-        made = cls(**{**doc_without(doc, "format"), "sunset": sunset, "released_at": released})
+        made = cls(**{**_without(doc, "format"), "sunset": sunset, "released_at": released})
         if made.canonical() != data:
             # Only one spelling of a manifest is signed: no whitespace, key order or
             # number tricks that would make two byte strings mean the same thing.
@@ -198,7 +198,7 @@ class Manifest:
         return made
 
 
-def doc_without(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
+def _without(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k != key}
 
 
@@ -283,9 +283,7 @@ def verify(
     if (m.kind, m.scope, m.name) != (kind, scope, name) or (version and m.version != version):
         want = f"{kind} {scope}/{name}@{version or '*'}"
         raise WrongImage(f"manifest is for {m.kind} {m.ref}, not {want}: refused")
-    if installed_version is not None and _version_key(m.version) < _version_key(
-        installed_version
-    ):
+    if installed_version is not None and _version_key(m.version) < _version_key(installed_version):
         raise Replayed(
             f"manifest of {m.ref} is older than the installed {installed_version}: refused"
         )
