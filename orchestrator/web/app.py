@@ -23,7 +23,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.errors import OrchestratorError, SignInFailed
 from orchestrator.services.context import Context
-from orchestrator.web import api, pages, request_pages, requests_api, work_pages
+from orchestrator.web import (
+    api,
+    pages,
+    request_pages,
+    request_report_pages,
+    request_reports_api,
+    requests_api,
+    work_pages,
+)
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
@@ -55,7 +63,10 @@ def create_app(ctx: Context, *, title: str = "Orchestrator") -> FastAPI:
     app.include_router(api.router)
     app.include_router(pages.router)
     app.include_router(requests_api.router)
+    app.include_router(request_reports_api.router)
     app.include_router(work_pages.router)
+    # Before the request pages: /requests/report is not /requests/{request_id}.
+    app.include_router(request_report_pages.router)
     app.include_router(request_pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 

@@ -88,7 +88,7 @@ def filed(desk: Desk, clock: FixedClock) -> Desk:
 
 
 def _report(d: District, who: str = "it.ana", **kw: str) -> RequestReport:
-    return request_reports.request_report(d.ctx, d[who], **kw)  # type: ignore[arg-type]
+    return request_reports.request_report(d.ctx, d[who], **kw)
 
 
 def test_the_default_range_is_the_last_twelve_months_in_the_district(

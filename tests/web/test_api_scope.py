@@ -125,6 +125,8 @@ EXPECTED: dict[tuple[str, str], tuple[Expect | None, ...]] = {
     # one intake: anyone files for the buildings they cover; the building's technician
     # (or IT, who is escalated to) takes the work; EdTech and principals do not work it
     ("list_request_categories", OWN):       (Y, Y, Y, Y, Y),
+    ("add_request_category", OWN):          (Y, N, N, N, N),
+    ("edit_request_category", OWN):         (Y, N, N, N, N),
     ("file_request", OWN):                  (Y, Y, Y, Y, Y),
     ("file_request", OTHER):                (_, _, H, H, H),
     ("list_requests", OWN):                 (Y, Y, Y, Y, Y),
@@ -138,6 +140,11 @@ EXPECTED: dict[tuple[str, str], tuple[Expect | None, ...]] = {
     ("link_request_change", OTHER):         (_, _, H, H, H),
     ("deploy_for_request", OWN):            (Y, N, Y, Y, N),
     ("deploy_for_request", OTHER):          (_, _, H, H, H),
+    # the intake's figures are read as the buildings are: staff count their own alone
+    ("get_request_report", OWN):            (Y, Y, Y, Y, Y),
+    ("get_request_report", OTHER):          (_, _, H, H, H),
+    ("get_request_report_csv", OWN):        (Y, Y, Y, Y, Y),
+    ("get_request_report_csv", OTHER):      (_, _, H, H, H),
     # each person's own tokens; "other" is another person's (btc.garcia's)
     ("list_tokens", OWN):                   (Y, Y, Y, Y, Y),
     ("list_tokens", OTHER):                 (H, H, H, H, H),
@@ -281,6 +288,9 @@ class Call:
 
     def post(self, url: str, body: dict[str, Any]) -> httpx.Response:
         return self.world.web.post(url, json=body, headers=self.world.headers(self.username))
+
+    def patch(self, url: str, body: dict[str, Any]) -> httpx.Response:
+        return self.world.web.patch(url, json=body, headers=self.world.headers(self.username))
 
     def delete(self, url: str) -> httpx.Response:
         return self.world.web.delete(url, headers=self.world.headers(self.username))
@@ -454,6 +464,27 @@ def list_request_categories(c: Call) -> Outcome:
     return Outcome(r, _shows(r, lambda body: "hardware_repair" in [x["key"] for x in body]))
 
 
+def add_request_category(c: Call) -> Outcome:
+    r = c.post(
+        "/api/v1/request-categories",
+        {"key": "printers", "label": "Printers", "queue": "technician"},
+    )
+    return Outcome(r, _shows(r, lambda body: body["key"] == "printers"))
+
+
+def _category_added(c: Call) -> bool:
+    return "printers" in [x.key for x in requests.categories(c.ctx)]
+
+
+def edit_request_category(c: Call) -> Outcome:
+    r = c.patch("/api/v1/request-categories/network", {"active": False})
+    return Outcome(r, _shows(r, lambda body: body["active"] is False))
+
+
+def _category_retired(c: Call) -> bool:
+    return "network" not in [x.key for x in requests.categories(c.ctx)]
+
+
 def file_request(c: Call) -> Outcome:
     r = c.post(
         "/api/v1/requests",
@@ -524,6 +555,20 @@ def _answered(c: Call) -> bool:
     return bool(view.changes)
 
 
+def get_request_report(c: Call) -> Outcome:
+    assert c.world.requests
+    r = c.get("/api/v1/reports/requests", building=c.building)
+    return Outcome(
+        r, _shows(r, lambda body: {f["building"] for f in body["filed"]} == {c.building})
+    )
+
+
+def get_request_report_csv(c: Call) -> Outcome:
+    assert c.world.requests
+    r = c.get("/api/v1/reports/requests.csv", building=c.building)
+    return Outcome(r, f"\r\nfiled,{c.building}," in r.text if r.status_code == 200 else None)
+
+
 def _other_persons_token(c: Call) -> str:
     name = "garcia-script"
     if name not in [t.name for t in accounts.tokens(c.ctx, c.world.d[OTHER_PERSON])]:
@@ -590,6 +635,12 @@ OPERATIONS: dict[str, Operation] = {
     "control_deployment": Operation(control_deployment, refusal=DEPLOYS, changed=_paused),
     "list_audit_entries": Operation(list_audit_entries),
     "list_request_categories": Operation(list_request_categories),
+    "add_request_category": Operation(
+        add_request_category, refusal="change the request categories", changed=_category_added
+    ),
+    "edit_request_category": Operation(
+        edit_request_category, refusal="change the request categories", changed=_category_retired
+    ),
     "file_request": Operation(file_request, changed=_filed),
     "list_requests": Operation(list_requests, hidden=LEFT_OUT),
     "get_request": Operation(get_request),
@@ -600,6 +651,8 @@ OPERATIONS: dict[str, Operation] = {
     "deploy_for_request": Operation(
         deploy_for_request, refusal="work on this request", changed=_answered
     ),
+    "get_request_report": Operation(get_request_report),
+    "get_request_report_csv": Operation(get_request_report_csv),
     "list_tokens": Operation(list_tokens, hidden=LEFT_OUT),
     "create_token": Operation(create_token, changed=_token_made),
     "revoke_token": Operation(revoke_token, changed=_revoked),

@@ -146,6 +146,8 @@ def _district_with_work(d: District, folder: Path) -> dict[str, Any]:
         "list_requests": ({}, {"building": "101"}, None, "btc"),
         "get_request": ({"request_id": repair.id}, None, None, "btc"),
         "act_on_request": ({"request_id": repair.id}, None, {"action": "take"}, "btc"),
+        "get_request_report": ({}, {"building": "101", "from": "2026-01"}, None, "btc"),
+        "get_request_report_csv": ({}, {"building": "101", "from": "2025-04"}, None, "btc"),
     }
 
 
