@@ -27,6 +27,7 @@ from orchestrator.cli.deploy_cmds import deploy_app
 from orchestrator.cli.deployment_cmds import COMMANDS as DEPLOYMENT_COMMANDS
 from orchestrator.cli.inventory_cmds import clients_app, inventory_app, run_command, runs_app
 from orchestrator.cli.request_cmds import requests_app
+from orchestrator.cli.request_report_cmds import report as requests_report
 from orchestrator.cli.testing_cmds import testing_app
 from orchestrator.cli.watch_cmds import COMMANDS as WATCH_COMMANDS
 from orchestrator.cli.windows_cmds import windows_app
@@ -59,6 +60,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(credentials_app, name="credentials")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(tokens_app, name="tokens")
+requests_app.command("report")(requests_report)
 app.add_typer(requests_app, name="requests")
 app.command("run")(run_command)
 for _name, _command in (DEPLOYMENT_COMMANDS | WATCH_COMMANDS).items():
