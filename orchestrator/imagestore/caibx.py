@@ -35,15 +35,17 @@ CA_FORMAT_INDEX = 0x96824D9C7B129FF9
 CA_FORMAT_TABLE = 0xE75B9E112F17417D
 CA_FORMAT_TABLE_TAIL_MARKER = 0x4B4F050E5549ECD1
 
+CA_FORMAT_EXCLUDE_FILE = 0x1000000000000000
 CA_FORMAT_SHA512_256 = 0x2000000000000000
 CA_FORMAT_EXCLUDE_SUBMOUNTS = 0x4000000000000000
 CA_FORMAT_EXCLUDE_NODUMP = 0x8000000000000000
 # Every flag casync defines: the archive features (bits 0-32), .caexclude
 # files, the digest and the two exclusions. A bit outside is not casync's.
 _KNOWN_FLAGS = 0x1_FFFF_FFFF | 0xF000_0000_0000_0000
-# casync marks a blob index made with `casync make` with both exclusions set
-# (they mean nothing for a blob); we write the same so the files look alike.
-_BLOB_FLAGS = CA_FORMAT_EXCLUDE_SUBMOUNTS | CA_FORMAT_EXCLUDE_NODUMP
+# `casync make` marks a blob index with its default exclusions (.caexclude
+# files, nodump), which mean nothing for a blob; we write the same flags so
+# our indexes and casync's differ only in their chunks.
+_BLOB_FLAGS = CA_FORMAT_EXCLUDE_FILE | CA_FORMAT_EXCLUDE_NODUMP
 
 # casync refuses chunk sizes above this (CA_CHUNK_SIZE_LIMIT_MAX).
 CHUNK_SIZE_LIMIT = 128 * 1024 * 1024

@@ -1,0 +1,85 @@
+"""Chunking: compiled FastCDC only, streamed in blocks, zero runs on a fast path."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import subprocess
+import sys
+import tracemalloc
+from pathlib import Path
+
+import fastcdc
+import pytest
+
+from orchestrator.imagestore import ChunkSizes, Digest, ImageStore, StoreError, chunker
+from tests.imagestore.conftest import MiB, random_bytes
+
+
+def test_the_compiled_fastcdc_module_is_the_one_chunking() -> None:
+    module = sys.modules[chunker.COMPILED_MODULE]
+    assert Path(module.__file__ or "").suffix in {".so", ".pyd"}
+    assert chunker._fastcdc is module.fastcdc_cy
+    assert "fastcdc_py" not in chunker._fastcdc.__module__
+
+
+def test_the_store_refuses_to_load_without_the_compiled_chunker() -> None:
+    code = (
+        "import sys; sys.modules['fastcdc.fastcdc_cy'] = None\n"
+        "import orchestrator.imagestore.chunker\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "compiled FastCDC chunker" in result.stderr
+
+
+@pytest.mark.parametrize("block", [1 * MiB, 3 * MiB + 17, 64 * MiB])
+def test_chunks_are_fastcdc_over_the_whole_file_whatever_the_block_size(block: int) -> None:
+    data = random_bytes(5 * MiB, 1) + bytes(3 * MiB) + random_bytes(MiB, 2) + bytes(70_000)
+    data += random_bytes(777, 3)
+    whole = [
+        (c.offset, c.length) for c in fastcdc.fastcdc_cy.fastcdc_cy(data, 16384, 65536, 262144)
+    ]
+    streamed = [(c.offset, c.length) for c in chunker.chunks(io.BytesIO(data), block=block)]
+    assert streamed == whole
+
+
+def test_chunk_ids_are_the_digest_of_the_uncompressed_bytes() -> None:
+    data = random_bytes(2 * MiB, 4)
+    for digest in Digest:
+        for c in chunker.chunks(io.BytesIO(data), digest=digest):
+            expected = hashlib.new(digest.hashlib_name, data[c.offset : c.offset + c.length])
+            assert c.id == expected.digest()
+
+
+def test_a_zero_run_is_cut_into_identical_max_size_chunks_on_the_fast_path() -> None:
+    data = random_bytes(MiB, 5) + bytes(4 * MiB) + random_bytes(MiB, 6)
+    found = list((c.offset, c.length, c.id, c.zero) for c in chunker.chunks(io.BytesIO(data)))
+    zero = [c for c in found if c[3]]
+    assert sum(c[1] for c in zero) >= 3 * MiB
+    assert {c[1] for c in zero} == {ChunkSizes().max}
+    assert {c[2] for c in zero} == {chunker.zero_chunk_id(Digest.SHA512_256, ChunkSizes().max)}
+
+
+def test_sizes_below_fastcdcs_floor_are_refused() -> None:
+    with pytest.raises(StoreError, match="FastCDC"):
+        list(chunker.chunks(io.BytesIO(b"x" * 10_000), sizes=ChunkSizes(16, 64, 512)))
+
+
+def test_importing_a_1_gib_image_keeps_memory_flat(tmp_path: Path) -> None:
+    image = tmp_path / "big.img"
+    with open(image, "wb") as f:  # sparse: 1 GiB of zeros with random islands
+        for i in range(8):
+            f.seek(i * 128 * MiB)
+            f.write(random_bytes(MiB, 100 + i))
+        f.truncate(1024 * MiB)
+    tracemalloc.start()
+    try:
+        with ImageStore(tmp_path / "images") as s:
+            report = s.import_file("big", image)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.size == 1024 * MiB
+    assert report.zero_bytes > 1000 * MiB
+    assert peak < 48 * MiB, f"peak {peak / MiB:.1f} MiB while importing 1 GiB"
