@@ -54,8 +54,8 @@ def report(
     for part in (
         _summary(r),
         _filed(r),
-        _times("time to first response and to close, per building", _by_building(r)),
-        _times("per category", _by_category(r)),
+        _times("time to first response and to close, per building", "building", _by_building(r)),
+        _times("per category", "category", _by_category(r)),
         _routing(r),
         _workload(r),
     ):
@@ -98,11 +98,10 @@ def _filed(r: RequestReport) -> Table | str:
     if not r.filed:
         return "no requests filed"
     months = [m for m in r.months if any(f.month == m for f in r.filed)]
-    labels = {c.key: c.label for c in r.categories}
     counts: dict[tuple[str, str], dict[str, int]] = {}
     for f in r.filed:
         counts.setdefault((f.building, f.category), {})[f.month] = f.requests
-    t = Table(title="requests filed, per month (months without any left out)", **render.TABLE_STYLE)
+    t = Table(title="requests filed, by month", **render.TABLE_STYLE)
     t.add_column("building")
     t.add_column("category")
     for m in months:
@@ -111,7 +110,7 @@ def _filed(r: RequestReport) -> Table | str:
     for (b, c), per in counts.items():
         t.add_row(
             b,
-            escape(labels[c]),
+            c,
             *(str(per.get(m, "")) for m in months),
             str(sum(per.values())),
         )
@@ -123,22 +122,22 @@ def _hours(v: float | None) -> str:
 
 
 def _by_building(r: RequestReport) -> list[tuple[str, Durations]]:
-    return [(escape(b.building.label), b.durations) for b in r.durations_by_building]
+    return [(b.building.number, b.durations) for b in r.durations_by_building]
 
 
 def _by_category(r: RequestReport) -> list[tuple[str, Durations]]:
-    return [(escape(c.category.label), c.durations) for c in r.durations_by_category]
+    return [(c.category.key, c.durations) for c in r.durations_by_category]
 
 
-def _times(title: str, rows: list[tuple[str, Durations]]) -> Table | str:
+def _times(title: str, first: str, rows: list[tuple[str, Durations]]) -> Table | str:
     if not rows:
         return ""
     t = Table(title=f"{title} (hours)", **render.TABLE_STYLE)
-    t.add_column("")
+    t.add_column(first)
     for heading in (
         "filed",
         "waiting",
-        "first response median",
+        "response median",
         "p90",
         "closed",
         "open",
@@ -175,7 +174,7 @@ def _routing(r: RequestReport) -> Table | str:
     t.add_column("departments")
     for b in r.routing_by_building:
         t.add_row(
-            escape(b.building.label),
+            b.building.number,
             str(b.routing.requests),
             str(b.routing.to_departments),
             _share(b.routing),
@@ -195,15 +194,18 @@ def _routing(r: RequestReport) -> Table | str:
 def _workload(r: RequestReport) -> Table | str:
     if not r.workload:
         return ""
-    t = Table(title="technician workload (the technician's queue)", **render.TABLE_STYLE)
+    t = Table(
+        title="technician workload: the technician's queue (assigned: open/closed)",
+        **render.TABLE_STYLE,
+    )
     t.add_column("building")
     t.add_column("technicians")
-    for heading in ("filed", "open", "escalated", "closed", "nobody on it", "per technician"):
+    for heading in ("filed", "open", "escalated", "closed", "unassigned", "per tech"):
         t.add_column(heading, justify="right")
-    t.add_column("assigned to (open/closed)")
+    t.add_column("assigned")
     for w in r.workload:
         t.add_row(
-            escape(w.building.label),
+            w.building.number,
             escape(", ".join(w.technicians)) or "none",
             str(w.filed),
             str(w.open),
