@@ -87,8 +87,8 @@ def month_range(
         InvalidInput: naming ``from`` or ``to``.
     """
     this = (today.year, today.month)
-    end = parse_month(last, field="to") if last is not None else this
     start = parse_month(first, field="from") if first is not None else None
+    end = parse_month(last, field="to") if last is not None else this
     if end > this:
         raise InvalidInput(
             f"{month_text(*end)} is after this month ({month_text(*this)})", field="to"
