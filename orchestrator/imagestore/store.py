@@ -10,9 +10,12 @@
         <image name>.caibx     casync blob index
 
 Crash safety: every file is written as a temporary file in its final
-directory (named ``.tmp-…``), fsynced, and renamed over its final name only
-after the data's digest was checked; the directory is then fsynced. A chunk
-or index under its final name is therefore whole. A writer killed half way
+directory (named ``.tmp-…``), made durable, and renamed over its final name
+only after the data's digest was checked; the renames are then made durable
+too. An index is one fsynced file; an import's new chunks are flushed in
+batches, one ``syncfs(2)`` per batch on Linux (each file fsynced on its own
+elsewhere), each batch renamed only after its flush. A chunk or index under
+its final name is therefore whole. A writer killed half way
 leaves only ``.tmp-`` files, removed by the next open that finds no other
 process using the store (an exclusive ``flock`` on ``.lock``: a live writer
 holds it shared, so its files in flight are never taken from it). An index is
@@ -22,13 +25,15 @@ written only after every chunk it names is durable.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import io
 import os
+import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +75,34 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    syncfs.argtypes = [ctypes.c_int]
+    syncfs.restype = ctypes.c_int
+    return syncfs
+
+
+# Linux's syncfs(2) makes every file written so far on the file system durable
+# in one journal commit: a batch of chunk files is flushed together before any
+# of them is renamed, instead of one fsync (~1 ms) per chunk. Elsewhere each
+# chunk file is fsynced on its own.
+_SYNCFS = _load_syncfs()
+
+
+@dataclass(frozen=True)
+class StagedChunk:
+    """A chunk written under a temporary name in its final directory, not yet renamed."""
+
+    temporary: str
+    final: Path
+    stored_bytes: int
 
 
 def atomic_write(directory: Path, name: str, data: bytes | memoryview) -> None:
@@ -190,21 +223,88 @@ class ChunkStore:
             ChunkCorrupt: ``data`` does not hash to ``chunk_id`` (nothing is written).
             StoreError: the chunk could not be written.
         """
+        staged = self.stage(chunk_id, data, digest=digest)
+        if staged is None:
+            return 0
+        self.commit([staged])
+        self.sync([staged.final.parent])
+        return staged.stored_bytes
+
+    def stage(
+        self, chunk_id: bytes, data: bytes | memoryview, *, digest: Digest
+    ) -> StagedChunk | None:
+        """Check, compress and write a chunk under a temporary name beside its final one.
+
+        None when the store already has it. ``commit`` makes it visible.
+
+        Raises:
+            ChunkCorrupt: ``data`` does not hash to ``chunk_id`` (nothing is written).
+            StoreError: the chunk could not be written.
+        """
         target = self.path(chunk_id)
         if target.is_file():
-            return 0
+            return None
         if digest.hasher()(data) != chunk_id:
-            raise ChunkCorrupt(
-                chunk_id.hex(), f"the data given does not hash to it ({digest.value})"
-            )
+            raise ChunkCorrupt(chunk_id.hex(), f"the data does not hash to it ({digest.value})")
         compressed = self._compressor().compress(data)
         directory = target.parent
+        tmp = ""
         try:
             directory.mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".partial", dir=directory)
+            with os.fdopen(fd, "wb", closefd=True) as f:
+                f.write(compressed)
+                if _SYNCFS is None:
+                    f.flush()
+                    os.fsync(f.fileno())
         except OSError as exc:
-            raise StoreError(f"cannot create {directory}: {exc}") from exc
-        atomic_write(directory, target.name, compressed)
-        return len(compressed)
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise StoreError(f"cannot write chunk {chunk_id.hex()}: {exc}") from exc
+        return StagedChunk(tmp, target, len(compressed))
+
+    def commit(self, staged: Iterable[StagedChunk]) -> None:
+        """Make staged chunks durable, then rename each to its final name.
+
+        Raises:
+            StoreError: the file system could not be synced or a rename failed
+                (the chunks not yet renamed are removed).
+        """
+        todo = list(staged)
+        try:
+            if _SYNCFS is not None and todo:
+                self._syncfs()
+            while todo:
+                item = todo[0]
+                os.replace(item.temporary, item.final)
+                todo.pop(0)
+        except OSError as exc:
+            for item in todo:
+                with contextlib.suppress(OSError):
+                    os.unlink(item.temporary)
+            raise StoreError(f"cannot commit chunks to {self.root}: {exc}") from exc
+
+    def sync(self, directories: Iterable[Path] = ()) -> None:
+        """Make renames done so far durable (before an index that names the chunks)."""
+        try:
+            if _SYNCFS is not None:
+                self._syncfs()
+            else:
+                for directory in set(directories):
+                    _fsync_dir(directory)
+        except OSError as exc:
+            raise StoreError(f"cannot sync {self.root}: {exc}") from exc
+
+    def _syncfs(self) -> None:
+        assert _SYNCFS is not None
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if _SYNCFS(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+        finally:
+            os.close(fd)
 
     def get(self, chunk_id: bytes, *, digest: Digest, max_size: int = CHUNK_SIZE_LIMIT) -> bytes:
         """A chunk's data, decompressed and re-hashed.
@@ -320,11 +420,14 @@ class ImageStore:
         digest: Digest = Digest.SHA512_256,
         sizes: ChunkSizes | None = None,
         workers: int = 4,
+        batch: int = 256,
     ) -> None:
         self.root = names.plain_file(root)
         self.digest = digest
         self.sizes = sizes or ChunkSizes()
         self.workers = max(1, workers)
+        # New chunks made durable together (one syncfs), then renamed, per batch.
+        self.batch = max(1, batch)
         self.chunks = ChunkStore(self.root / "chunks")
         self.indexes = self.root / "indexes"
         self.cleaned = 0
@@ -414,8 +517,25 @@ class ImageStore:
         index = Index(digest=self.digest, sizes=self.sizes)
         seen: set[bytes] = set()
         new_chunks = new_bytes = zero_bytes = 0
-        pending: list[Future[int]] = []
+        pending: list[Future[StagedChunk | None]] = []
+        staged: list[StagedChunk] = []
+        touched: set[Path] = set()
         pool = ThreadPoolExecutor(max_workers=self.workers) if store else None
+
+        def collect(final: bool) -> None:
+            nonlocal new_chunks, new_bytes
+            for future in pending:
+                item = future.result()
+                if item is not None:
+                    staged.append(item)
+                    new_chunks += 1
+                    new_bytes += item.stored_bytes
+            pending.clear()
+            if staged and (final or len(staged) >= self.batch):
+                self.chunks.commit(staged)
+                touched.update(item.final.parent for item in staged)
+                staged.clear()
+
         try:
             with open(source, "rb", buffering=0) as f:
                 for c in chunker.chunks(f, sizes=self.sizes, digest=self.digest):
@@ -427,24 +547,37 @@ class ImageStore:
                     seen.add(c.id)
                     if self.chunks.has(c.id):
                         continue
-                    pending.append(pool.submit(self._store_new, c.id, bytes(c.data)))
-                    new_chunks += 1
+                    pending.append(pool.submit(self._stage, c.id, bytes(c.data)))
                     if len(pending) >= 8 * self.workers:
                         # Bounded memory: at most this many chunk copies in flight.
-                        new_bytes += sum(p.result() for p in pending)
-                        pending.clear()
-            new_bytes += sum(p.result() for p in pending)
-        except FileNotFoundError as exc:
-            raise StoreError(f"{source}: no such file") from exc
-        except OSError as exc:
-            raise StoreError(f"{source}: cannot read: {exc}") from exc
-        finally:
+                        collect(final=False)
+            if pool is not None:
+                collect(final=True)
+                self.chunks.sync(touched)
+        except BaseException as exc:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+                leftovers = list(staged)
+                for future in pending:
+                    with contextlib.suppress(BaseException):
+                        item = future.result()
+                        if item is not None:
+                            leftovers.append(item)
+                for item in leftovers:
+                    with contextlib.suppress(OSError):
+                        os.unlink(item.temporary)
+            if isinstance(exc, FileNotFoundError):
+                raise StoreError(f"{source}: no such file") from exc
+            if isinstance(exc, OSError):
+                raise StoreError(f"{source}: cannot read: {exc}") from exc
+            raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
         return index, new_chunks, new_bytes, zero_bytes
 
-    def _store_new(self, chunk_id: bytes, data: bytes) -> int:
-        return self.chunks.put(chunk_id, data, digest=self.digest)
+    def _stage(self, chunk_id: bytes, data: bytes) -> StagedChunk | None:
+        return self.chunks.stage(chunk_id, data, digest=self.digest)
 
     # -- checking and figures ------------------------------------------------------
 

@@ -61,7 +61,7 @@ def main() -> int:
 
     setattr(os, "fdopen", fdopen)  # noqa: B010 - patched for this process only
     setattr(os, "replace", replace)  # noqa: B010
-    with ImageStore(root, workers=1) as store:
+    with ImageStore(root, workers=1, batch=4) as store:
         store.import_file("lab", image)
     return 3
 
