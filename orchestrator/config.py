@@ -68,6 +68,10 @@ class Settings(BaseSettings):
         default=None,
         description="Key the stored client secrets are encrypted with (data_dir/secret.key).",
     )
+    image_store: Path = Field(
+        default=Path("images"),
+        description="Folder of the image store: deduplicated chunks and each image's index.",
+    )
 
     distribution_address: str = Field(
         default="127.0.0.1",

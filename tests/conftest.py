@@ -113,6 +113,7 @@ def ctx(engine: Engine, clock: FixedClock, tmp_path: Path) -> Context:
         clock=clock,
         evidence_dir=tmp_path / "evidence",
         secret_key_file=tmp_path / "secret.key",
+        image_store_dir=tmp_path / "images",
     )
 
 

@@ -742,3 +742,41 @@ class RequestChange(SQLModel, table=True):
     deployment_id: int | None = Field(default=None, foreign_key="deployment.id", index=True)
     linked_by_id: int = Field(foreign_key="person.id")
     linked_at: datetime = Field(sa_column=_utc())
+
+
+class SigningKey(SQLModel, table=True):
+    """An Ed25519 key the district signs image manifests with; the private half
+    only as ciphertext under the installation's secret key (services/vault.py)."""
+
+    __tablename__ = "signing_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    key_id: str = Field(max_length=16, unique=True)
+    public_key: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    ciphertext: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    created_at: datetime = Field(sa_column=_utc())
+    retired_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+
+
+class ImageManifest(SQLModel, table=True):
+    """A catalog entry's bytes in the image store: its chunk index, and once the
+    chain has released it, the signed manifest clients check before applying it."""
+
+    __tablename__ = "image_manifest"
+
+    id: int | None = Field(default=None, primary_key=True)
+    releasable_id: int = Field(foreign_key="releasable.id", unique=True)
+    index_name: str = Field(max_length=120, unique=True, description="under the store's indexes/")
+    index_sha256: str = Field(max_length=64)
+    size: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
+    chunks: int
+    unique_chunks: int
+    new_bytes: int = Field(
+        sa_column=sa.Column(sa.BigInteger(), nullable=False),
+        description="compressed bytes this import added to the store",
+    )
+    imported_by_id: int = Field(foreign_key="person.id")
+    imported_at: datetime = Field(sa_column=_utc())
+    signed: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary()))
+    key_id: str | None = Field(default=None, max_length=16)
+    signed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))

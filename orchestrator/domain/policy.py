@@ -85,6 +85,7 @@ class Action(StrEnum):
     FILE_REQUEST = "file_request"
     WORK_REQUEST = "work_request"
     MANAGE_REQUEST_CATEGORIES = "manage_request_categories"
+    MANAGE_IMAGE_STORE = "manage_image_store"
     MANAGE_TEST_CLIENTS = "manage_test_clients"
     MANAGE_TEST_ACCOUNTS = "manage_test_accounts"
     READ_TEST_ACCOUNTS = "read_test_accounts"
@@ -199,6 +200,11 @@ PERMISSIONS: Mapping[Action, Grant] = MappingProxyType(
             {Role.IT: _D},
             "change the request categories",
             "IT keeps the catalog of request categories and where each is routed",
+        ),
+        Action.MANAGE_IMAGE_STORE: Grant(
+            {Role.IT: _D, Role.SYSTEM: _D},
+            "check or clean the image store",
+            "the district's image store and its signing keys are IT's",
         ),
         Action.MANAGE_TEST_CLIENTS: Grant(
             {Role.IT: _D},

@@ -39,7 +39,7 @@ from orchestrator.errors import (
     Refused,
     SunsetReached,
 )
-from orchestrator.services import audit, catalog, notices, test_plans
+from orchestrator.services import audit, catalog, image_store, notices, test_plans
 from orchestrator.services import evidence as evidence_store
 from orchestrator.services.context import Context
 from orchestrator.services.transitions import claim, move
@@ -768,6 +768,8 @@ def _check_publishable(session: Session, ctx: Context, row: Releasable) -> None:
 
 def _after_publish(session: Session, ctx: Context, actor: Actor, row: Releasable) -> None:
     ref = catalog.ref_of(row)
+    # Released: its bytes in the store (if imported) get the district's signature.
+    image_store.sign_release(session, ctx, row)
     older = session.exec(
         select(Releasable).where(
             Releasable.kind == row.kind,

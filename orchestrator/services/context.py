@@ -29,6 +29,8 @@ class Context:
     """Where test evidence files are kept (by content)."""
     secret_key_file: Path = DEFAULT_DATA_DIR / "secret.key"
     """The key the client login secrets are encrypted with (see services/vault.py)."""
+    image_store_dir: Path = Path("images")
+    """The image store's folder (see services/image_store.py)."""
     directory: Directory | None = None
     """The district's LDAP / Active Directory, when one is configured (services/accounts.py)."""
     lockout_failures: int = 5
@@ -50,6 +52,7 @@ class Context:
             lead_days=tuple(settings.sunset_lead_days),
             evidence_dir=settings.data_dir / "evidence",
             secret_key_file=settings.secret_key_file or settings.data_dir / "secret.key",
+            image_store_dir=settings.image_store,
             directory=_directory(settings),
             lockout_failures=settings.lockout_failures,
             lockout_minutes=settings.lockout_minutes,

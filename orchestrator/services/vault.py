@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlmodel import Session, col, select
 
 from orchestrator.config import Settings
-from orchestrator.db.models import Credential, TestAccount
+from orchestrator.db.models import Credential, SigningKey, TestAccount
 from orchestrator.db.session import transaction
 from orchestrator.domain.policy import Action, Actor, authorize
 from orchestrator.errors import InvalidInput, NotFound, OrchestratorError
@@ -382,7 +382,8 @@ def _reencrypt(old: Fernet, new: Fernet, token: bytes, what: str, path: Path) ->
 def rotate_key(ctx: Context, actor: Actor) -> RotationView:
     """Make a new key, re-encrypt every stored secret with it, replace the key file.
 
-    The client credentials and the persona test accounts are re-encrypted in
+    The client credentials, the persona test accounts and the image signing keys
+    (:mod:`orchestrator.services.image_store`) are re-encrypted in
     one transaction; the new key file (written to a temp file beside the old
     one, mode 0600, fsync'd) is renamed over the old one as that transaction's
     last step, and put back if the commit then fails. Nothing is left that
@@ -405,8 +406,9 @@ def rotate_key(ctx: Context, actor: Actor) -> RotationView:
             lock_secrets(session)
             credentials = session.exec(select(Credential).order_by(col(Credential.name))).all()
             accounts = session.exec(select(TestAccount).order_by(col(TestAccount.id))).all()
+            keys = session.exec(select(SigningKey).order_by(col(SigningKey.id))).all()
             # No key file yet is fine while nothing is stored; with secrets it is a problem.
-            old = _fernet(ctx, create=not (credentials or accounts))
+            old = _fernet(ctx, create=not (credentials or accounts or keys))
             old_bytes = path.read_bytes()
             for c in credentials:
                 c.ciphertext = _reencrypt(old, new, c.ciphertext, c.name, path)
@@ -415,7 +417,13 @@ def rotate_key(ctx: Context, actor: Actor) -> RotationView:
                 what = f"the {a.persona} test account of building #{a.building_id}"
                 a.ciphertext = _reencrypt(old, new, a.ciphertext, what, path)
                 session.add(a)
+            for k in keys:
+                what = f"image signing key {k.key_id}"
+                k.ciphertext = _reencrypt(old, new, k.ciphertext, what, path)
+                session.add(k)
             counts = {"credentials": len(credentials), "test_accounts": len(accounts)}
+            if keys:
+                counts["signing_keys"] = len(keys)
             audit.append(
                 session,
                 at=now,

@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "remote": {"remote", "domain", "errors", "config"},
     # The image store does local disk I/O only: no database, services or HTTP.
     "imagestore": {"imagestore", "domain", "errors"},
-    "services": {"services", "db", "domain", "errors", "clock", "config", "remote"},
+    "services": {"services", "db", "domain", "errors", "clock", "config", "remote", "imagestore"},
     "scheduler": {"scheduler", "services", "domain", "errors", "clock", "config"},
     "web": {"web", "services", "domain", "errors", "clock", "config", "__init__"},
     "cli": {

@@ -1,0 +1,434 @@
+"""The image store seen from the catalog: an entry's bytes imported, deduplicated,
+and signed when the chain releases it.
+
+``orchestrator image import FILE --ref REF`` takes in the artifact of a catalog
+entry (IT for base images and district packages; the building's technician
+for a customized image and the building's packages: whoever maintains it):
+
+* the file is checked from its headers first (:mod:`orchestrator.imagestore.artifacts`:
+  a qcow2 with a backing file, an archive with ``../`` is refused before any
+  tool reads it);
+* it must be the bytes the chain judges: an entry registered with a SHA-256
+  takes only a file with that SHA-256; an entry without one (a customized
+  image's first build) is given the file as its artifact, which, like any
+  content change, sends it back through the chain (:func:`catalog.revise`);
+* the store (:class:`orchestrator.imagestore.store.ImageStore`, under
+  ``images/`` by default) splits it into content-defined chunks and keeps only
+  the chunks it lacks, so a customized image costs what differs from its base;
+* the entry's :class:`ImageManifest` row records its index and figures.
+
+When the chain releases the entry (:func:`orchestrator.services.chain.publish`),
+or at import when it is released already, the manifest is signed with the
+district's Ed25519 key (:mod:`orchestrator.imagestore.manifest`), over its
+identity, approved digest, index and effective sunset. The private key is kept
+only as ciphertext under the installation's secret key (:mod:`vault`), made on
+first use; :func:`public_keys` is what distribution points and clients trust.
+
+:func:`stats` shows logical vs stored bytes and what each customized image
+shares with its base; :func:`verify` re-hashes every chunk and checks each
+index against the digest the database holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlmodel import Session, col, select
+
+from orchestrator.db.models import ImageManifest, Releasable, SigningKey
+from orchestrator.db.session import transaction
+from orchestrator.domain import lifecycle
+from orchestrator.domain.policy import Action, Actor, authorize, may
+from orchestrator.domain.states import Kind, State
+from orchestrator.errors import Conflict, InvalidInput, NotFound
+from orchestrator.imagestore import artifacts, names
+from orchestrator.imagestore import manifest as signing
+from orchestrator.imagestore.caibx import Index
+from orchestrator.imagestore.store import ImageStore, VerifyReport
+from orchestrator.remote.distribution import sha256_file
+from orchestrator.services import audit, catalog, vault
+from orchestrator.services.context import Context
+from orchestrator.services.refs import building_of, ref_of
+
+SIGNED_STATES = frozenset({State.PUBLISHED, State.DEPRECATED})
+"""Released, and not yet at sunset: the states whose manifest is signed."""
+
+
+def store_name(row: Releasable) -> str:
+    """The entry's index name in the store: unique by id, inside the allow-list."""
+    kind = row.kind.replace("_", "-")
+    return names.image_name(f"{row.id}-{kind}-{row.name.lower()}-{row.version}")
+
+
+def _open(ctx: Context) -> ImageStore:
+    return ImageStore(ctx.image_store_dir)
+
+
+@dataclass(frozen=True)
+class ImportView:
+    ref: str
+    kind: Kind
+    artifact: str
+    """What the file is: qcow2, wim, xar, zip, tar or raw."""
+    size: int
+    chunks: int
+    new_chunks: int
+    new_bytes: int
+    """Compressed bytes this import added to the store."""
+    zero_bytes: int
+    shared_with_base: int | None
+    """Logical bytes a customized image shares with its base (when the base is stored)."""
+    chain_restarted: bool
+    signed: bool
+
+
+def import_artifact(ctx: Context, actor: Actor, kind: Kind, ref: str, path: Path) -> ImportView:
+    """Take in a catalog entry's artifact; see the module's docstring.
+
+    Raises:
+        NotFound: the entry (or one the actor may not see); the file.
+        Refused: not the actor's to maintain.
+        InvalidInput: not a regular file; not the bytes the entry was registered with.
+        UnsafeArtifact: the file refers outside itself.
+        Conflict: imported already; at sunset or retired.
+    """
+    source = names.plain_file(path)
+    if not source.is_file():
+        raise NotFound(f"no file {str(path)!r}")
+    kind_of_file = artifacts.check(source)
+    with transaction(ctx.engine) as session:
+        row = catalog.resolve(session, actor, kind, ref)
+        catalog.authorize_maintain(actor, row)
+        _check_importable(session, row)
+        registered = row.artifact_sha256
+    actual = sha256_file(source)
+    restarted = False
+    if registered is None:
+        # The first bytes of this entry: they become its artifact, and the chain judges them.
+        restarted = catalog.revise(
+            ctx,
+            actor,
+            kind,
+            ref,
+            catalog.Revision(artifact=str(source), reason="its artifact imported into the store"),
+        ).chain_restarted
+    elif registered != actual:
+        raise InvalidInput(
+            f"{source.name} has SHA-256 {actual}, but {ref_of(row)} was registered with "
+            f"{registered}: import the artifact the chain judges (or revise the entry first)",
+            field="file",
+        )
+    name = store_name(row)
+    with _open(ctx) as store:
+        # Replacing is right: an index without its row is a crash between the two.
+        report = store.import_file(name, source, replace=True)
+        index_bytes = store.index_path(name).read_bytes()
+        index = store.index(name)
+        shared = None
+        base_name = _base_manifest_name(ctx, row)
+        if base_name is not None and store.has_index(base_name):
+            shared = store.shared(index, store.index(base_name)).shared_logical_bytes
+    now = ctx.now()
+    with transaction(ctx.engine) as session:
+        row = catalog.resolve(session, actor, kind, ref)
+        _check_importable(session, row)
+        if row.artifact_sha256 != actual:
+            raise Conflict(f"{ref_of(row)} changed while it was imported: import it again")
+        assert row.id is not None and actor.person_id is not None
+        m = ImageManifest(
+            releasable_id=row.id,
+            index_name=name,
+            index_sha256=hashlib.sha256(index_bytes).hexdigest(),
+            size=report.size,
+            chunks=report.chunks,
+            unique_chunks=len(index.unique_ids()),
+            new_bytes=report.new_stored_bytes,
+            imported_by_id=actor.person_id,
+            imported_at=now,
+        )
+        session.add(m)
+        session.flush()
+        audit.append(
+            session,
+            at=now,
+            actor=actor,
+            action=f"{row.kind}.import",
+            subject=catalog.subject(row),
+            after={
+                "index": name,
+                "size": report.size,
+                "chunks": report.chunks,
+                "new_chunks": report.new_chunks,
+                "new_bytes": report.new_stored_bytes,
+            },
+            digest=row.digest,
+        )
+        signed = False
+        if State(row.state) in SIGNED_STATES:
+            _sign(session, ctx, row, m)
+            signed = True
+        return ImportView(
+            ref=ref_of(row),
+            kind=kind,
+            artifact=kind_of_file,
+            size=report.size,
+            chunks=report.chunks,
+            new_chunks=report.new_chunks,
+            new_bytes=report.new_stored_bytes,
+            zero_bytes=report.zero_bytes,
+            shared_with_base=shared,
+            chain_restarted=restarted,
+            signed=signed,
+        )
+
+
+def _check_importable(session: Session, row: Releasable) -> None:
+    if State(row.state) not in lifecycle.DEPLOYABLE and State(row.state) not in (
+        lifecycle.REVISABLE
+    ):
+        raise Conflict(f"{ref_of(row)} is {row.state}: nothing derived from it is deployed")
+    if session.exec(
+        select(ImageManifest.id).where(ImageManifest.releasable_id == row.id)
+    ).first():
+        raise Conflict(f"{ref_of(row)} is in the image store already")
+
+
+def _base_manifest_name(ctx: Context, row: Releasable) -> str | None:
+    if row.base_id is None:
+        return None
+    with transaction(ctx.engine) as session:
+        m = session.exec(
+            select(ImageManifest).where(ImageManifest.releasable_id == row.base_id)
+        ).first()
+        return m.index_name if m else None
+
+
+# ---------------------------------------------------------------------------
+# Signing
+# ---------------------------------------------------------------------------
+
+
+def _signing_key(session: Session, ctx: Context) -> tuple[str, Ed25519PrivateKey]:
+    """The district's current signing key, made (and stored encrypted) on first use."""
+    vault.lock_secrets(session)
+    row = session.exec(
+        select(SigningKey)
+        .where(col(SigningKey.retired_at).is_(None))
+        .order_by(col(SigningKey.id).desc())
+    ).first()
+    if row is not None:
+        raw = base64.b64decode(vault.decrypt(ctx, row.ciphertext, f"signing key {row.key_id}"))
+        return row.key_id, Ed25519PrivateKey.from_private_bytes(raw)
+    key = Ed25519PrivateKey.generate()
+    kid = signing.key_id(key.public_key())
+    session.add(
+        SigningKey(
+            key_id=kid,
+            public_key=key.public_key().public_bytes_raw(),
+            ciphertext=vault.encrypt(ctx, base64.b64encode(key.private_bytes_raw()).decode()),
+            created_at=ctx.now(),
+        )
+    )
+    session.flush()
+    return kid, key
+
+
+def _sign(session: Session, ctx: Context, row: Releasable, m: ImageManifest) -> None:
+    kid, key = _signing_key(session, ctx)
+    now = ctx.now()
+    body = signing.Manifest(
+        kind=row.kind,
+        scope=building_of(row) or "district",
+        name=row.name,
+        version=row.version,
+        approved_digest=row.digest,
+        index_sha256=m.index_sha256,
+        size=m.size,
+        chunks=m.chunks,
+        sunset=catalog.effective_sunset_of(session, row),
+        released_at=now,
+    )
+    m.signed = signing.sign(body, key).to_json()
+    m.key_id, m.signed_at = kid, now
+    session.add(m)
+    session.flush()
+
+
+def sign_release(session: Session, ctx: Context, row: Releasable) -> bool:
+    """Sign the manifest of an entry the chain has just released, if it is stored.
+
+    Runs inside the chain's publishing transaction. True when it signed.
+    """
+    m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == row.id)).first()
+    if m is None:
+        return False
+    _sign(session, ctx, row, m)
+    return True
+
+
+def signed_manifest(ctx: Context, actor: Actor, kind: Kind, ref: str) -> bytes:
+    """The signed manifest of a released entry, as its receivers check it.
+
+    Raises: NotFound (the entry; or not in the store, or not released yet).
+    """
+    with transaction(ctx.engine) as session:
+        row = catalog.resolve(session, actor, kind, ref)
+        m = session.exec(
+            select(ImageManifest).where(ImageManifest.releasable_id == row.id)
+        ).first()
+        if m is None or m.signed is None:
+            raise NotFound(
+                f"{ref_of(row)} has no signed manifest: "
+                + ("it is not in the image store" if m is None else "it is not released yet")
+            )
+        return m.signed
+
+
+def public_keys(ctx: Context) -> dict[str, Ed25519PublicKey]:
+    """Key id → public key of every signing key not retired: what receivers trust."""
+    with transaction(ctx.engine) as session:
+        return {
+            k.key_id: Ed25519PublicKey.from_public_bytes(k.public_key)
+            for k in session.exec(
+                select(SigningKey).where(col(SigningKey.retired_at).is_(None))
+            )
+        }
+
+
+# ---------------------------------------------------------------------------
+# Figures and checks
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFigures:
+    ref: str
+    kind: Kind
+    state: str
+    size: int
+    chunks: int
+    unique_chunks: int
+    stored_bytes: int
+    """Compressed bytes of its unique chunks (shared ones counted for each image)."""
+    shared_with_base: int | None
+    base: str | None
+    signed: bool
+    imported_at: datetime
+
+
+@dataclass(frozen=True)
+class StoreFigures:
+    images: list[ImageFigures] = field(default_factory=list)
+    logical_bytes: int = 0
+    """What the images would take as plain files."""
+    stored_bytes: int = 0
+    """What their chunks take in the store, each chunk once, compressed."""
+
+    @property
+    def ratio(self) -> float:
+        return self.logical_bytes / self.stored_bytes if self.stored_bytes else 0.0
+
+
+def _rows(session: Session, actor: Actor) -> list[tuple[ImageManifest, Releasable]]:
+    return [
+        (m, r)
+        for m, r in session.exec(
+            select(ImageManifest, Releasable)
+            .where(col(ImageManifest.releasable_id) == col(Releasable.id))
+            .order_by(col(Releasable.kind), col(Releasable.scope_key), col(Releasable.name))
+        )
+        if may(actor, Action.READ_CATALOG, building=building_of(r))
+    ]
+
+
+def stats(ctx: Context, actor: Actor) -> StoreFigures:
+    """Logical vs stored bytes of the images the actor may see, and what each
+    customized image shares with its base."""
+    with transaction(ctx.engine) as session:
+        rows = _rows(session, actor)
+        by_id = {r.id: m for m, r in rows}
+        bases = {
+            r.id: session.get(Releasable, r.base_id) if r.base_id else None for _, r in rows
+        }
+    images: list[ImageFigures] = []
+    union: set[bytes] = set()
+    stored_total = 0
+    with _open(ctx) as store:
+        for m, r in rows:
+            index = store.index(m.index_name)
+            figures = store.stats(index)
+            base_row = bases[r.id]
+            base_m = by_id.get(base_row.id) if base_row is not None else None
+            shared = (
+                store.shared(index, store.index(base_m.index_name)).shared_logical_bytes
+                if base_m is not None
+                else None
+            )
+            for chunk_id in index.unique_ids() - union:
+                stored_total += store.chunks.stored_size(chunk_id) or 0
+                union.add(chunk_id)
+            images.append(
+                ImageFigures(
+                    ref=ref_of(r),
+                    kind=Kind(r.kind),
+                    state=r.state,
+                    size=m.size,
+                    chunks=m.chunks,
+                    unique_chunks=m.unique_chunks,
+                    stored_bytes=figures.stored_bytes,
+                    shared_with_base=shared,
+                    base=ref_of(base_row) if base_row is not None else None,
+                    signed=m.signed is not None,
+                    imported_at=m.imported_at,
+                )
+            )
+    return StoreFigures(images, sum(i.size for i in images), stored_total)
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    images: int
+    chunks: VerifyReport
+    bad_indexes: list[str]
+    """Images whose index file is missing, malformed or not the one imported."""
+
+    @property
+    def ok(self) -> bool:
+        return self.chunks.ok and not self.bad_indexes
+
+
+def verify(ctx: Context, actor: Actor) -> StoreCheck:
+    """Re-hash every chunk every stored image needs; check each index file against
+    the SHA-256 recorded at import. IT only.
+
+    Raises: Refused.
+    """
+    authorize(actor, Action.MANAGE_IMAGE_STORE, building=None)
+    with transaction(ctx.engine) as session:
+        rows = [(m.index_name, m.index_sha256, ref_of(r)) for m, r in _rows(session, actor)]
+    bad: list[str] = []
+    good_names: list[str] = []
+    with _open(ctx) as store:
+        for name, digest, ref in rows:
+            path = store.index_path(name)
+            try:
+                data = path.read_bytes()
+            except OSError:
+                bad.append(f"{ref}: index {path.name} is missing")
+                continue
+            if hashlib.sha256(data).hexdigest() != digest:
+                bad.append(f"{ref}: index {path.name} is not the one imported")
+                continue
+            good_names.append(name)
+        report = store.verify(_indexes(store, good_names))
+    return StoreCheck(len(rows), report, bad)
+
+
+def _indexes(store: ImageStore, names_: Iterable[str]) -> list[Index]:
+    return [store.index(n) for n in names_]

@@ -1,0 +1,241 @@
+"""A catalog entry's bytes in the image store: imported by whoever maintains it,
+only when they are the bytes the chain judges, deduplicated against the base, and
+signed when released; on both databases, over a real store on disk."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from sqlmodel import select
+
+from orchestrator.db.models import ImageManifest, SigningKey
+from orchestrator.db.session import transaction
+from orchestrator.domain.states import Kind, State
+from orchestrator.errors import Conflict, InvalidInput, NotFound, Refused
+from orchestrator.imagestore import manifest as signing
+from orchestrator.imagestore.artifacts import UnsafeArtifact
+from orchestrator.services import audit, catalog, chain, image_store, vault
+from tests.factories import District
+
+MIB = 2**20
+
+
+def _random_file(path: Path, size: int, seed: int) -> Path:
+    path.write_bytes(random.Random(seed).randbytes(size))
+    return path
+
+
+def _derivative(base: Path, path: Path, *, changed: float, seed: int) -> Path:
+    """``base`` with about ``changed`` of it rewritten in a few scattered runs."""
+    data = bytearray(base.read_bytes())
+    rng = random.Random(seed)
+    run = 64 * 1024
+    for _ in range(int(len(data) * changed / run)):
+        at = rng.randrange(0, len(data) - run)
+        data[at : at + run] = rng.randbytes(run)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture
+def base_file(tmp_path: Path) -> Path:
+    return _random_file(tmp_path / "pc-elementary-2026.1.img", 8 * MIB, seed=1)
+
+
+@pytest.fixture
+def stored_base(district: District, base_file: Path) -> str:
+    ref = district.base(artifact=str(base_file))
+    image_store.import_artifact(district.ctx, district["it.ana"], Kind.BASE_IMAGE, ref, base_file)
+    return ref
+
+
+def test_it_imports_a_base_image_and_the_store_holds_it_once(
+    district: District, base_file: Path
+) -> None:
+    ref = district.base(artifact=str(base_file))
+
+    made = image_store.import_artifact(
+        district.ctx, district["it.ana"], Kind.BASE_IMAGE, ref, base_file
+    )
+
+    assert (made.size, made.artifact, made.chain_restarted) == (8 * MIB, "raw", False)
+    assert made.chunks > 50 and made.new_chunks == made.chunks
+    assert made.signed  # the base is published already
+    with pytest.raises(Conflict, match="in the image store already"):
+        image_store.import_artifact(
+            district.ctx, district["it.ana"], Kind.BASE_IMAGE, ref, base_file
+        )
+    figures = image_store.stats(district.ctx, district["it.ana"])
+    assert figures.logical_bytes == 8 * MIB and figures.images[0].ref == ref
+    actions = [e.action for e in audit.entries(district.ctx, district["it.ana"])]
+    assert "base_image.import" in actions
+
+
+def test_a_customized_image_stores_only_what_differs_from_its_base(
+    district: District, stored_base: str, base_file: Path, tmp_path: Path
+) -> None:
+    lab = district.custom("101", "lab", "1.0", base=stored_base)
+    overlay = _derivative(base_file, tmp_path / "lab-1.0.img", changed=0.05, seed=2)
+    base_stored = image_store.stats(district.ctx, district["it.ana"]).stored_bytes
+
+    made = image_store.import_artifact(
+        district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, lab, overlay
+    )
+
+    assert made.new_bytes < 0.25 * base_stored  # ~5% changed: a fraction of the base
+    assert made.shared_with_base is not None and made.shared_with_base > 0.7 * made.size
+    assert not made.signed  # a draft: nothing is signed before the chain releases it
+    # Its first bytes became its artifact: the chain judges exactly these.
+    shown = catalog.show(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, lab)
+    assert shown.state is State.DRAFT
+    figures = image_store.stats(district.ctx, district["it.ana"])
+    (lab_figures,) = [i for i in figures.images if i.ref == lab]
+    assert lab_figures.base == stored_base
+    assert figures.stored_bytes == pytest.approx(base_stored + made.new_bytes, rel=0.01)
+    assert figures.ratio > 1.6
+
+
+def test_releasing_an_imported_image_signs_a_manifest_its_receivers_accept(
+    district: District, base_file: Path
+) -> None:
+    ref = district.base(version="2026.3", artifact=str(base_file), to=State.APPROVED)
+    image_store.import_artifact(district.ctx, district["it.ana"], Kind.BASE_IMAGE, ref, base_file)
+    with pytest.raises(NotFound, match="not released yet"):
+        image_store.signed_manifest(district.ctx, district["it.ana"], Kind.BASE_IMAGE, ref)
+
+    chain.publish(district.ctx, district["it.wei"], Kind.BASE_IMAGE, ref)
+
+    data = image_store.signed_manifest(district.ctx, district["btc.lincoln"], Kind.BASE_IMAGE, ref)
+    trusted = image_store.public_keys(district.ctx)
+    expect = {"kind": "base_image", "scope": "district", "name": "pc-elementary"}
+    got = signing.verify(data, trusted, today=district.today, **expect)
+    row = catalog.show(district.ctx, district["it.ana"], Kind.BASE_IMAGE, ref)
+    assert got.approved_digest == row.digest and got.version == "2026.3"
+    assert got.sunset == row.effective_sunset and got.size == 8 * MIB
+    (index,) = (district.ctx.image_store_dir / "indexes").glob("*-base-image-*.caibx")
+    signing.check_index(got, index.read_bytes())
+    # On its sunset the same manifest is refused by whoever receives it.
+    assert got.sunset is not None
+    with pytest.raises(signing.Sunset):
+        signing.verify(data, trusted, today=got.sunset, **expect)
+    # Nor is it taken for another image.
+    with pytest.raises(signing.WrongImage):
+        signing.verify(data, trusted, today=district.today, **(expect | {"name": "pc-high"}))
+
+
+def test_bytes_other_than_the_registered_artifact_are_refused_and_nothing_is_stored(
+    district: District, base_file: Path, tmp_path: Path
+) -> None:
+    ref = district.base(artifact=str(base_file))
+    other = _random_file(tmp_path / "other.img", MIB, seed=9)
+
+    with pytest.raises(InvalidInput, match="was registered with"):
+        image_store.import_artifact(district.ctx, district["it.ana"], Kind.BASE_IMAGE, ref, other)
+
+    assert not list((district.ctx.image_store_dir / "indexes").glob("*.caibx"))
+    assert image_store.stats(district.ctx, district["it.ana"]).images == []
+
+
+def test_only_whoever_maintains_an_entry_imports_it(
+    district: District, stored_base: str, base_file: Path
+) -> None:
+    lab = district.custom("101", "lab", "1.0", base=stored_base)
+    with pytest.raises(NotFound):
+        image_store.import_artifact(
+            district.ctx, district["btc.garcia"], Kind.CUSTOM_IMAGE, lab, base_file
+        )
+    with pytest.raises(Refused):
+        image_store.import_artifact(
+            district.ctx, district["principal.lincoln"], Kind.CUSTOM_IMAGE, lab, base_file
+        )
+    assert [i.ref for i in image_store.stats(district.ctx, district["it.ana"]).images] == [
+        stored_base
+    ]
+
+
+def test_a_qcow2_with_a_backing_file_is_refused_before_anything_reads_it(
+    district: District, tmp_path: Path
+) -> None:
+    crafted = tmp_path / "lab.qcow2"
+    header = bytearray(512)
+    header[0:4] = b"QFI\xfb"
+    header[4:8] = (2).to_bytes(4, "big")
+    header[8:16] = (200).to_bytes(8, "big")
+    header[16:20] = (11).to_bytes(4, "big")
+    header[200:211] = b"/etc/shadow"
+    crafted.write_bytes(bytes(header))
+    lab = district.custom("101", "lab", "1.0", base=district.base())
+
+    with pytest.raises(UnsafeArtifact, match=r"backing file \('/etc/shadow'\)"):
+        image_store.import_artifact(
+            district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, lab, crafted
+        )
+    shown = catalog.show(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, lab)
+    assert shown.artifact_sha256 is None  # the entry was not given the file
+
+
+def test_verify_finds_a_corrupted_chunk_and_a_replaced_index(
+    district: District, stored_base: str
+) -> None:
+    clean = image_store.verify(district.ctx, district["it.ana"])
+    assert clean.ok and clean.images == 1 and clean.chunks.checked > 50
+    chunk = next((district.ctx.image_store_dir / "chunks").rglob("*.cacnk"))
+    chunk.write_bytes(chunk.read_bytes()[:-5] + b"xxxxx")
+
+    broken = image_store.verify(district.ctx, district["it.ana"])
+
+    assert not broken.ok and [c for c, _ in broken.chunks.corrupt] == [chunk.stem]
+    (index,) = (district.ctx.image_store_dir / "indexes").glob("*.caibx")
+    index.write_bytes(index.read_bytes()[:-8] + b"\0" * 8)
+    assert image_store.verify(district.ctx, district["it.ana"]).bad_indexes == [
+        f"{stored_base}: index {index.name} is not the one imported"
+    ]
+    with pytest.raises(Refused, match="check or clean the image store"):
+        image_store.verify(district.ctx, district["btc.lincoln"])
+
+
+def test_the_signing_key_is_kept_encrypted_and_survives_a_key_rotation(
+    district: District, stored_base: str
+) -> None:
+    with transaction(district.ctx.engine) as session:
+        (key,) = session.exec(select(SigningKey)).all()
+        before = key.ciphertext
+    trusted = image_store.public_keys(district.ctx)
+    assert list(trusted) == [key.key_id]
+
+    vault.rotate_key(district.ctx, district["it.ana"])
+
+    with transaction(district.ctx.engine) as session:
+        (after,) = session.exec(select(SigningKey)).all()
+        assert after.ciphertext != before
+    newer = district.base(version="2026.2", artifact=str(_write(district, "b2.img")))
+    image_store.import_artifact(
+        district.ctx, district["it.ana"], Kind.BASE_IMAGE, newer, _path(district, "b2.img")
+    )
+    data = image_store.signed_manifest(district.ctx, district["it.ana"], Kind.BASE_IMAGE, newer)
+    assert signing.verify(
+        data, trusted, kind="base_image", scope="district", name="pc-elementary",
+        today=district.today,
+    ).version == "2026.2"  # fmt: skip
+    with transaction(district.ctx.engine) as session:
+        assert session.exec(select(ImageManifest)).all()[0].key_id == key.key_id
+
+
+def _path(d: District, name: str) -> Path:
+    return d.ctx.evidence_dir.parent / name
+
+
+def _write(d: District, name: str) -> Path:
+    path = _path(d, name)
+    path.write_bytes(os.urandom(MIB))
+    return path
+
+
+def test_publishing_an_entry_that_is_not_in_the_store_signs_nothing(district: District) -> None:
+    ref = district.custom("101", "lab", "1.0", base=district.base(), to=State.APPROVED)
+    chain.publish(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, ref)
+    with pytest.raises(NotFound, match="not in the image store"):
+        image_store.signed_manifest(district.ctx, district["it.ana"], Kind.CUSTOM_IMAGE, ref)
