@@ -1,0 +1,147 @@
+"""``orchestrator image import``, ``package import`` and ``orchestrator store``: the
+image store from the command line (see services/image_store.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from orchestrator.cli import render
+from orchestrator.cli.app import JSON_OPTION, HandledGroup, console, print_json, state
+from orchestrator.domain.states import Kind
+from orchestrator.services import image_store
+
+store_app = typer.Typer(
+    cls=HandledGroup,
+    help="The image store: what it holds and shares, its checks, its signing keys.",
+    no_args_is_help=True,
+)
+
+FILE = Annotated[
+    Path, typer.Argument(help="The artifact: a WIM, raw or qcow2 disk image, a package.")
+]
+
+
+def size(n: int | None) -> str:
+    """Bytes as people read them (binary units)."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _said(v: image_store.ImportView) -> str:
+    lines = [
+        f"imported {v.ref} ({v.artifact}, {size(v.size)}): {v.chunks} chunks, "
+        f"{v.new_chunks} new, {size(v.new_bytes)} added to the store",
+    ]
+    if v.shared_with_base is not None:
+        share = v.shared_with_base / v.size if v.size else 0.0
+        lines.append(f"shares {size(v.shared_with_base)} ({share:.0%}) with its base")
+    if v.chain_restarted:
+        lines.append("its content changed: the approval chain starts over")
+    lines.append("signed: released" if v.signed else "signed when the chain releases it")
+    return "\n".join(lines)
+
+
+def _import(kind: Kind, file: Path, ref: str, as_json: bool) -> None:
+    view = image_store.import_artifact(state.ctx, state.actor(), kind, ref, file)
+    if as_json:
+        print_json(view)
+    else:
+        console.print(_said(view), highlight=False, markup=False, soft_wrap=True)
+
+
+def image_import(
+    file: FILE,
+    ref: Annotated[
+        str, typer.Argument(help="The image: pc-high@2026.1 (base) or 101/lab@1.2 (customized).")
+    ],
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Put an image's bytes in the store (IT for base images, the building's tech for
+    its customized images); only what the store lacks is kept."""
+    _import(Kind.CUSTOM_IMAGE if "/" in ref else Kind.BASE_IMAGE, file, ref, as_json)
+
+
+def package_import(
+    file: FILE,
+    ref: Annotated[str, typer.Argument(help="The package, e.g. scratch@3.30.")],
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Put a package's installer in the store."""
+    _import(Kind.PACKAGE, file, ref, as_json)
+
+
+@store_app.command("stats")
+def stats_cmd(as_json: bool = JSON_OPTION) -> None:
+    """Logical vs stored bytes, and what each customized image shares with its base."""
+    figures = image_store.stats(state.ctx, state.actor())
+    if as_json:
+        print_json(figures)
+        return
+    t = Table(title=f"image store ({len(figures.images)} images)", **render.TABLE_STYLE)
+    for heading in ("image", "state", "size", "chunks", "stored", "shared with base", "signed"):
+        t.add_column(
+            heading, justify="right" if heading in ("size", "chunks", "stored") else "left"
+        )
+    for i in figures.images:
+        shared = (
+            f"{size(i.shared_with_base)} of {escape(i.base or '')}"
+            if i.shared_with_base is not None
+            else "-"
+        )
+        t.add_row(
+            escape(i.ref),
+            i.state,
+            size(i.size),
+            str(i.chunks),
+            size(i.stored_bytes),
+            shared,
+            "yes" if i.signed else "no",
+        )
+    console.print(t)
+    console.print(
+        f"logical {size(figures.logical_bytes)}, stored {size(figures.stored_bytes)} "
+        f"({figures.ratio:.1f}x)"
+        if figures.stored_bytes
+        else "the store is empty",
+        highlight=False,
+    )
+
+
+@store_app.command("verify")
+def verify_cmd() -> None:
+    """Re-hash every chunk of every stored image, and check each index (IT)."""
+    check = image_store.verify(state.ctx, state.actor())
+    for line in check.bad_indexes:
+        console.print(f"index: {line}", highlight=False, markup=False)
+    for chunk_id in check.chunks.missing:
+        console.print(f"missing chunk {chunk_id}", highlight=False)
+    for chunk_id, why in check.chunks.corrupt:
+        console.print(f"corrupt chunk {chunk_id}: {why}", highlight=False, markup=False)
+    console.print(
+        f"{check.images} images, {check.chunks.checked} chunks checked: "
+        + ("all good" if check.ok else "PROBLEMS FOUND"),
+        highlight=False,
+    )
+    if not check.ok:
+        raise typer.Exit(1)
+
+
+@store_app.command("keys")
+def keys_cmd() -> None:
+    """The public keys manifests are signed with: what distribution points trust."""
+    keys = image_store.public_keys(state.checked_ctx())
+    if not keys:
+        console.print("no signing key yet: one is made at the first release of a stored image")
+    for kid, public in sorted(keys.items()):
+        console.print(f"{kid} ed25519 {public.public_bytes_raw().hex()}", highlight=False)
