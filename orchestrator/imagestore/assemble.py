@@ -80,6 +80,17 @@ def missing_chunks(index: Index, seed: Seed | None) -> set[bytes]:
     return {i for i in index.unique_ids() if i not in have and i != zero}
 
 
+def _repeated_ids(index: Index) -> set[bytes]:
+    seen: set[bytes] = set()
+    repeated: set[bytes] = set()
+    for _start, _length, chunk_id in index.chunks():
+        if chunk_id in seen:
+            repeated.add(chunk_id)
+        else:
+            seen.add(chunk_id)
+    return repeated
+
+
 def _zero_id(index: Index) -> bytes:
     # Content-defined chunkers (FastCDC and casync's buzhash alike) cut a run
     # of zeros at the maximum chunk size: that one chunk is the zero chunk.
@@ -105,6 +116,8 @@ def extract(
     zero = _zero_id(index)
     zero_len = index.sizes.max
     max_size = index.sizes.max
+    # Where a chunk that occurs more than once was first written, to copy it from there.
+    repeats = _repeated_ids(index)
     written: dict[bytes, int] = {}
     from_seed = from_source = zero_bytes = repeated = fetched = mismatches = 0
 
@@ -146,7 +159,8 @@ def extract(
                 from_source += length
                 fetched += 1
             os.pwrite(fd, data, start)
-            written.setdefault(chunk_id, start)
+            if chunk_id in repeats:
+                written.setdefault(chunk_id, start)
         os.fsync(fd)
         os.close(fd)
         fd = -1

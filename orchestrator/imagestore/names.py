@@ -25,19 +25,6 @@ def image_name(value: str) -> str:
     return value
 
 
-def inside(root: Path, path: Path) -> Path:
-    """``path`` resolved, refused unless it is ``root`` or below it (symlinks followed).
-
-    Raises:
-        UnsafeName: the path leaves the root.
-    """
-    resolved_root = root.resolve()
-    resolved = path.resolve()
-    if resolved != resolved_root and resolved_root not in resolved.parents:
-        raise UnsafeName(f"{path} is outside the store at {root}")
-    return resolved
-
-
 def plain_file(path: Path | str) -> Path:
     """A file path the store is given to read or write: no NUL, an ordinary path.
 

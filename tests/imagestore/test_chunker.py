@@ -11,9 +11,13 @@ from pathlib import Path
 
 import fastcdc
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.imagestore import ChunkSizes, Digest, ImageStore, StoreError, chunker
 from tests.imagestore.conftest import MiB, random_bytes
+
+CASYNC_SIZES = (16384, 65536, 262144)
 
 
 def test_the_compiled_fastcdc_module_is_the_one_chunking() -> None:
@@ -83,3 +87,26 @@ def test_importing_a_1_gib_image_keeps_memory_flat(tmp_path: Path) -> None:
     assert report.size == 1024 * MiB
     assert report.zero_bytes > 1000 * MiB
     assert peak < 48 * MiB, f"peak {peak / MiB:.1f} MiB while importing 1 GiB"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    parts=st.lists(
+        st.tuples(st.booleans(), st.integers(min_value=1, max_value=600_000)),
+        min_size=1,
+        max_size=6,
+    ),
+    block=st.integers(min_value=1, max_value=4 * MiB),
+    seed=st.integers(min_value=0, max_value=1000),
+)
+def test_streamed_chunks_match_fastcdc_for_any_mix_of_data_zeros_and_block_size(
+    parts: list[tuple[bool, int]], block: int, seed: int
+) -> None:
+    data = b"".join(
+        bytes(n) if zero else random_bytes(n, seed + i) for i, (zero, n) in enumerate(parts)
+    )
+    whole = [
+        (c.offset, c.length) for c in fastcdc.fastcdc_cy.fastcdc_cy(data, 16384, 65536, 262144)
+    ]
+    streamed = [(c.offset, c.length) for c in chunker.chunks(io.BytesIO(data), block=block)]
+    assert streamed == whole

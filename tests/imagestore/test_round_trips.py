@@ -184,3 +184,16 @@ def test_the_index_read_back_is_the_index_written(store: ImageStore, write: Writ
         again.append(chunk_id, length)
     assert again.encode() == store.index_path("a").read_bytes()
     assert store.names() == ["a"]
+
+
+def test_a_chunk_of_another_length_than_the_index_says_is_refused(
+    store: ImageStore, write: Write, tmp_path: Path
+) -> None:
+    store.import_file("a", write("a.img", random_bytes(MiB, 23)))
+    good = store.index("a")
+    lying = Index(digest=good.digest, sizes=good.sizes)
+    for _, length, chunk_id in good.chunks():
+        lying.append(chunk_id, length - 1)
+    with pytest.raises(StoreError, match="the index says"):
+        extract(lying, store.chunks, tmp_path / "out.img")
+    assert not (tmp_path / "out.img").exists()
