@@ -65,6 +65,7 @@ INDEX_SUFFIX = ".caibx"
 ZSTD_LEVEL = 3
 # A stored chunk file is never larger than its data plus zstd's frame overhead.
 _MAX_COMPRESSED = CHUNK_SIZE_LIMIT + CHUNK_SIZE_LIMIT // 64 + 1024
+_PIECE = 1024 * 1024
 # An index file this large would describe more than a petabyte.
 _MAX_INDEX_FILE = 1 << 30
 
@@ -139,15 +140,26 @@ def read_index(path: Path | str) -> Index:
     """
     path = names.plain_file(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_INDEX_FILE + 1)
+        data = _read_at_most(path, _MAX_INDEX_FILE)
     except FileNotFoundError as exc:
         raise StoreError(f"{path}: no such index") from exc
     except OSError as exc:
         raise StoreError(f"{path}: cannot read: {exc}") from exc
-    if len(data) > _MAX_INDEX_FILE:
+    if data is None:
         raise MalformedIndex("larger than any index this store writes", offset=_MAX_INDEX_FILE)
     return decode(data, source=str(path))
+
+
+def _read_at_most(path: Path, limit: int) -> bytes | None:
+    """The file's bytes, or None when it holds more than ``limit``.
+
+    (``read(limit + 1)`` would allocate ``limit`` bytes up front, for every read.)
+    """
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size > limit:
+            return None
+        data = f.read()
+    return data if len(data) <= limit else None
 
 
 def write_index(path: Path | str, index: Index) -> None:
@@ -317,23 +329,28 @@ class ChunkStore:
         hex_id = chunk_id.hex()
         target = self.path(chunk_id)
         try:
-            with open(target, "rb") as f:
-                compressed = f.read(_MAX_COMPRESSED + 1)
+            compressed = _read_at_most(target, _MAX_COMPRESSED)
         except FileNotFoundError as exc:
             raise ChunkMissing(hex_id) from exc
         except OSError as exc:
             raise StoreError(f"cannot read chunk {hex_id}: {exc}") from exc
-        if len(compressed) > _MAX_COMPRESSED:
+        if compressed is None:
             raise ChunkCorrupt(hex_id, "the file is larger than any chunk")
+        pieces: list[bytes] = []
+        total = 0
         try:
             reader = self._decompressor().stream_reader(
                 io.BytesIO(compressed), read_across_frames=True
             )
-            data = reader.read(max_size + 1)
+            # In pieces, so a chunk claiming to inflate past max_size stops there.
+            while piece := reader.read(min(_PIECE, max_size + 1 - total)):
+                pieces.append(piece)
+                total += len(piece)
+                if total > max_size:
+                    raise ChunkCorrupt(hex_id, f"it decompresses to more than {max_size} bytes")
         except zstandard.ZstdError as exc:
             raise ChunkCorrupt(hex_id, f"it does not decompress: {exc}") from exc
-        if len(data) > max_size:
-            raise ChunkCorrupt(hex_id, f"it decompresses to more than {max_size} bytes")
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         if digest.hasher()(data) != chunk_id:
             raise ChunkCorrupt(hex_id, f"its data does not hash to its id ({digest.value})")
         return data

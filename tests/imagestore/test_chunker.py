@@ -14,7 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.imagestore import ChunkSizes, Digest, ImageStore, StoreError, chunker
+from orchestrator.imagestore import (
+    ChunkSizes,
+    Digest,
+    ImageStore,
+    Seed,
+    StoreError,
+    chunker,
+    extract,
+)
 from tests.imagestore.conftest import MiB, random_bytes
 
 CASYNC_SIZES = (16384, 65536, 262144)
@@ -70,7 +78,7 @@ def test_sizes_below_fastcdcs_floor_are_refused() -> None:
         list(chunker.chunks(io.BytesIO(b"x" * 10_000), sizes=ChunkSizes(16, 64, 512)))
 
 
-def test_importing_a_1_gib_image_keeps_memory_flat(tmp_path: Path) -> None:
+def test_importing_and_extracting_a_1_gib_image_keeps_memory_flat(tmp_path: Path) -> None:
     image = tmp_path / "big.img"
     with open(image, "wb") as f:  # sparse: 1 GiB of zeros with random islands
         for i in range(8):
@@ -87,6 +95,16 @@ def test_importing_a_1_gib_image_keeps_memory_flat(tmp_path: Path) -> None:
     assert report.size == 1024 * MiB
     assert report.zero_bytes > 1000 * MiB
     assert peak < 48 * MiB, f"peak {peak / MiB:.1f} MiB while importing 1 GiB"
+
+    tracemalloc.start()
+    try:
+        with ImageStore(tmp_path / "images") as s:
+            extract(s.index("big"), s.chunks, tmp_path / "out.img", seed=Seed(image))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 48 * MiB, f"peak {peak / MiB:.1f} MiB while extracting 1 GiB"
+    assert (tmp_path / "out.img").stat().st_size == 1024 * MiB
 
 
 @settings(max_examples=25, deadline=None)
