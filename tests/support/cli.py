@@ -32,6 +32,7 @@ def orchestrator(
         url = engine.url.render_as_string(hide_password=False)
     monkeypatch.setenv("ORCHESTRATOR_DATABASE_URL", url)
     monkeypatch.setenv("ORCHESTRATOR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ORCHESTRATOR_IMAGE_STORE", str(tmp_path / "images"))
     monkeypatch.setenv("ORCHESTRATOR_CONFIG", str(tmp_path / "absent.toml"))
     monkeypatch.delenv("ORCHESTRATOR_USER", raising=False)
     monkeypatch.setenv("COLUMNS", "200")

@@ -1,0 +1,58 @@
+"""``orchestrator image import`` and ``orchestrator store`` on the sample district."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from tests.support.cli import Invoke
+
+MIB = 2**20
+
+
+def test_it_imports_a_base_image_and_sees_it_in_the_store(
+    orchestrator: Invoke, tmp_path: Path
+) -> None:
+    artifact = tmp_path / "pc-middle-2027.1.img"
+    artifact.write_bytes(random.Random(1).randbytes(4 * MIB) + bytes(4 * MIB))
+    orchestrator(
+        "--as", "it.rivera", "base", "create", "--platform", "pc", "--level", "middle",
+        "--version", "2027.1", "--os", "Windows 11 25H2", "--sunset", "2029-09-01",
+        "--artifact", str(artifact), "--model", "Dell:Latitude 3420",
+    )  # fmt: skip
+
+    out = orchestrator(
+        "--as", "it.rivera", "image", "import", str(artifact), "pc-middle@2027.1"
+    ).stdout
+
+    assert "imported pc-middle@2027.1 (raw, 8.0 MiB)" in out
+    assert "signed when the chain releases it" in out
+    assert (tmp_path / "images" / "indexes").is_dir()
+    stats = json.loads(orchestrator("--as", "it.rivera", "store", "stats", "--json").stdout)
+    assert stats["logical_bytes"] == 8 * MIB
+    assert stats["stored_bytes"] < 5 * MIB  # the zero half costs almost nothing
+    assert "1 images" in orchestrator("--as", "it.rivera", "store", "verify").stdout
+    again = orchestrator(
+        "--as", "it.rivera", "image", "import", str(artifact), "pc-middle@2027.1", expect=5
+    )
+    assert "is in the image store already" in again.stderr
+
+
+def test_import_refuses_other_bytes_and_verify_is_it_s(
+    orchestrator: Invoke, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.img"
+    other.write_bytes(b"not the registered artifact")
+    wrong = orchestrator(
+        "--as", "it.rivera", "image", "import", str(other), "pc-middle@2026.1", expect=2
+    )
+    assert "was registered with" in wrong.stderr
+    missing = orchestrator(
+        "--as", "it.rivera", "image", "import", str(tmp_path / "nope.img"), "pc-middle@2026.1",
+        expect=4,
+    )  # fmt: skip
+    assert "no file" in missing.stderr
+    refused = orchestrator("--as", "btc.lincoln", "store", "verify", expect=3)
+    assert "BTC cannot check or clean the image store" in refused.stderr
+    assert "the store is empty" in orchestrator("--as", "it.rivera", "store", "stats").stdout
