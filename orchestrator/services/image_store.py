@@ -193,9 +193,7 @@ def _check_importable(session: Session, row: Releasable) -> None:
         lifecycle.REVISABLE
     ):
         raise Conflict(f"{ref_of(row)} is {row.state}: nothing derived from it is deployed")
-    if session.exec(
-        select(ImageManifest.id).where(ImageManifest.releasable_id == row.id)
-    ).first():
+    if session.exec(select(ImageManifest.id).where(ImageManifest.releasable_id == row.id)).first():
         raise Conflict(f"{ref_of(row)} is in the image store already")
 
 
@@ -279,9 +277,7 @@ def signed_manifest(ctx: Context, actor: Actor, kind: Kind, ref: str) -> bytes:
     """
     with transaction(ctx.engine) as session:
         row = catalog.resolve(session, actor, kind, ref)
-        m = session.exec(
-            select(ImageManifest).where(ImageManifest.releasable_id == row.id)
-        ).first()
+        m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == row.id)).first()
         if m is None or m.signed is None:
             raise NotFound(
                 f"{ref_of(row)} has no signed manifest: "
@@ -295,9 +291,7 @@ def public_keys(ctx: Context) -> dict[str, Ed25519PublicKey]:
     with transaction(ctx.engine) as session:
         return {
             k.key_id: Ed25519PublicKey.from_public_bytes(k.public_key)
-            for k in session.exec(
-                select(SigningKey).where(col(SigningKey.retired_at).is_(None))
-            )
+            for k in session.exec(select(SigningKey).where(col(SigningKey.retired_at).is_(None)))
         }
 
 
@@ -353,9 +347,7 @@ def stats(ctx: Context, actor: Actor) -> StoreFigures:
     with transaction(ctx.engine) as session:
         rows = _rows(session, actor)
         by_id = {r.id: m for m, r in rows}
-        bases = {
-            r.id: session.get(Releasable, r.base_id) if r.base_id else None for _, r in rows
-        }
+        bases = {r.id: session.get(Releasable, r.base_id) if r.base_id else None for _, r in rows}
     images: list[ImageFigures] = []
     union: set[bytes] = set()
     stored_total = 0

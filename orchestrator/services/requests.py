@@ -643,9 +643,7 @@ def _named_clients(session: Session, r: ServiceRequest) -> list[str]:
     return []
 
 
-def _deployment_clients(
-    session: Session, r: ServiceRequest, deployment_id: int
-) -> dict[str, str]:
+def _deployment_clients(session: Session, r: ServiceRequest, deployment_id: int) -> dict[str, str]:
     """Hostname → state of the deployment's clients the request is about.
 
     With nothing named, every client the deployment includes in the request's
@@ -735,9 +733,7 @@ def _answered(
         if link.releasable_id is not None
         else RequestChange.deployment_id == link.deployment_id
     )
-    if session.exec(
-        select(RequestChange.id).where(RequestChange.request_id == r.id, same)
-    ).first():
+    if session.exec(select(RequestChange.id).where(RequestChange.request_id == r.id, same)).first():
         raise Conflict(f"{what} is already linked to request {r.id}")
     session.add(link)
     if RequestState(r.state) in (RequestState.OPEN, RequestState.ESCALATED):
