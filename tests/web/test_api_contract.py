@@ -113,6 +113,7 @@ PATH_VALUES = {
     "deployment_id": "1",
     "name": "nightly",
     "request_id": "1",
+    "key": "network",
 }
 
 

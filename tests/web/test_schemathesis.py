@@ -146,6 +146,20 @@ def _district_with_work(d: District, folder: Path) -> dict[str, Any]:
         "list_requests": ({}, {"building": "101"}, None, "btc"),
         "get_request": ({"request_id": repair.id}, None, None, "btc"),
         "act_on_request": ({"request_id": repair.id}, None, {"action": "take"}, "btc"),
+        "link_request_change": (
+            {"request_id": repair.id},
+            None,
+            {"kind": "package", "ref": "scratch@3.29"},
+            "btc",
+        ),
+        "deploy_for_request": ({"request_id": repair.id}, None, {"package": "scratch@3.29"}, "btc"),
+        "add_request_category": (
+            {},
+            None,
+            {"key": "printers", "label": "Printers", "queue": "technician"},
+            "it",
+        ),
+        "edit_request_category": ({"key": "network"}, None, {"label": "Network and Wi-Fi"}, "it"),
         "get_request_report": ({}, {"building": "101", "from": "2026-01"}, None, "btc"),
         "get_request_report_csv": ({}, {"building": "101", "from": "2025-04"}, None, "btc"),
     }
