@@ -780,3 +780,41 @@ class ImageManifest(SQLModel, table=True):
     signed: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary()))
     key_id: str | None = Field(default=None, max_length=16)
     signed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))
+
+
+class DistributionPoint(SQLModel, table=True):
+    """A building's cache host: written over SSH (its key pinned), read by the
+    building's clients over HTTP(S) at ``url``."""
+
+    __tablename__ = "distribution_point"
+
+    id: int | None = Field(default=None, primary_key=True)
+    building_id: int = Field(foreign_key="building.id", unique=True)
+    address: str = Field(max_length=255)
+    ssh_port: int = 22
+    ssh_user: str = Field(max_length=64)
+    host_key: str = Field(max_length=2000, description="the SSH key pinned when it was added")
+    root: str = Field(max_length=500, description="the store's folder on the point")
+    url: str = Field(max_length=500, description="where the building's clients fetch from")
+    bandwidth_kib: int = Field(default=0, description="KiB/s the staging may use; 0: no limit")
+    created_at: datetime = Field(sa_column=_utc())
+
+
+class ImageStaging(SQLModel, table=True):
+    """One staging of an image's missing chunks to one building's point."""
+
+    __tablename__ = "image_staging"
+    __table_args__ = (
+        sa.CheckConstraint("state IN ('running', 'staged', 'failed')", name="image_staging_state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    point_id: int = Field(foreign_key="distribution_point.id")
+    manifest_id: int = Field(foreign_key="image_manifest.id", index=True)
+    state: str = Field(max_length=10)
+    chunks_total: int = 0
+    chunks_sent: int = 0
+    bytes_sent: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
+    message: str = Field(default="", max_length=500)
+    started_at: datetime = Field(sa_column=_utc())
+    finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime()))

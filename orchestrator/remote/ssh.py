@@ -333,6 +333,8 @@ class PinnedSession:
         """How long SFTP waits for an answer."""
         self._sftp: paramiko.SFTPClient | None = None
         self._lock = threading.Lock()
+        self._known_dirs: set[str] = set()
+        """Remote folders known to exist (made or seen by :meth:`write_atomic`)."""
 
     def __repr__(self) -> str:
         return (
@@ -443,6 +445,42 @@ class PinnedSession:
             partial.replace(local)
         finally:
             partial.unlink(missing_ok=True)
+
+    def write_atomic(self, remote: str, data: bytes | memoryview) -> None:
+        """Write ``data`` to ``remote`` so that it appears whole or not at all: into
+        a temporary file beside it, then renamed over it (POSIX rename). Missing
+        parent folders are made.
+
+        Raises: AccessDenied, RemoteError.
+        """
+        path = PurePosixPath(remote)
+        tmp = str(path.with_name(f".tmp-{path.name}"))
+        with self._translated_sftp(remote):
+            sftp = self._sftp_client()
+            self._make_dirs(sftp, path.parent)
+            with sftp.open(tmp, "wb") as f:
+                f.set_pipelined(True)
+                f.write(bytes(data))
+            sftp.posix_rename(tmp, remote)
+
+    def _make_dirs(self, sftp: paramiko.SFTPClient, folder: PurePosixPath) -> None:
+        known = self._known_dirs
+        missing: list[PurePosixPath] = []
+        for d in (folder, *folder.parents):
+            if str(d) in known or str(d) in ("/", "."):
+                break
+            try:
+                sftp.stat(str(d))
+            except FileNotFoundError:
+                missing.append(d)
+                continue
+            break
+        for d in reversed(missing):
+            try:
+                sftp.mkdir(str(d))
+            except OSError:
+                sftp.stat(str(d))  # made meanwhile by another writer: fine if it is there
+        known.update(str(d) for d in (folder, *folder.parents))
 
     @contextmanager
     def _translated_sftp(self, remote: str) -> Iterator[None]:

@@ -66,7 +66,8 @@ def store_name(row: Releasable) -> str:
     return names.image_name(f"{row.id}-{kind}-{row.name.lower()}-{row.version}")
 
 
-def _open(ctx: Context) -> ImageStore:
+def open_store(ctx: Context) -> ImageStore:
+    """The installation's image store (a context manager)."""
     return ImageStore(ctx.image_store_dir)
 
 
@@ -125,7 +126,7 @@ def import_artifact(ctx: Context, actor: Actor, kind: Kind, ref: str, path: Path
             field="file",
         )
     name = store_name(row)
-    with _open(ctx) as store:
+    with open_store(ctx) as store:
         # Replacing is right: an index without its row is a crash between the two.
         report = store.import_file(name, source, replace=True)
         index_bytes = store.index_path(name).read_bytes()
@@ -351,7 +352,7 @@ def stats(ctx: Context, actor: Actor) -> StoreFigures:
     images: list[ImageFigures] = []
     union: set[bytes] = set()
     stored_total = 0
-    with _open(ctx) as store:
+    with open_store(ctx) as store:
         for m, r in rows:
             index = store.index(m.index_name)
             figures = store.stats(index)
@@ -406,7 +407,7 @@ def verify(ctx: Context, actor: Actor) -> StoreCheck:
         rows = [(m.index_name, m.index_sha256, ref_of(r)) for m, r in _rows(session, actor)]
     bad: list[str] = []
     good_names: list[str] = []
-    with _open(ctx) as store:
+    with open_store(ctx) as store:
         for name, digest, ref in rows:
             path = store.index_path(name)
             try:

@@ -1,0 +1,397 @@
+"""Building distribution points, and staging a released image's missing chunks to one.
+
+A district's links to its schools are thin: a lab of 30 PCs re-imaged overnight
+must not pull 30 copies of an image over the WAN. Each building may have a
+distribution point (a cache host in the building: the orchestrator writes to it
+over SSH, its key pinned when IT adds it; the building's clients read from it
+over HTTP(S), :mod:`orchestrator.imagestore.point`). Staging sends a point only
+what it lacks, once per building whatever the number of clients:
+
+1. only a released image is staged: its manifest must be signed
+   (:mod:`orchestrator.services.image_store`), so a point never holds bytes the
+   chain did not approve;
+2. the point says which of the image's chunks it lacks (``POST /missing``);
+3. those chunks go as they are stored (compressed, named by their digest),
+   each written whole or not at all (temp file + rename), within the point's
+   bandwidth limit; then the index, then the signed manifest, so a point never
+   offers an image whose chunks it does not hold;
+4. the staging row counts chunks and bytes as they go (``store staged``
+   shows it), ends ``staged`` or ``failed`` with the reason; a failed staging
+   is simply run again and sends only what is still missing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit
+
+from sqlmodel import Session, col, select
+
+from orchestrator.db.models import (
+    Building,
+    DistributionPoint,
+    ImageManifest,
+    ImageStaging,
+    Releasable,
+)
+from orchestrator.db.session import transaction
+from orchestrator.domain import validation
+from orchestrator.domain.policy import Action, Actor, authorize, may
+from orchestrator.domain.states import Kind
+from orchestrator.errors import Conflict, InvalidInput, NotFound, OrchestratorError
+from orchestrator.remote import points, ssh
+from orchestrator.services import audit, catalog, image_store
+from orchestrator.services.context import Context
+from orchestrator.services.directory import visible_building_row
+from orchestrator.services.refs import ref_of
+from orchestrator.services.runs import Credentials
+
+PROGRESS_EVERY = 64
+"""Chunks between two progress writes to the staging row."""
+
+_ROOT = re.compile(r"/[A-Za-z0-9._/-]{0,400}")
+
+
+@dataclass(frozen=True)
+class PointView:
+    building: str
+    address: str
+    ssh_port: int
+    ssh_user: str
+    fingerprint: str
+    root: str
+    url: str
+    bandwidth_kib: int
+
+
+def _point_view(p: DistributionPoint, building: str) -> PointView:
+    return PointView(
+        building,
+        p.address,
+        p.ssh_port,
+        p.ssh_user,
+        ssh.fingerprint(p.host_key),
+        p.root,
+        p.url,
+        p.bandwidth_kib,
+    )
+
+
+@dataclass(frozen=True)
+class PointSpec:
+    building: str
+    address: str
+    ssh_user: str
+    root: str
+    url: str
+    ssh_port: int = 22
+    bandwidth_kib: int = 0
+    host_key: str | None = None
+    """The key line to pin; None: fetched from the host now, as a client's is."""
+
+
+def _checked_spec(spec: PointSpec) -> PointSpec:
+    if not _ROOT.fullmatch(spec.root) or ".." in PurePosixPath(spec.root).parts:
+        raise InvalidInput(
+            f"{spec.root!r} is not an absolute folder (letters, digits, . _ - /; no '..')",
+            field="root",
+        )
+    url = urlsplit(spec.url)
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        raise InvalidInput(f"{spec.url!r} is not an http(s) address", field="url")
+    if not 0 <= spec.bandwidth_kib <= 10_000_000:
+        raise InvalidInput("must be 0 (no limit) to 10000000 KiB/s", field="bandwidth")
+    validation.username(spec.ssh_user, field="ssh_user")
+    return spec
+
+
+def add_point(
+    ctx: Context,
+    actor: Actor,
+    spec: PointSpec,
+    *,
+    fetch_key: Callable[..., str] = ssh.fetch_host_key,
+) -> PointView:
+    """IT gives a building its distribution point; its SSH key is pinned now.
+
+    Raises: Refused (not IT), NotFound (building), InvalidInput, Conflict (it has one),
+    HostUnreachable (fetching the key).
+    """
+    authorize(actor, Action.MANAGE_IMAGE_STORE, building=None)
+    spec = _checked_spec(spec)
+    number = validation.building_number(spec.building)
+    with transaction(ctx.engine) as session:
+        building = visible_building_row(session, actor, number)
+        if _point_of(session, building) is not None:
+            raise Conflict(f"building {number} has a distribution point already")
+    key = spec.host_key or fetch_key(spec.address, spec.ssh_port, timeout=10.0)
+    key = ssh.normalize_key_line(key)
+    with transaction(ctx.engine) as session:
+        building = visible_building_row(session, actor, number)
+        if _point_of(session, building) is not None:
+            raise Conflict(f"building {number} has a distribution point already")
+        assert building.id is not None
+        row = DistributionPoint(
+            building_id=building.id,
+            address=spec.address,
+            ssh_port=spec.ssh_port,
+            ssh_user=spec.ssh_user,
+            host_key=key,
+            root=spec.root.rstrip("/") or "/",
+            url=spec.url.rstrip("/"),
+            bandwidth_kib=spec.bandwidth_kib,
+            created_at=ctx.now(),
+        )
+        session.add(row)
+        session.flush()
+        audit.append(
+            session,
+            at=ctx.now(),
+            actor=actor,
+            action="distribution_point.add",
+            subject=audit.Subject("distribution_point", f"point of {number}", row.id, number),
+            after={"address": row.address, "url": row.url, "fingerprint": ssh.fingerprint(key)},
+        )
+        return _point_view(row, number)
+
+
+def _point_of(session: Session, building: Building) -> DistributionPoint | None:
+    return session.exec(
+        select(DistributionPoint).where(DistributionPoint.building_id == building.id)
+    ).first()
+
+
+def list_points(ctx: Context, actor: Actor) -> list[PointView]:
+    """The distribution points of the buildings the actor may see."""
+    with transaction(ctx.engine) as session:
+        rows = session.exec(
+            select(DistributionPoint, Building)
+            .where(col(DistributionPoint.building_id) == col(Building.id))
+            .order_by(col(Building.number))
+        ).all()
+        return [
+            _point_view(p, b.number)
+            for p, b in rows
+            if may(actor, Action.READ_CATALOG, building=b.number)
+        ]
+
+
+@dataclass(frozen=True)
+class StagingView:
+    id: int
+    ref: str
+    building: str
+    state: str
+    chunks_total: int
+    chunks_sent: int
+    bytes_sent: int
+    message: str
+    started_at: datetime
+    finished_at: datetime | None
+
+
+def _staging_view(s: ImageStaging, ref: str, building: str) -> StagingView:
+    assert s.id is not None
+    return StagingView(
+        s.id,
+        ref,
+        building,
+        s.state,
+        s.chunks_total,
+        s.chunks_sent,
+        s.bytes_sent,
+        s.message,
+        s.started_at,
+        s.finished_at,
+    )
+
+
+@dataclass(frozen=True)
+class _Plan:
+    ref: str
+    building: str
+    point: DistributionPoint
+    manifest: ImageManifest
+
+
+def _plan(ctx: Context, actor: Actor, kind: Kind, ref: str, building: str) -> _Plan:
+    number = validation.building_number(building)
+    with transaction(ctx.engine) as session:
+        row = catalog.resolve(session, actor, kind, ref)
+        b = visible_building_row(session, actor, number)
+        authorize(actor, Action.RUN_PLAYBOOK, building=number)
+        point = _point_of(session, b)
+        if point is None:
+            raise NotFound(
+                f"building {number} has no distribution point (see 'orchestrator points add')"
+            )
+        m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == row.id)).first()
+        if m is None:
+            raise Conflict(f"{ref_of(row)} is not in the image store: import it first")
+        if m.signed is None:
+            raise Conflict(
+                f"{ref_of(row)} is not released: only images the chain released are staged"
+            )
+        session.expunge(point)
+        session.expunge(m)
+        return _Plan(ref_of(row), number, point, m)
+
+
+def stage(
+    ctx: Context,
+    actor: Actor,
+    kind: Kind,
+    ref: str,
+    building: str,
+    *,
+    credentials: Credentials,
+    progress: Callable[[StagingView], None] | None = None,
+    connect: Callable[..., ssh.PinnedSession] = ssh.connect,
+    ca_file: str | None = None,
+) -> StagingView:
+    """Send the building's distribution point what it lacks of a released image.
+
+    Raises:
+        NotFound, Refused, Conflict (not stored, or not released), InvalidInput
+        (no SSH key), and the point's own errors (HostUnreachable, HostKeyChanged,
+        AuthenticationFailed, AccessDenied, RemoteError): then the staging row
+        says ``failed`` with the reason, and a new staging sends what is left.
+    """
+    plan = _plan(ctx, actor, kind, ref, building)
+    if not credentials.ssh_key:
+        raise InvalidInput(
+            "no SSH key to log in to the distribution point with (see 'orchestrator "
+            "credentials set ssh-key')",
+            field="credentials",
+        )
+    name = plan.manifest.index_name
+    with image_store.open_store(ctx) as store:
+        index = store.index(name)
+        index_bytes = store.index_path(name).read_bytes()
+        wanted = sorted(index.unique_ids())
+        lacking = points.missing(plan.point.url, wanted, ca_file=ca_file)
+        row = _start(ctx, plan, len(lacking))
+        limit = points.RateLimit(plan.point.bandwidth_kib * 1024)
+        sent = sent_bytes = 0
+        try:
+            with connect(
+                plan.point.address,
+                plan.point.ssh_port,
+                host_key=plan.point.host_key,
+                username=plan.point.ssh_user,
+                private_key=credentials.ssh_key,
+            ) as session:
+                for chunk_id in wanted:
+                    if chunk_id not in lacking:
+                        continue
+                    data = store.chunks.path(chunk_id).read_bytes()
+                    limit.take(len(data))
+                    hexid = chunk_id.hex()
+                    session.write_atomic(
+                        f"{plan.point.root}/chunks/{hexid[:4]}/{hexid}.cacnk", data
+                    )
+                    sent += 1
+                    sent_bytes += len(data)
+                    if sent % PROGRESS_EVERY == 0:
+                        view = _progress(ctx, row, plan, sent, sent_bytes)
+                        if progress:
+                            progress(view)
+                # Last, so the point never offers an image whose chunks it lacks.
+                for part in (index_bytes, plan.manifest.signed):
+                    assert part is not None
+                    limit.take(len(part))
+                    sent_bytes += len(part)
+                session.write_atomic(f"{plan.point.root}/indexes/{name}.caibx", index_bytes)
+                assert plan.manifest.signed is not None
+                session.write_atomic(
+                    f"{plan.point.root}/manifests/{name}.json", plan.manifest.signed
+                )
+        except (OrchestratorError, OSError) as exc:
+            _finish(ctx, actor, row, plan, sent, sent_bytes, failed=str(exc))
+            raise
+    done = _finish(ctx, actor, row, plan, sent, sent_bytes, failed=None)
+    if progress:
+        progress(done)
+    return done
+
+
+def _start(ctx: Context, plan: _Plan, total: int) -> int:
+    with transaction(ctx.engine) as session:
+        assert plan.point.id is not None and plan.manifest.id is not None
+        row = ImageStaging(
+            point_id=plan.point.id,
+            manifest_id=plan.manifest.id,
+            state="running",
+            chunks_total=total,
+            started_at=ctx.now(),
+        )
+        session.add(row)
+        session.flush()
+        assert row.id is not None
+        return row.id
+
+
+def _progress(ctx: Context, row_id: int, plan: _Plan, sent: int, sent_bytes: int) -> StagingView:
+    with transaction(ctx.engine) as session:
+        row = session.get(ImageStaging, row_id)
+        assert row is not None
+        row.chunks_sent, row.bytes_sent = sent, sent_bytes
+        session.add(row)
+        return _staging_view(row, plan.ref, plan.building)
+
+
+def _finish(
+    ctx: Context,
+    actor: Actor,
+    row_id: int,
+    plan: _Plan,
+    sent: int,
+    sent_bytes: int,
+    *,
+    failed: str | None,
+) -> StagingView:
+    now = ctx.now()
+    with transaction(ctx.engine) as session:
+        row = session.get(ImageStaging, row_id)
+        assert row is not None
+        row.chunks_sent, row.bytes_sent, row.finished_at = sent, sent_bytes, now
+        row.state = "failed" if failed else "staged"
+        row.message = (failed or "")[:500]
+        session.add(row)
+        audit.append(
+            session,
+            at=now,
+            actor=actor,
+            action="image.stage" if not failed else "image.stage_failed",
+            subject=audit.Subject("image_staging", plan.ref, row.id, plan.building),
+            after={"chunks": sent, "bytes": sent_bytes, "of": row.chunks_total},
+            reason=(failed or "")[:2000],
+        )
+        return _staging_view(row, plan.ref, plan.building)
+
+
+def stagings(ctx: Context, actor: Actor, building: str) -> list[StagingView]:
+    """The stagings to a building's point, newest first."""
+    number = validation.building_number(building)
+    with transaction(ctx.engine) as session:
+        b = visible_building_row(session, actor, number)
+        point = _point_of(session, b)
+        if point is None:
+            return []
+        out = []
+        for s, m in session.exec(
+            select(ImageStaging, ImageManifest)
+            .where(
+                ImageStaging.point_id == point.id,
+                col(ImageStaging.manifest_id) == col(ImageManifest.id),
+            )
+            .order_by(col(ImageStaging.id).desc())
+        ):
+            item = session.get(Releasable, m.releasable_id)
+            assert item is not None
+            out.append(_staging_view(s, ref_of(item), number))
+        return out
