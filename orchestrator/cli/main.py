@@ -28,7 +28,7 @@ from orchestrator.cli.deployment_cmds import COMMANDS as DEPLOYMENT_COMMANDS
 from orchestrator.cli.inventory_cmds import clients_app, inventory_app, run_command, runs_app
 from orchestrator.cli.request_cmds import requests_app
 from orchestrator.cli.request_report_cmds import report as requests_report
-from orchestrator.cli.store_cmds import image_import, package_import, store_app
+from orchestrator.cli.store_cmds import image_import, package_import, points_app, store_app
 from orchestrator.cli.testing_cmds import testing_app
 from orchestrator.cli.watch_cmds import COMMANDS as WATCH_COMMANDS
 from orchestrator.cli.windows_cmds import windows_app
@@ -64,6 +64,7 @@ app.add_typer(tokens_app, name="tokens")
 requests_app.command("report")(requests_report)
 app.add_typer(requests_app, name="requests")
 app.add_typer(store_app, name="store")
+app.add_typer(points_app, name="points")
 image_app.command("import")(image_import)
 package_app.command("import")(package_import)
 app.command("run")(run_command)

@@ -8,16 +8,23 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 from rich.table import Table
 
 from orchestrator.cli import render
 from orchestrator.cli.app import JSON_OPTION, HandledGroup, console, print_json, state
 from orchestrator.domain.states import Kind
-from orchestrator.services import image_store
+from orchestrator.services import image_store, staging, vault
 
 store_app = typer.Typer(
     cls=HandledGroup,
     help="The image store: what it holds and shares, its checks, its signing keys.",
+    no_args_is_help=True,
+)
+
+points_app = typer.Typer(
+    cls=HandledGroup,
+    help="Building distribution points: cache hosts the building's clients fetch images from.",
     no_args_is_help=True,
 )
 
@@ -145,3 +152,119 @@ def keys_cmd() -> None:
         console.print("no signing key yet: one is made at the first release of a stored image")
     for kid, public in sorted(keys.items()):
         console.print(f"{kid} ed25519 {public.public_bytes_raw().hex()}", highlight=False)
+
+
+@points_app.command("add")
+def points_add(
+    building: Annotated[str, typer.Option(help="The building it serves.")],
+    address: Annotated[str, typer.Option(help="Its SSH address.")],
+    ssh_user: Annotated[str, typer.Option(help="The login the orchestrator writes as.")],
+    root: Annotated[str, typer.Option(help="The store's folder on it, e.g. /srv/images.")],
+    url: Annotated[str, typer.Option(help="Where clients fetch, e.g. https://dp-101:8443.")],
+    ssh_port: Annotated[int, typer.Option(help="Its SSH port.", min=1, max=65535)] = 22,
+    bandwidth: Annotated[
+        int, typer.Option(help="KiB/s staging may use on the link to it; 0: no limit.", min=0)
+    ] = 0,
+) -> None:
+    """Give a building its distribution point (IT); its SSH key is pinned now."""
+    p = staging.add_point(
+        state.ctx,
+        state.actor(),
+        staging.PointSpec(
+            building=building,
+            address=address,
+            ssh_user=ssh_user,
+            root=root,
+            url=url,
+            ssh_port=ssh_port,
+            bandwidth_kib=bandwidth,
+        ),
+    )
+    console.print(
+        f"building {p.building}: distribution point {p.address}:{p.ssh_port} ({p.fingerprint} "
+        f"pinned), clients fetch from {p.url}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@points_app.command("list")
+def points_list(as_json: bool = JSON_OPTION) -> None:
+    """The distribution points of the buildings you may see."""
+    rows = staging.list_points(state.ctx, state.actor())
+    if as_json:
+        print_json(rows)
+        return
+    t = Table(title=f"distribution points ({len(rows)})", **render.TABLE_STYLE)
+    for heading in ("building", "ssh", "host key", "store", "clients fetch from", "limit"):
+        t.add_column(heading)
+    for p in rows:
+        t.add_row(
+            p.building,
+            escape(f"{p.ssh_user}@{p.address}:{p.ssh_port}"),
+            p.fingerprint,
+            escape(p.root),
+            escape(p.url),
+            f"{p.bandwidth_kib} KiB/s" if p.bandwidth_kib else "none",
+        )
+    console.print(t if rows else "no distribution points")
+
+
+@store_app.command("stage")
+def stage_cmd(
+    ref: Annotated[str, typer.Argument(help="A released image or package.")],
+    building: Annotated[str, typer.Option(help="The building whose point gets it.")],
+    package: Annotated[bool, typer.Option("--package", help="REF is a package.")] = False,
+) -> None:
+    """Send a building's distribution point what it lacks of a released image."""
+    kind = Kind.PACKAGE if package else (Kind.CUSTOM_IMAGE if "/" in ref else Kind.BASE_IMAGE)
+    credentials = vault.credentials_from_settings(state.ctx, state.settings)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"staging {ref} to {building}", total=None)
+
+        def shown(v: staging.StagingView) -> None:
+            bar.update(task, completed=v.chunks_sent, total=v.chunks_total or None)
+
+        done = staging.stage(
+            state.ctx, state.actor(), kind, ref, building, credentials=credentials, progress=shown
+        )
+    console.print(
+        f"staged {done.ref} to building {done.building}: {done.chunks_sent} of "
+        f"{done.chunks_total} missing chunks sent, {size(done.bytes_sent)} in all",
+        highlight=False,
+        markup=False,
+    )
+
+
+@store_app.command("staged")
+def staged_cmd(
+    building: Annotated[str, typer.Option(help="The building.")],
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """What was staged to a building's point, newest first, with how far each got."""
+    rows = staging.stagings(state.ctx, state.actor(), building)
+    if as_json:
+        print_json(rows)
+        return
+    t = Table(title=f"staged to building {building}", **render.TABLE_STYLE)
+    for heading in ("#", "image", "state", "chunks", "sent", "started", "message"):
+        t.add_column(heading)
+    zone = state.ctx.zone
+    for s in rows:
+        t.add_row(
+            str(s.id),
+            escape(s.ref),
+            s.state,
+            f"{s.chunks_sent}/{s.chunks_total}",
+            size(s.bytes_sent),
+            render.when(s.started_at, zone),
+            escape(s.message),
+        )
+    console.print(t if rows else "nothing staged")
