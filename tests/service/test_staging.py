@@ -1,0 +1,212 @@
+"""Staging a released image to a building's distribution point: a real sshd on
+loopback is the point's host (the orchestrator writes over SFTP, its key pinned),
+and the project's point server serves that host's store over HTTP; on both
+databases. Only what the point lacks is sent, once, and the point then serves
+an image that rebuilds byte for byte."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.domain.states import Kind, State
+from orchestrator.errors import Conflict, HostKeyChanged, InvalidInput, NotFound, Refused
+from orchestrator.imagestore import manifest as signing
+from orchestrator.imagestore.assemble import extract
+from orchestrator.imagestore.point import PointServer
+from orchestrator.imagestore.store import ImageStore
+from orchestrator.remote.points import RateLimit
+from orchestrator.services import image_store, staging
+from orchestrator.services.runs import Credentials
+from orchestrator.services.staging import PointSpec
+from tests.factories import District
+from tests.support.sshd import SSHHost, restart_with_new_host_key, start_hosts
+
+MIB = 2**20
+
+
+@pytest.fixture(scope="module")
+def point_host() -> Iterator[SSHHost]:
+    with start_hosts(1) as hosts:
+        yield hosts[0]
+
+
+@pytest.fixture
+def point(point_host: SSHHost) -> Iterator[PointServer]:
+    root = point_host.root / "store"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    shutil.chown(root, user=point_host.username)
+    with PointServer(root) as server:
+        yield server
+
+
+def _add_point(d: District, host: SSHHost, server: PointServer, **kw: object) -> None:
+    spec = {
+        "building": "101",
+        "address": host.address,
+        "ssh_port": host.port,
+        "ssh_user": host.username,
+        "root": str(server.root),
+        "url": server.url,
+    }
+    staging.add_point(d.ctx, d["it.ana"], PointSpec(**(spec | kw)))  # type: ignore[arg-type]
+
+
+def _credentials(host: SSHHost) -> Credentials:
+    return Credentials(ssh_user=host.username, ssh_key=host.key_file.read_text())
+
+
+def _released_base(d: District, folder: Path, version: str, data: bytes) -> str:
+    path = folder / f"pc-elementary-{version}.img"
+    path.write_bytes(data)
+    ref = d.base(version=version, artifact=str(path))
+    image_store.import_artifact(d.ctx, d["it.ana"], Kind.BASE_IMAGE, ref, path)
+    return ref
+
+
+def _stage(d: District, host: SSHHost, ref: str, who: str = "btc.lincoln") -> staging.StagingView:
+    return staging.stage(d.ctx, d[who], Kind.BASE_IMAGE, ref, "101", credentials=_credentials(host))
+
+
+def test_a_released_image_is_staged_once_and_the_point_serves_it_whole(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    data = random.Random(1).randbytes(3 * MIB) + bytes(MIB)
+    ref = _released_base(district, tmp_path, "2026.1", data)
+    _add_point(district, point_host, point)
+    seen: list[int] = []
+
+    first = staging.stage(
+        district.ctx,
+        district["btc.lincoln"],
+        Kind.BASE_IMAGE,
+        ref,
+        "101",
+        credentials=_credentials(point_host),
+        progress=lambda v: seen.append(v.chunks_sent),
+    )
+
+    assert first.state == "staged" and first.chunks_sent == first.chunks_total > 10
+    assert seen[-1] == first.chunks_sent  # progress ends with the whole count
+    on_point = ImageStore(point.root)
+    (name,) = on_point.names()
+    out = tmp_path / "rebuilt.img"
+    extract(on_point.index(name), on_point.chunks, out)
+    assert out.read_bytes() == data
+    signed = (point.root / "manifests" / f"{name}.json").read_bytes()
+    got = signing.verify(
+        signed,
+        image_store.public_keys(district.ctx),
+        kind="base_image",
+        scope="district",
+        name="pc-elementary",
+        today=district.today,
+    )
+    signing.check_index(got, (point.root / "indexes" / f"{name}.caibx").read_bytes())
+    stored = sum(p.stat().st_size for p in (point.root / "chunks").rglob("*.cacnk"))
+    assert stored <= first.bytes_sent <= stored + 64 * 1024  # chunks, then index and manifest
+
+    again = _stage(district, point_host, ref)
+
+    assert again.chunks_total == again.chunks_sent == 0
+    assert again.bytes_sent < 64 * 1024
+
+
+def test_a_new_version_sends_only_the_chunks_the_point_lacks(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    rng = random.Random(2)
+    old = rng.randbytes(4 * MIB)
+    new = bytearray(old)
+    new[MIB : MIB + 200_000] = rng.randbytes(200_000)
+    first = _released_base(district, tmp_path, "2026.1", old)
+    second = _released_base(district, tmp_path, "2026.2", bytes(new))
+    _add_point(district, point_host, point)
+    whole = _stage(district, point_host, first)
+
+    delta = _stage(district, point_host, second)
+
+    assert 0 < delta.chunks_sent < whole.chunks_sent / 4
+    assert delta.bytes_sent < whole.bytes_sent / 4
+
+
+def test_only_released_images_go_to_a_point_and_only_for_the_buildings_people(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "draft.img"
+    path.write_bytes(random.Random(3).randbytes(MIB))
+    draft = district.base(version="2026.3", artifact=str(path), to=State.APPROVED)
+    image_store.import_artifact(district.ctx, district["it.ana"], Kind.BASE_IMAGE, draft, path)
+    with pytest.raises(NotFound, match="has no distribution point"):
+        _stage(district, point_host, draft)
+    _add_point(district, point_host, point)
+
+    with pytest.raises(Conflict, match="only images the chain released are staged"):
+        _stage(district, point_host, draft)
+    with pytest.raises(NotFound):
+        _stage(district, point_host, draft, who="btc.garcia")
+    with pytest.raises(Refused):
+        _stage(district, point_host, draft, who="principal.lincoln")
+    assert not (point.root / "chunks").exists()
+    assert staging.stagings(district.ctx, district["it.ana"], "101") == []
+
+
+def test_a_point_that_changed_its_host_key_is_refused_and_the_staging_says_so(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    ref = _released_base(district, tmp_path, "2026.1", random.Random(4).randbytes(MIB))
+    _add_point(district, point_host, point)
+    restart_with_new_host_key(point_host)
+
+    with pytest.raises(HostKeyChanged):
+        _stage(district, point_host, ref)
+
+    (failed,) = staging.stagings(district.ctx, district["it.ana"], "101")
+    assert failed.state == "failed" and "host key" in failed.message.lower()
+    assert not list((point.root).rglob("*.cacnk"))
+
+
+def test_only_it_adds_a_point_and_bad_ones_are_refused_naming_the_field(
+    district: District, point_host: SSHHost, point: PointServer
+) -> None:
+    with pytest.raises(Refused, match="check or clean the image store"):
+        staging.add_point(
+            district.ctx,
+            district["btc.lincoln"],
+            PointSpec("101", "127.0.0.1", "u", "/srv/store", "http://127.0.0.1:1"),
+        )
+    for field, spec in (
+        ("root", PointSpec("101", "127.0.0.1", "u", "srv/../etc", "http://127.0.0.1:1")),
+        ("url", PointSpec("101", "127.0.0.1", "u", "/srv/store", "ftp://127.0.0.1/")),
+        ("bandwidth", PointSpec("101", "127.0.0.1", "u", "/srv", "http://h", bandwidth_kib=-1)),
+    ):
+        with pytest.raises(InvalidInput) as raised:
+            staging.add_point(district.ctx, district["it.ana"], spec)
+        assert raised.value.field == field
+    _add_point(district, point_host, point)
+    with pytest.raises(Conflict, match="has a distribution point already"):
+        _add_point(district, point_host, point)
+    (shown,) = staging.list_points(district.ctx, district["principal.lincoln"])
+    assert shown.fingerprint.startswith("SHA256:") and shown.url == point.url
+    assert staging.list_points(district.ctx, district["btc.garcia"]) == []
+
+
+def test_the_bandwidth_limit_holds_bytes_to_its_rate() -> None:
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    limit = RateLimit(1000, clock=lambda: now[0], sleep=sleep)
+    for _ in range(10):
+        limit.take(500)  # 5000 bytes: the first 1000 are the burst
+
+    assert now[0] == pytest.approx(4.0)
+    assert RateLimit(0).rate == 0  # no limit: never waits
