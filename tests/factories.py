@@ -335,8 +335,9 @@ def make_district(ctx: Context) -> District:
             session.add(p)
             session.flush()
             for n in numbers:
-                assert p.id is not None and ids[n] is not None
-                session.add(PersonBuilding(person_id=p.id, building_id=ids[n]))
+                building_id = ids[n]
+                assert p.id is not None and building_id is not None
+                session.add(PersonBuilding(person_id=p.id, building_id=building_id))
     d = District(ctx)
     d.actors = {u: directory.actor(ctx, u) for u, *_ in PEOPLE}
     for ref, platform, eos, approved in (

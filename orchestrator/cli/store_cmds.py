@@ -144,6 +144,25 @@ def verify_cmd() -> None:
         raise typer.Exit(1)
 
 
+@store_app.command("gc")
+def gc_cmd(
+    protect_hours: Annotated[
+        int, typer.Option(help="Keep anything younger than this (an import may be writing it).")
+    ] = 24,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go.")] = False,
+) -> None:
+    """Remove chunks no stored image references, past the protection window (IT)."""
+    r = image_store.gc(state.ctx, state.actor(), protect_hours=protect_hours, dry_run=dry_run)
+    verb = "would remove" if r.dry_run else "removed"
+    console.print(
+        f"{verb} {r.removed_chunks} chunks ({size(r.removed_bytes)}) and "
+        f"{len(r.removed_indexes)} indexes no catalog entry owns; {r.referenced} chunks in "
+        f"use kept, {r.young} younger than {protect_hours} h kept",
+        highlight=False,
+        markup=False,
+    )
+
+
 @store_app.command("keys")
 def keys_cmd() -> None:
     """The public keys manifests are signed with: what distribution points trust."""

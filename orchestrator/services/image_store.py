@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -425,3 +426,83 @@ def verify(ctx: Context, actor: Actor) -> StoreCheck:
 
 def _indexes(store: ImageStore, names_: Iterable[str]) -> list[Index]:
     return [store.index(n) for n in names_]
+
+
+@dataclass(frozen=True)
+class GcReport:
+    referenced: int
+    """Chunks some stored image's index needs: never removed."""
+    removed_chunks: int
+    removed_bytes: int
+    removed_indexes: list[str]
+    young: int
+    """Unreferenced chunks inside the protection window, kept (an import may be writing them)."""
+    dry_run: bool
+
+
+MAX_PROTECT_HOURS = 24 * 365
+
+
+def gc(ctx: Context, actor: Actor, *, protect_hours: int = 24, dry_run: bool = False) -> GcReport:
+    """Remove the chunks no stored image's index references, and index files no
+    catalog entry owns, once they are older than ``protect_hours``. IT only.
+
+    Every image a deployment can use has its index in the database, so its chunks
+    are referenced and stay; what goes is what an interrupted or replaced import
+    left behind. The window keeps what an import in progress has written before
+    its index (its chunks come first).
+
+    Raises: Refused, InvalidInput (a window out of range).
+    """
+    authorize(actor, Action.MANAGE_IMAGE_STORE, building=None)
+    if not 0 <= protect_hours <= MAX_PROTECT_HOURS:
+        raise InvalidInput(f"must be 0 to {MAX_PROTECT_HOURS} hours", field="protect_hours")
+    with transaction(ctx.engine) as session:
+        owned = set(session.exec(select(ImageManifest.index_name)).all())
+    # File times are the host's wall clock, whatever clock the context runs on.
+    cutoff = time.time() - protect_hours * 3600
+    removed = removed_bytes = young = 0
+    removed_indexes: list[str] = []
+    with open_store(ctx) as store:
+        referenced: set[bytes] = set()
+        for name in store.names():
+            if name in owned:
+                referenced |= store.index(name).unique_ids()
+                continue
+            path = store.index_path(name)
+            if path.stat().st_mtime < cutoff:
+                removed_indexes.append(name)
+                if not dry_run:
+                    path.unlink(missing_ok=True)
+            else:
+                referenced |= store.index(name).unique_ids()  # an import just finishing
+        for chunk_id in store.chunks.ids():
+            if chunk_id in referenced:
+                continue
+            path = store.chunks.path(chunk_id)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            if stat.st_mtime >= cutoff:
+                young += 1
+                continue
+            removed += 1
+            removed_bytes += stat.st_size
+            if not dry_run:
+                path.unlink(missing_ok=True)
+    if not dry_run and (removed or removed_indexes):
+        with transaction(ctx.engine) as session:
+            audit.append(
+                session,
+                at=ctx.now(),
+                actor=actor,
+                action="image_store.gc",
+                subject=audit.Subject("image_store", str(ctx.image_store_dir), None, None),
+                after={
+                    "chunks": removed,
+                    "bytes": removed_bytes,
+                    "indexes": removed_indexes[:50],
+                },
+            )
+    return GcReport(len(referenced), removed, removed_bytes, removed_indexes, young, dry_run)

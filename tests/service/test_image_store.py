@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from orchestrator.domain.states import Kind, State
 from orchestrator.errors import Conflict, InvalidInput, NotFound, Refused
 from orchestrator.imagestore import manifest as signing
 from orchestrator.imagestore.artifacts import UnsafeArtifact
+from orchestrator.imagestore.store import ImageStore
 from orchestrator.services import audit, catalog, chain, image_store, vault
 from tests.factories import District
 
@@ -239,3 +241,39 @@ def test_publishing_an_entry_that_is_not_in_the_store_signs_nothing(district: Di
     chain.publish(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, ref)
     with pytest.raises(NotFound, match="not in the image store"):
         image_store.signed_manifest(district.ctx, district["it.ana"], Kind.CUSTOM_IMAGE, ref)
+
+
+def _age(folder: Path, hours: float) -> None:
+    old = time.time() - hours * 3600
+    for p in folder.rglob("*"):
+        if p.is_file():
+            os.utime(p, (old, old))
+
+
+def test_gc_removes_only_what_no_stored_image_references_once_past_the_window(
+    district: District, stored_base: str, tmp_path: Path
+) -> None:
+    root = district.ctx.image_store_dir
+    with ImageStore(root) as store:
+        leftover = store.import_file("left-by-a-crash", _random_file(tmp_path / "x", MIB, 7))
+    _age(root, 48)
+    with ImageStore(root) as store:
+        young = store.import_file("import-in-progress", _random_file(tmp_path / "y", MIB, 8))
+    before = image_store.stats(district.ctx, district["it.ana"]).stored_bytes
+
+    dry = image_store.gc(district.ctx, district["it.ana"], dry_run=True)
+    assert dry.removed_chunks == leftover.new_chunks and dry.young == 0  # young's index refs
+    assert (root / "indexes" / "left-by-a-crash.caibx").exists()
+
+    done = image_store.gc(district.ctx, district["it.ana"])
+
+    assert done.removed_indexes == ["left-by-a-crash"]
+    assert done.removed_chunks == leftover.new_chunks and done.removed_bytes > 0
+    assert (root / "indexes" / "import-in-progress.caibx").exists()
+    assert young.new_chunks > 0
+    assert image_store.verify(district.ctx, district["it.ana"]).ok
+    assert image_store.stats(district.ctx, district["it.ana"]).stored_bytes == before
+    with pytest.raises(Refused):
+        image_store.gc(district.ctx, district["btc.lincoln"])
+    with pytest.raises(InvalidInput, match="hours"):
+        image_store.gc(district.ctx, district["it.ana"], protect_hours=-1)
