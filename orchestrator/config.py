@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         default=Path("images"),
         description="Folder of the image store: deduplicated chunks and each image's index.",
     )
+    staging_lead_hours: int = Field(
+        default=12,
+        ge=0,
+        le=24 * 14,
+        description="Stage an image to a building's point this long before its window.",
+    )
 
     distribution_address: str = Field(
         default="127.0.0.1",

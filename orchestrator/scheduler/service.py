@@ -11,6 +11,9 @@
   wait for a slot), with an hourly heartbeat besides. A sweep every 15 seconds
   gives a job to deployments created since (by ``deploy create`` in another
   process) or resumed, and drops the jobs of those ended or paused.
+* Every 10 minutes, :func:`orchestrator.services.staging.prestage_due` stages
+  each live deployment's image to the distribution point of every building
+  whose window opens within ``staging_lead_hours``, once per building.
 * At start, before any job fires, :func:`rollout_runner.reconcile` settles
   what a crash left in flight: nothing stays "running".
 """
@@ -37,7 +40,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
-from orchestrator.services import deployments, rollout_runner, runs, sunset, vault
+from orchestrator.services import deployments, rollout_runner, runs, staging, sunset, vault
 from orchestrator.services.context import Context
 from orchestrator.services.runs import PlaybookRunner
 
@@ -45,6 +48,9 @@ log = logging.getLogger("orchestrator.scheduler")
 
 SUNSET_JOB = "sunset-daily-check"
 SWEEP_JOB = "deployments-sweep"
+PRESTAGE_JOB = "images-prestage"
+PRESTAGE_EVERY = timedelta(minutes=10)
+"""How often the scheduler looks for images to stage to buildings' points before windows."""
 SWEEP_EVERY = timedelta(seconds=15)
 """How soon a deployment created or resumed in another process gets its job:
 one query of the live deployments' ids each time."""
@@ -180,6 +186,28 @@ def sweep() -> list[int]:
     return added
 
 
+def prestage(ctx: Context, settings: Settings) -> list[staging.StagingView]:
+    """Stage live deployments' images to their buildings' points before the windows."""
+    try:
+        credentials = vault.credentials_from_settings(ctx, settings)
+        made = staging.prestage_due(
+            ctx, credentials=credentials, lead=timedelta(hours=settings.staging_lead_hours)
+        )
+    except OrchestratorError as exc:
+        log.warning("pre-staging skipped: %s", exc)
+        return []
+    for s in made:
+        log.info(
+            "staged %s to building %s: %d chunks, %d bytes (%s)",
+            s.ref,
+            s.building,
+            s.chunks_sent,
+            s.bytes_sent,
+            s.state,
+        )
+    return made
+
+
 def daily_sunset_check(ctx: Context) -> sunset.DailyCheck:
     result = sunset.run_daily_check(ctx)
     log.info(
@@ -206,6 +234,15 @@ def build_scheduler(ctx: Context, settings: Settings) -> BackgroundScheduler:
         sweep,
         IntervalTrigger(seconds=int(SWEEP_EVERY.total_seconds())),
         id=SWEEP_JOB,
+        replace_existing=True,
+        coalesce=True,
+        max_instances=1,
+    )
+    scheduler.add_job(
+        prestage,
+        IntervalTrigger(seconds=int(PRESTAGE_EVERY.total_seconds())),
+        args=[ctx, settings],
+        id=PRESTAGE_JOB,
         replace_existing=True,
         coalesce=True,
         max_instances=1,

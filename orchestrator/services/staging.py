@@ -22,10 +22,11 @@ what it lacks, once per building whatever the number of clients:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.db.models import (
     Building,
+    Deployment,
     DistributionPoint,
     ImageManifest,
     ImageStaging,
@@ -40,15 +42,18 @@ from orchestrator.db.models import (
 )
 from orchestrator.db.session import transaction
 from orchestrator.domain import validation
-from orchestrator.domain.policy import Action, Actor, authorize, may
+from orchestrator.domain.policy import SYSTEM_ACTOR, Action, Actor, authorize, may
+from orchestrator.domain.rollout import DeploymentState
 from orchestrator.domain.states import Kind
 from orchestrator.errors import Conflict, InvalidInput, NotFound, OrchestratorError
 from orchestrator.remote import points, ssh
-from orchestrator.services import audit, catalog, image_store
+from orchestrator.services import audit, catalog, deployments, image_store
 from orchestrator.services.context import Context
 from orchestrator.services.directory import visible_building_row
 from orchestrator.services.refs import ref_of
 from orchestrator.services.runs import Credentials
+
+log = logging.getLogger("orchestrator.staging")
 
 PROGRESS_EVERY = 64
 """Chunks between two progress writes to the staging row."""
@@ -395,3 +400,72 @@ def stagings(ctx: Context, actor: Actor, building: str) -> list[StagingView]:
             assert item is not None
             out.append(_staging_view(s, ref_of(item), number))
         return out
+
+
+DEFAULT_LEAD = timedelta(hours=12)
+"""How long before a building's window its point is staged (the link is thin at night too)."""
+
+
+def prestage_due(
+    ctx: Context,
+    *,
+    credentials: Credentials,
+    lead: timedelta = DEFAULT_LEAD,
+    stage_one: Callable[..., StagingView] | None = None,
+) -> list[StagingView]:
+    """Stage, before its window, each live deployment's image to the distribution
+    point of every building it reaches whose window opens within ``lead`` (or is
+    open), unless that point holds it already. Run by the scheduler as the system.
+
+    One building's failure is recorded on its staging row and logged; the others
+    go on. Returns the stagings made.
+    """
+    do = stage_one or stage
+    horizon = ctx.now() + lead
+    made: list[StagingView] = []
+    with transaction(ctx.engine) as session:
+        live = session.exec(
+            select(Deployment, ImageManifest, Releasable)
+            .where(
+                col(Deployment.state).in_(
+                    [DeploymentState.SCHEDULED.value, DeploymentState.RUNNING.value]
+                ),
+                col(ImageManifest.releasable_id) == col(Deployment.releasable_id),
+                col(Releasable.id) == col(Deployment.releasable_id),
+                col(ImageManifest.signed).is_not(None),
+            )
+            .order_by(col(Deployment.id))
+        ).all()
+        wanted: list[tuple[int, Kind, str, int]] = []
+        for dep, m, row in live:
+            assert dep.id is not None and m.id is not None
+            wanted.append((dep.id, Kind(row.kind), ref_of(row), m.id))
+    for dep_id, kind, ref, manifest_id in wanted:
+        shown = deployments.show(ctx, SYSTEM_ACTOR, dep_id)
+        for building, opens in sorted(shown.first_windows.items()):
+            if opens > horizon or _staged(ctx, building, manifest_id):
+                continue
+            try:
+                made.append(do(ctx, SYSTEM_ACTOR, kind, ref, building, credentials=credentials))
+            except NotFound:
+                continue  # no distribution point there: clients use the district's server
+            except OrchestratorError as exc:
+                log.warning("staging %s to building %s failed: %s", ref, building, exc)
+    return made
+
+
+def _staged(ctx: Context, building: str, manifest_id: int) -> bool:
+    with transaction(ctx.engine) as session:
+        return (
+            session.exec(
+                select(ImageStaging.id)
+                .join(DistributionPoint, col(DistributionPoint.id) == col(ImageStaging.point_id))
+                .join(Building, col(Building.id) == col(DistributionPoint.building_id))
+                .where(
+                    Building.number == building,
+                    ImageStaging.manifest_id == manifest_id,
+                    ImageStaging.state == "staged",
+                )
+            ).first()
+            is not None
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import shutil
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,12 @@ from orchestrator.imagestore.assemble import extract
 from orchestrator.imagestore.point import PointServer
 from orchestrator.imagestore.store import ImageStore
 from orchestrator.remote.points import RateLimit
-from orchestrator.services import image_store, staging
+from orchestrator.services import deployments, image_store, inventory, staging, windows
+from orchestrator.services.deployments import DeploymentSpec
 from orchestrator.services.runs import Credentials
 from orchestrator.services.staging import PointSpec
 from tests.factories import District
+from tests.support.fixtures import release_scratch
 from tests.support.sshd import SSHHost, restart_with_new_host_key, start_hosts
 
 MIB = 2**20
@@ -210,3 +213,49 @@ def test_the_bandwidth_limit_holds_bytes_to_its_rate() -> None:
 
     assert now[0] == pytest.approx(4.0)
     assert RateLimit(0).rate == 0  # no limit: never waits
+
+
+def test_the_scheduler_stages_a_deployments_image_before_the_window_once_per_building(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    assets = tmp_path / "assets.csv"
+    assets.write_text(
+        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
+        + "".join(
+            f'cart-{i:02d},101,cart,mac,"MacBookAir10,1",SN30{i},02:00:00:00:03:{i:02x},'
+            f"127.0.0.{60 + i}\n"
+            for i in range(1, 6)
+        )
+    )
+    inventory.import_clients(district.ctx, district["it.ana"], assets)
+    windows.add_window(
+        district.ctx, district["btc.lincoln"], building="101", days="mon-thu", start="18:00",
+        end="06:00",
+    )  # fmt: skip
+    scratch = release_scratch(district, "3.29", tmp_path)
+    image_store.import_artifact(
+        district.ctx,
+        district["it.ana"],
+        Kind.PACKAGE,
+        scratch,
+        tmp_path / "Scratch-3.29.pkg",
+    )
+    _add_point(district, point_host, point)
+    deployments.create(
+        district.ctx,
+        district["btc.lincoln"],
+        DeploymentSpec(package=scratch, buildings=("101",)),
+    )
+    credentials = _credentials(point_host)
+    # Monday 10:00 in New York; the window opens at 18:00: 8 hours away.
+    assert (
+        staging.prestage_due(district.ctx, credentials=credentials, lead=timedelta(hours=4)) == []
+    )
+
+    (made,) = staging.prestage_due(district.ctx, credentials=credentials, lead=timedelta(hours=12))
+
+    assert (made.building, made.state, made.ref) == ("101", "staged", scratch)
+    assert made.chunks_sent == made.chunks_total >= 1  # five clients, one copy
+    assert staging.prestage_due(district.ctx, credentials=credentials) == []
+    (name,) = ImageStore(point.root).names()
+    assert (point.root / "manifests" / f"{name}.json").exists()
