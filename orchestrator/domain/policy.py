@@ -203,7 +203,7 @@ PERMISSIONS: Mapping[Action, Grant] = MappingProxyType(
         ),
         Action.MANAGE_IMAGE_STORE: Grant(
             {Role.IT: _D, Role.SYSTEM: _D},
-            "check or clean the image store",
+            "manage the image store and its distribution points",
             "the district's image store and its signing keys are IT's",
         ),
         Action.MANAGE_TEST_CLIENTS: Grant(

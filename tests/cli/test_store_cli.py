@@ -54,5 +54,5 @@ def test_import_refuses_other_bytes_and_verify_is_it_s(
     )  # fmt: skip
     assert "no file" in missing.stderr
     refused = orchestrator("--as", "btc.lincoln", "store", "verify", expect=3)
-    assert "BTC cannot check or clean the image store" in refused.stderr
+    assert "BTC cannot manage the image store and its distribution points" in refused.stderr
     assert "the store is empty" in orchestrator("--as", "it.rivera", "store", "stats").stdout

@@ -195,7 +195,7 @@ def test_verify_finds_a_corrupted_chunk_and_a_replaced_index(
     assert image_store.verify(district.ctx, district["it.ana"]).bad_indexes == [
         f"{stored_base}: index {index.name} is not the one imported"
     ]
-    with pytest.raises(Refused, match="check or clean the image store"):
+    with pytest.raises(Refused, match="manage the image store and its distribution points"):
         image_store.verify(district.ctx, district["btc.lincoln"])
 
 

@@ -177,7 +177,7 @@ def test_a_point_that_changed_its_host_key_is_refused_and_the_staging_says_so(
 def test_only_it_adds_a_point_and_bad_ones_are_refused_naming_the_field(
     district: District, point_host: SSHHost, point: PointServer
 ) -> None:
-    with pytest.raises(Refused, match="check or clean the image store"):
+    with pytest.raises(Refused, match="manage the image store and its distribution points"):
         staging.add_point(
             district.ctx,
             district["btc.lincoln"],
