@@ -170,7 +170,9 @@ def keys_cmd() -> None:
     if not keys:
         console.print("no signing key yet: one is made at the first release of a stored image")
     for kid, public in sorted(keys.items()):
-        console.print(f"{kid} ed25519 {public.public_bytes_raw().hex()}", highlight=False)
+        console.print(
+            f"{kid} ed25519 {public.public_bytes_raw().hex()}", highlight=False, soft_wrap=True
+        )
 
 
 @points_app.command("add")
