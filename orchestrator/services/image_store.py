@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -506,3 +507,38 @@ def gc(ctx: Context, actor: Actor, *, protect_hours: int = 24, dry_run: bool = F
                 },
             )
     return GcReport(len(referenced), removed, removed_bytes, removed_indexes, young, dry_run)
+
+
+def keep_signature_current(session: Session, ctx: Context, row: Releasable) -> bool:
+    """Re-sign a released entry's manifest when what it signed no longer holds: its
+    effective sunset was moved (IT brought a base's sunset forward, say). A stale
+    signature would let a client apply the image past its new sunset.
+
+    Runs in the caller's transaction; True when it signed anew.
+    """
+    m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == row.id)).first()
+    if m is None or m.signed is None or State(row.state) not in SIGNED_STATES:
+        return False
+    signed = signing.Manifest.from_canonical(base64.b64decode(json.loads(m.signed)["manifest"]))
+    if signed.sunset == catalog.effective_sunset_of(session, row) and (
+        signed.approved_digest == row.digest
+    ):
+        return False
+    _sign(session, ctx, row, m)
+    return True
+
+
+def refresh_signatures(ctx: Context) -> list[str]:
+    """Re-sign every released manifest whose signed sunset is out of date."""
+    done: list[str] = []
+    with transaction(ctx.engine) as session:
+        rows = session.exec(
+            select(Releasable)
+            .join(ImageManifest, col(ImageManifest.releasable_id) == col(Releasable.id))
+            .where(col(ImageManifest.signed).is_not(None))
+            .order_by(col(Releasable.id))
+        ).all()
+        for row in rows:
+            if keep_signature_current(session, ctx, row):
+                done.append(ref_of(row))
+    return done

@@ -241,6 +241,8 @@ def _plan(ctx: Context, actor: Actor, kind: Kind, ref: str, building: str) -> _P
             raise Conflict(
                 f"{ref_of(row)} is not released: only images the chain released are staged"
             )
+        image_store.keep_signature_current(session, ctx, row)
+        session.flush()
         session.expunge(point)
         session.expunge(m)
         return _Plan(ref_of(row), number, point, m)
@@ -461,10 +463,13 @@ def _staged(ctx: Context, building: str, manifest_id: int) -> bool:
                 select(ImageStaging.id)
                 .join(DistributionPoint, col(DistributionPoint.id) == col(ImageStaging.point_id))
                 .join(Building, col(Building.id) == col(DistributionPoint.building_id))
+                .join(ImageManifest, col(ImageManifest.id) == col(ImageStaging.manifest_id))
                 .where(
                     Building.number == building,
                     ImageStaging.manifest_id == manifest_id,
                     ImageStaging.state == "staged",
+                    # A manifest signed anew since (a sunset moved) is staged again.
+                    col(ImageStaging.started_at) >= col(ImageManifest.signed_at),
                 )
             ).first()
             is not None

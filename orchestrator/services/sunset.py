@@ -18,7 +18,7 @@ from orchestrator.domain import sunset as rules
 from orchestrator.domain.lifecycle import Event
 from orchestrator.domain.policy import SYSTEM_ACTOR, Action, Actor, authorize, may
 from orchestrator.domain.states import Kind, Role, State
-from orchestrator.services import catalog, notices
+from orchestrator.services import catalog, image_store, notices
 from orchestrator.services.context import Context
 from orchestrator.services.transitions import move
 
@@ -143,6 +143,8 @@ def run_daily_check(ctx: Context, actor: Actor = SYSTEM_ACTOR) -> DailyCheck:
                     f"{eff.isoformat()} ({days} days)",
                 )
                 result.warned.append(ref)
+    # A sunset moved since a release makes its signed manifest stale: sign it anew.
+    image_store.refresh_signatures(ctx)
     return result
 
 

@@ -19,7 +19,7 @@ from orchestrator.errors import Conflict, InvalidInput, NotFound, Refused
 from orchestrator.imagestore import manifest as signing
 from orchestrator.imagestore.artifacts import UnsafeArtifact
 from orchestrator.imagestore.store import ImageStore
-from orchestrator.services import audit, catalog, chain, image_store, vault
+from orchestrator.services import audit, catalog, chain, image_store, sunset, vault
 from tests.factories import District
 
 MIB = 2**20
@@ -277,3 +277,35 @@ def test_gc_removes_only_what_no_stored_image_references_once_past_the_window(
         image_store.gc(district.ctx, district["btc.lincoln"])
     with pytest.raises(InvalidInput, match="hours"):
         image_store.gc(district.ctx, district["it.ana"], protect_hours=-1)
+
+
+def test_a_sunset_brought_forward_after_release_is_signed_anew_at_the_daily_check(
+    district: District, stored_base: str
+) -> None:
+    def signed_sunset() -> object:
+        data = image_store.signed_manifest(
+            district.ctx, district["it.ana"], Kind.BASE_IMAGE, stored_base
+        )
+        return signing.verify(
+            data,
+            image_store.public_keys(district.ctx),
+            kind="base_image",
+            scope="district",
+            name="pc-elementary",
+            today=district.today,
+        ).sunset
+
+    assert signed_sunset() == district.days(365)
+    catalog.revise(
+        district.ctx,
+        district["it.ana"],
+        Kind.BASE_IMAGE,
+        stored_base,
+        catalog.Revision(sunset_date=district.days(30), reason="hardware refresh moved up"),
+    )
+    assert signed_sunset() == district.days(365)  # stale until the check runs
+
+    sunset.run_daily_check(district.ctx)
+
+    assert signed_sunset() == district.days(30)
+    assert image_store.refresh_signatures(district.ctx) == []  # current now: nothing to do
