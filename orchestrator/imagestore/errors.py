@@ -7,11 +7,15 @@
         ├── UnsafeName          422  an image name, chunk id or path outside the allow-list
         ├── MalformedIndex      422  a .caibx index that does not follow casync's format
         ├── ChunkMissing        404  a chunk an index needs is not in the store
-        └── ChunkCorrupt        500  a stored chunk does not decompress or hash to its id
+        ├── ChunkCorrupt        500  a stored chunk does not decompress or hash to its id
+        ├── NotStaged           404  a distribution point holds no manifest or index of an image
+        └── PointUnavailable    502  a distribution point cannot be reached, or answers
+                                     outside its protocol (status, length, TLS)
 
 Every failure of the store, including a library's (zstandard, OSError while
-reading an index), reaches callers as one of these, raised ``from`` the
-original, so a caller needs to catch ``StoreError`` alone.
+reading an index, http.client and ssl while pulling from a point), reaches
+callers as one of these, raised ``from`` the original, so a caller needs to
+catch ``StoreError`` alone (and, when pulling, the manifest's refusals).
 """
 
 from __future__ import annotations
@@ -70,3 +74,19 @@ class ChunkCorrupt(StoreError):
     def __init__(self, chunk_id: str, reason: str) -> None:
         super().__init__(f"chunk {chunk_id} is corrupt: {reason}")
         self.chunk_id = chunk_id
+
+
+class NotStaged(StoreError):
+    """A distribution point holds no manifest or no index of the image asked for."""
+
+    code = "not_staged"
+    http_status = 404
+    exit_code = 4
+
+
+class PointUnavailable(StoreError):
+    """A distribution point cannot be reached, or answered outside its protocol."""
+
+    code = "point_unavailable"
+    http_status = 502
+    exit_code = 8

@@ -162,6 +162,47 @@ def _read_at_most(path: Path, limit: int) -> bytes | None:
     return data if len(data) <= limit else None
 
 
+MAX_COMPRESSED = _MAX_COMPRESSED
+"""No stored chunk file is larger: its data's maximum plus zstd's frame overhead."""
+
+
+def decode_chunk(
+    chunk_id: bytes,
+    compressed: bytes,
+    *,
+    digest: Digest,
+    max_size: int = CHUNK_SIZE_LIMIT,
+    zstd: zstandard.ZstdDecompressor | None = None,
+) -> bytes:
+    """A chunk file's bytes decompressed (never past ``max_size``) and checked against its id.
+
+    ``zstd`` is a decompressor of the calling thread's (they are not thread-safe).
+
+    Raises:
+        ChunkCorrupt: it does not decompress, is larger than ``max_size``, or does
+            not hash to its id.
+    """
+    hex_id = chunk_id.hex()
+    pieces: list[bytes] = []
+    total = 0
+    try:
+        reader = (zstd or zstandard.ZstdDecompressor()).stream_reader(
+            io.BytesIO(compressed), read_across_frames=True
+        )
+        # In pieces, so a chunk claiming to inflate past max_size stops there.
+        while piece := reader.read(min(_PIECE, max_size + 1 - total)):
+            pieces.append(piece)
+            total += len(piece)
+            if total > max_size:
+                raise ChunkCorrupt(hex_id, f"it decompresses to more than {max_size} bytes")
+    except zstandard.ZstdError as exc:
+        raise ChunkCorrupt(hex_id, f"it does not decompress: {exc}") from exc
+    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    if digest.hasher()(data) != chunk_id:
+        raise ChunkCorrupt(hex_id, f"its data does not hash to its id ({digest.value})")
+    return data
+
+
 def write_index(path: Path | str, index: Index) -> None:
     """Write a .caibx file atomically (temp file, fsync, rename).
 
@@ -243,11 +284,18 @@ class ChunkStore:
         return staged.stored_bytes
 
     def stage(
-        self, chunk_id: bytes, data: bytes | memoryview, *, digest: Digest
+        self,
+        chunk_id: bytes,
+        data: bytes | memoryview,
+        *,
+        digest: Digest,
+        compressed: bytes | None = None,
     ) -> StagedChunk | None:
         """Check, compress and write a chunk under a temporary name beside its final one.
 
         None when the store already has it. ``commit`` makes it visible.
+        ``compressed``, when given, is ``data`` already compressed (a chunk file
+        fetched and decompressed by the caller), written as it is.
 
         Raises:
             ChunkCorrupt: ``data`` does not hash to ``chunk_id`` (nothing is written).
@@ -258,7 +306,8 @@ class ChunkStore:
             return None
         if digest.hasher()(data) != chunk_id:
             raise ChunkCorrupt(chunk_id.hex(), f"the data does not hash to it ({digest.value})")
-        compressed = self._compressor().compress(data)
+        if compressed is None:
+            compressed = self._compressor().compress(data)
         directory = target.parent
         tmp = ""
         try:
@@ -336,24 +385,9 @@ class ChunkStore:
             raise StoreError(f"cannot read chunk {hex_id}: {exc}") from exc
         if compressed is None:
             raise ChunkCorrupt(hex_id, "the file is larger than any chunk")
-        pieces: list[bytes] = []
-        total = 0
-        try:
-            reader = self._decompressor().stream_reader(
-                io.BytesIO(compressed), read_across_frames=True
-            )
-            # In pieces, so a chunk claiming to inflate past max_size stops there.
-            while piece := reader.read(min(_PIECE, max_size + 1 - total)):
-                pieces.append(piece)
-                total += len(piece)
-                if total > max_size:
-                    raise ChunkCorrupt(hex_id, f"it decompresses to more than {max_size} bytes")
-        except zstandard.ZstdError as exc:
-            raise ChunkCorrupt(hex_id, f"it does not decompress: {exc}") from exc
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        if digest.hasher()(data) != chunk_id:
-            raise ChunkCorrupt(hex_id, f"its data does not hash to its id ({digest.value})")
-        return data
+        return decode_chunk(
+            chunk_id, compressed, digest=digest, max_size=max_size, zstd=self._decompressor()
+        )
 
     def ids(self) -> Iterator[bytes]:
         """Every chunk id stored (temporary files skipped)."""
