@@ -1,0 +1,666 @@
+"""A client's side of a distribution point: chunks over HTTP(S), fetched in parallel,
+and :func:`pull`, which rebuilds an image from a seed and the chunks it lacks.
+
+:class:`HttpStore` is a :class:`~orchestrator.imagestore.store.ChunkSource`
+over a point (``get`` decompresses and re-hashes every chunk, like the local
+store) and fetches many chunks at once into a local chunk cache with
+:meth:`HttpStore.fetch_many`: casync fetches chunks one after the other, so
+on a link with any latency most of its time is waiting; here ``workers``
+threads, each with its own keep-alive connection, keep that many requests in
+flight.
+
+:func:`pull` checks before it fetches, in this order, and stops at the first
+refusal:
+
+1. ``manifests/<name>.json``: its Ed25519 signature by one of the district's
+   keys, that it is the image expected (kind, scope, name, version), not older
+   than the one installed, and not at its sunset (:func:`manifest.verify`).
+   No chunk and no index is asked for before this passes.
+2. ``indexes/<name>.caibx``: no longer than the signed index, and its SHA-256
+   the signed one (:func:`manifest.check_index`); then decoded with every
+   field checked. The index names every chunk by its digest.
+3. The seed (the image the client runs now) is chunked with the index's own
+   chunk sizes and digest; only the chunks neither in it, nor all zeros, nor
+   already in the cache are fetched, in parallel, each decompressed and
+   re-hashed before it is written to the cache (temporary file, rename).
+4. The image is assembled with :func:`assemble.extract`: seed bytes re-hashed
+   as they are copied, into a temporary file renamed over ``out`` when whole.
+
+A pull that is killed or fails leaves nothing under ``out`` and keeps every
+chunk it had checked and written to the cache; the next pull with the same
+cache fetches only the rest.
+
+Errors (everything else of http.client, ssl and the OS is translated into these)::
+
+    StoreError
+    ├── PointUnavailable   the point cannot be reached, times out, or answers
+    │                      outside the protocol (status, missing or excessive length, TLS)
+    ├── NotStaged          the point has no manifest or index of the image
+    ├── ChunkMissing       the point has no such chunk
+    ├── ChunkCorrupt       a chunk from the point does not decompress or hash to its id
+    └── MalformedIndex     the (signed) index does not follow casync's format
+    ManifestRefused        Malformed, Unsigned, Tampered, WrongImage, Replayed, Sunset
+"""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import zstandard
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from orchestrator.imagestore import chunker, names
+from orchestrator.imagestore import manifest as signing
+from orchestrator.imagestore.assemble import ExtractReport, Seed, extract, missing_chunks
+from orchestrator.imagestore.caibx import (
+    CHUNK_SIZE_LIMIT,
+    HEAD_SIZE,
+    ID_SIZE,
+    ITEM_SIZE,
+    TAIL_SIZE,
+    Digest,
+    Index,
+    decode,
+)
+from orchestrator.imagestore.errors import (
+    ChunkMissing,
+    NotStaged,
+    PointUnavailable,
+    StoreError,
+    UnsafeName,
+)
+from orchestrator.imagestore.store import ChunkStore, ImageStore, StagedChunk, decode_chunk
+
+USER_AGENT = "orchestrator-pull/1"
+COMMIT_BATCH = 256
+"""Fetched chunks made durable together (one syncfs on Linux), then renamed..."""
+COMMIT_SECONDS = 1.0
+"""...or as many as were checked in this long: a killed pull loses at most this much work."""
+MISSING_BATCH = 1_000_000
+"""Ids asked about in one ``POST /missing`` (the point refuses more than 2 000 000)."""
+
+
+def _compressed_limit(max_size: int) -> int:
+    # zstd never needs more than this to hold max_size bytes (a stored frame's overhead).
+    return max_size + max_size // 64 + 1024
+
+
+class Progress(Protocol):
+    def __call__(self, chunks_done: int, chunks_total: int, bytes_downloaded: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class FetchReport:
+    """What :meth:`HttpStore.fetch_many` did."""
+
+    chunks_wanted: int
+    """Distinct chunks asked for."""
+    chunks_cached: int
+    """Of those, already in the cache: not fetched (a resumed pull's earlier work)."""
+    chunks_fetched: int
+    bytes_downloaded: int
+    """Compressed chunk bytes received (bodies only; HTTP headers not counted)."""
+    bytes_fetched: int
+    """The fetched chunks' uncompressed bytes."""
+    connections: int
+    """Connections opened to the point."""
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PullReport:
+    """What :func:`pull` did; ``bytes_downloaded`` counts every body received."""
+
+    manifest: signing.Manifest
+    size: int
+    bytes_from_seed: int
+    bytes_from_cache: int
+    """Bytes of chunks taken from the local cache (fetched now or by an earlier pull)."""
+    bytes_zero: int
+    bytes_repeated: int
+    bytes_downloaded: int
+    """Manifest, index and chunk bytes received from the point."""
+    chunks_fetched: int
+    chunks_cached: int
+    seconds: float
+    fetch: FetchReport
+    extract: ExtractReport
+
+
+class HttpStore:
+    """A distribution point at ``base_url`` (``http://`` or ``https://``, optionally a path).
+
+    Each thread that asks gets its own keep-alive connection, reused for its
+    later requests; :meth:`close` (or leaving the ``with`` block) closes them all.
+    ``ca_file`` is the PEM certificate(s) an HTTPS point's certificate must chain
+    to (the system's trust store when None); its name must match the URL's host.
+
+    Raises (when made): UnsafeName for a URL that is not http(s)://host[:port][/path].
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        workers: int = 8,
+        timeout: float = 30.0,
+        ca_file: Path | str | None = None,
+    ) -> None:
+        parts = urlsplit(base_url)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.query
+            or parts.fragment
+            or parts.username
+        ):
+            raise UnsafeName(f"{base_url!r} is not an http:// or https:// point URL")
+        try:
+            self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise UnsafeName(f"{base_url!r}: {exc}") from exc
+        self.host = parts.hostname
+        self.url = base_url.rstrip("/")
+        self._prefix = parts.path.rstrip("/")
+        self.workers = max(1, workers)
+        self.timeout = timeout
+        self._tls: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            try:
+                self._tls = ssl.create_default_context(
+                    cafile=str(ca_file) if ca_file is not None else None
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise PointUnavailable(f"cannot load the CA file {ca_file}: {exc}") from exc
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: set[http.client.HTTPConnection] = set()
+        self.connections_opened = 0
+        self.bytes_downloaded = 0
+        """Every body byte received through this store so far."""
+
+    def __enter__(self) -> HttpStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._open = self._open, set()
+        for conn in conns:
+            conn.close()
+
+    # -- one request ---------------------------------------------------------------
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._tls is not None:
+                conn = http.client.HTTPSConnection(
+                    self.host, self.port, timeout=self.timeout, context=self._tls
+                )
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            self._local.conn = conn
+            with self._lock:
+                self._open.add(conn)
+                self.connections_opened += 1
+        return conn
+
+    def _drop(self) -> None:
+        """Close this thread's connection (the next request opens another)."""
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            self._local.conn = None
+            with self._lock:
+                self._open.discard(conn)
+            conn.close()
+
+    def _zstd(self) -> zstandard.ZstdDecompressor:
+        d: zstandard.ZstdDecompressor | None = getattr(self._local, "zstd", None)
+        if d is None:
+            d = self._local.zstd = zstandard.ZstdDecompressor()
+        return d
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        limit: int,
+        body: bytes | None = None,
+        content_type: str | None = None,
+    ) -> bytes | None:
+        """The body of a 200 answer to ``method path`` (relative to the URL), None on 404.
+
+        A request on a kept-alive connection the point has closed meanwhile is
+        sent again once, on a new connection.
+
+        Raises:
+            PointUnavailable: no connection, a timeout, TLS refused, another status,
+                or a body without a length or longer than ``limit``.
+        """
+        target = f"{self._prefix}/{path.lstrip('/')}"
+        headers = {"User-Agent": USER_AGENT}
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        for attempt in (1, 2):
+            conn = self._connection()
+            reused = conn.sock is not None
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                response = conn.getresponse()
+                return self._body(response, method, target, limit)
+            except (
+                http.client.RemoteDisconnected,
+                BrokenPipeError,
+                ConnectionResetError,
+            ) as exc:
+                self._drop()
+                if reused and attempt == 1:
+                    continue
+                raise PointUnavailable(f"{self.url}: {method} {target}: {exc}") from exc
+            except PointUnavailable:
+                self._drop()
+                raise
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                what = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc)
+                raise PointUnavailable(f"{self.url}: {method} {target}: {what}") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _body(
+        self, response: http.client.HTTPResponse, method: str, target: str, limit: int
+    ) -> bytes | None:
+        status = response.status
+        header = response.getheader("Content-Length")
+        try:
+            length = int(header) if header is not None else -1
+        except ValueError:
+            length = -1
+        if status == 200 and 0 <= length <= limit:
+            data = response.read()
+            if len(data) != length:
+                raise PointUnavailable(
+                    f"{self.url}: {target}: {len(data)} bytes of the {length} announced"
+                )
+            with self._lock:
+                self.bytes_downloaded += length
+        elif status == 404 and 0 <= length <= 4096:
+            response.read()
+            data = None
+        elif status == 200 and length > limit:
+            raise ResponseTooLarge(
+                f"{self.url}: {target}: {length} bytes, more than the {limit} expected",
+                length=length,
+            )
+        elif status == 200:
+            raise PointUnavailable(f"{self.url}: {target}: an answer without a length")
+        else:
+            raise PointUnavailable(f"{self.url}: {method} {target}: HTTP {status}")
+        if response.will_close:
+            self._drop()
+        return data
+
+    # -- chunks --------------------------------------------------------------------
+
+    def chunk_bytes(self, chunk_id: bytes, *, max_size: int = CHUNK_SIZE_LIMIT) -> bytes:
+        """A chunk file's compressed bytes, as the point holds them (not yet checked).
+
+        Raises:
+            UnsafeName: not a 32-byte id.
+            ChunkMissing: the point has no such chunk.
+            PointUnavailable: see :meth:`request`.
+        """
+        if len(chunk_id) != ID_SIZE:
+            raise UnsafeName(f"a chunk id is {ID_SIZE} bytes, not {len(chunk_id)}")
+        h = chunk_id.hex()
+        data = self.request("GET", f"chunks/{h[:4]}/{h}.cacnk", limit=_compressed_limit(max_size))
+        if data is None:
+            raise ChunkMissing(h)
+        return data
+
+    def get(self, chunk_id: bytes, *, digest: Digest, max_size: int = CHUNK_SIZE_LIMIT) -> bytes:
+        """A chunk's data from the point, decompressed and re-hashed.
+
+        Raises:
+            ChunkMissing: the point has no such chunk.
+            ChunkCorrupt: it does not decompress, is larger than ``max_size``, or
+                does not hash to its id.
+            PointUnavailable: see :meth:`request`.
+        """
+        compressed = self.chunk_bytes(chunk_id, max_size=max_size)
+        return decode_chunk(
+            chunk_id, compressed, digest=digest, max_size=max_size, zstd=self._zstd()
+        )
+
+    def missing(self, ids: Iterable[bytes]) -> list[bytes]:
+        """Of ``ids``, those the point does not hold, in order, each once (``POST /missing``).
+
+        Raises:
+            PointUnavailable: see :meth:`request`, or an answer that is not whole ids.
+        """
+        wanted = list(dict.fromkeys(ids))
+        lacking: list[bytes] = []
+        for at in range(0, len(wanted), MISSING_BATCH):
+            batch = wanted[at : at + MISSING_BATCH]
+            answer = self.request(
+                "POST",
+                "missing",
+                body=b"".join(batch),
+                content_type="application/octet-stream",
+                limit=len(batch) * ID_SIZE,
+            )
+            if answer is None or len(answer) % ID_SIZE:
+                raise PointUnavailable(f"{self.url}: /missing: not an answer of whole ids")
+            lacking += (answer[i : i + ID_SIZE] for i in range(0, len(answer), ID_SIZE))
+        return lacking
+
+    def fetch_many(
+        self,
+        ids: Iterable[bytes],
+        into: ChunkStore,
+        progress: Progress | None = None,
+        *,
+        digest: Digest = Digest.SHA512_256,
+        max_size: int = CHUNK_SIZE_LIMIT,
+    ) -> FetchReport:
+        """Fetch the chunks ``into`` lacks, ``workers`` at a time, into that local store.
+
+        Each chunk is decompressed and re-hashed before it is written (under a
+        temporary name, then renamed in batches after one flush, at least once a
+        second), so the cache only ever holds checked chunks. On an error the
+        other workers stop; the chunks already checked stay in the cache (a later
+        call skips them) and the first error is raised.
+        ``progress(done, total, bytes_downloaded)`` is called from the worker
+        threads, one at a time, after each chunk.
+
+        Raises:
+            ChunkMissing, ChunkCorrupt, PointUnavailable: the first that happened.
+            StoreError: the cache could not be written.
+        """
+        started = time.monotonic()
+        opened_before = self.connections_opened
+        wanted = list(dict.fromkeys(ids))
+        todo = [i for i in wanted if not into.has(i)]
+        feed: Iterator[bytes] = iter(todo)
+        lock = threading.Lock()
+        stop = threading.Event()
+        staged: list[StagedChunk] = []
+        errors: list[BaseException] = []
+        done = downloaded = logical = 0
+        last_commit = time.monotonic()
+
+        def take() -> bytes | None:
+            with lock:
+                return None if stop.is_set() else next(feed, None)
+
+        def work() -> None:
+            nonlocal done, downloaded, logical, last_commit
+            try:
+                while (chunk_id := take()) is not None:
+                    compressed = self.chunk_bytes(chunk_id, max_size=max_size)
+                    data = decode_chunk(
+                        chunk_id, compressed, digest=digest, max_size=max_size, zstd=self._zstd()
+                    )
+                    item = into.stage(chunk_id, data, digest=digest, compressed=compressed)
+                    batch: list[StagedChunk] = []
+                    with lock:
+                        if item is not None:
+                            staged.append(item)
+                        now = time.monotonic()
+                        if staged and (
+                            len(staged) >= COMMIT_BATCH or now - last_commit >= COMMIT_SECONDS
+                        ):
+                            batch = staged[:]
+                            staged.clear()
+                            last_commit = now
+                        done += 1
+                        downloaded += len(compressed)
+                        logical += len(data)
+                        if progress is not None:
+                            progress(done, len(todo), downloaded)
+                    if batch:
+                        into.commit(batch)
+            except BaseException as exc:
+                with lock:
+                    errors.append(exc)
+                stop.set()
+            finally:
+                self._drop()
+
+        threads = [
+            threading.Thread(target=work, name=f"fetch-{n}", daemon=True)
+            for n in range(min(self.workers, len(todo)))
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        except BaseException:
+            stop.set()
+            for thread in threads:
+                if thread.ident is not None:
+                    thread.join()
+            raise
+        finally:
+            # Checked chunks are kept, whatever stopped the fetch: a retry skips them.
+            # (Each batch's data is flushed before its renames; the renames are not
+            # synced after: a cache that loses one in a crash fetches the chunk again.)
+            if staged:
+                into.commit(staged)
+        if errors:
+            raise errors[0]
+        return FetchReport(
+            chunks_wanted=len(wanted),
+            chunks_cached=len(wanted) - len(todo),
+            chunks_fetched=done,
+            bytes_downloaded=downloaded,
+            bytes_fetched=logical,
+            connections=self.connections_opened - opened_before,
+            seconds=time.monotonic() - started,
+        )
+
+
+class ResponseTooLarge(PointUnavailable):
+    """The point announced a body longer than the request allows."""
+
+    def __init__(self, message: str, *, length: int) -> None:
+        super().__init__(message)
+        self.length = length
+
+
+class _CacheThenPoint:
+    """Extraction's source: the cache; a chunk not there (a seed that changed
+    under us since it was chunked) is fetched from the point."""
+
+    def __init__(self, cache: ChunkStore, point: HttpStore) -> None:
+        self.cache = cache
+        self.point = point
+
+    def get(self, chunk_id: bytes, *, digest: Digest, max_size: int = CHUNK_SIZE_LIMIT) -> bytes:
+        try:
+            return self.cache.get(chunk_id, digest=digest, max_size=max_size)
+        except ChunkMissing:
+            return self.point.get(chunk_id, digest=digest, max_size=max_size)
+
+
+def seed_index(path: Path | str, like: Index) -> Index:
+    """An index of the file at ``path`` with ``like``'s chunk sizes and digest.
+
+    Raises:
+        StoreError: the file cannot be read.
+    """
+    source = names.plain_file(path)
+    index = Index(digest=like.digest, sizes=like.sizes)
+    try:
+        with open(source, "rb", buffering=0) as f:
+            for c in chunker.chunks(f, sizes=like.sizes, digest=like.digest):
+                index.append(c.id, c.length)
+    except OSError as exc:
+        raise StoreError(f"seed {source}: cannot read: {exc}") from exc
+    return index
+
+
+def pull(
+    base_url: str,
+    name: str,
+    out: Path | str,
+    *,
+    trusted_keys: Mapping[str, Ed25519PublicKey],
+    kind: str,
+    scope: str,
+    image_name: str,
+    today: date,
+    version: str | None = None,
+    installed_version: str | None = None,
+    seed: Path | str | None = None,
+    cache_dir: Path | str,
+    workers: int = 8,
+    progress: Progress | None = None,
+    ca_file: Path | str | None = None,
+    timeout: float = 30.0,
+) -> PullReport:
+    """Rebuild image ``name`` from the point at ``base_url`` into ``out`` (see the module).
+
+    ``kind``, ``scope``, ``image_name`` and ``version`` (any when None) are what
+    the signed manifest must say; ``installed_version`` is the version the
+    client runs now, which the manifest may not go below; ``today`` decides the
+    sunset. ``seed`` is a file to take chunks from (usually the current image,
+    and it may be ``out`` itself); ``cache_dir`` keeps fetched chunks between pulls.
+
+    Raises:
+        ManifestRefused: the manifest is malformed, unsigned, tampered, for another
+            image, older than the installed one, or at its sunset; or the index is
+            not the one it signed (Tampered). Nothing was fetched after it.
+        NotStaged, PointUnavailable, ChunkMissing, ChunkCorrupt, MalformedIndex,
+            StoreError: see the module; nothing is left at ``out``.
+    """
+    started = time.monotonic()
+    names.image_name(name)
+    destination = names.plain_file(out)
+    with HttpStore(base_url, workers=workers, timeout=timeout, ca_file=ca_file) as point:
+        try:
+            envelope = _file(point, f"manifests/{name}.json", limit=signing.MAX_ENVELOPE)
+        except ResponseTooLarge as exc:
+            raise signing.Malformed(
+                f"manifest: {exc.length} bytes; at most {signing.MAX_ENVELOPE}"
+            ) from exc
+        m = signing.verify(
+            envelope,
+            trusted_keys,
+            kind=kind,
+            scope=scope,
+            name=image_name,
+            today=today,
+            version=version,
+            installed_version=installed_version,
+        )
+        signed_length = HEAD_SIZE + m.chunks * ITEM_SIZE + TAIL_SIZE
+        try:
+            raw = _file(point, f"indexes/{name}.caibx", limit=signed_length)
+        except ResponseTooLarge as exc:
+            raise signing.Tampered(
+                f"index of {m.ref} is {exc.length} bytes, not the signed {signed_length}"
+            ) from exc
+        signing.check_index(m, raw)
+        index = decode(raw, source=f"{point.url}/indexes/{name}.caibx")
+
+        seeded = Seed(Path(seed), seed_index(seed, index)) if seed is not None else None
+        needed = missing_chunks(index, seeded)
+        # In the image's order: a resumed pull's cache then holds a prefix of the work.
+        ordered = [i for i in dict.fromkeys(_ids(index)) if i in needed]
+        with ImageStore(cache_dir) as cache:
+            fetched = point.fetch_many(
+                ordered, cache.chunks, progress, digest=index.digest, max_size=index.sizes.max
+            )
+            extracted = extract(
+                index, _CacheThenPoint(cache.chunks, point), destination, seed=seeded
+            )
+        downloaded = point.bytes_downloaded
+    return PullReport(
+        manifest=m,
+        size=index.size,
+        bytes_from_seed=extracted.bytes_from_seed,
+        bytes_from_cache=extracted.bytes_from_source,
+        bytes_zero=extracted.bytes_zero,
+        bytes_repeated=extracted.bytes_repeated,
+        bytes_downloaded=downloaded,
+        chunks_fetched=fetched.chunks_fetched,
+        chunks_cached=fetched.chunks_cached,
+        seconds=time.monotonic() - started,
+        fetch=fetched,
+        extract=extracted,
+    )
+
+
+def _ids(index: Index) -> Iterator[bytes]:
+    ids = index.ids
+    for at in range(0, len(ids), ID_SIZE):
+        yield bytes(ids[at : at + ID_SIZE])
+
+
+def _file(point: HttpStore, path: str, *, limit: int) -> bytes:
+    data = point.request("GET", path, limit=limit)
+    if data is None:
+        raise NotStaged(f"{point.url} holds no {path}: the image is not staged there")
+    return data
+
+
+def load_keys(path: Path | str) -> dict[str, Ed25519PublicKey]:
+    """The trusted keys in a file of ``<key id> ed25519 <hex public key>`` lines.
+
+    That is what ``orchestrator store keys`` prints; blank lines and ``#`` comments
+    are skipped.
+
+    Raises:
+        StoreError: the file cannot be read, a line is not a key, or a key id is
+            not its key's.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StoreError(f"keys file {path}: cannot read: {exc}") from exc
+    keys: dict[str, Ed25519PublicKey] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        try:
+            kid, algorithm, hex_key = words
+            if algorithm != "ed25519":
+                raise ValueError(algorithm)
+            public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(hex_key))
+        except ValueError as exc:
+            raise StoreError(
+                f"keys file {path}, line {number}: not '<key id> ed25519 <hex public key>'"
+            ) from exc
+        if signing.key_id(public) != kid:
+            raise StoreError(f"keys file {path}, line {number}: {kid} is not that key's id")
+        keys[kid] = public
+    if not keys:
+        raise StoreError(f"keys file {path} holds no key")
+    return keys
+
+
+__all__ = [
+    "FetchReport",
+    "HttpStore",
+    "Progress",
+    "PullReport",
+    "ResponseTooLarge",
+    "load_keys",
+    "pull",
+    "seed_index",
+]

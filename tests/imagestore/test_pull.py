@@ -1,0 +1,483 @@
+"""A client pulling from its building's point on loopback: the manifest refused
+before any chunk is asked for, only the chunks the seed lacks fetched, in
+parallel, each checked; a killed pull leaves no image and resumes from its cache."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from orchestrator.imagestore import (
+    ChunkCorrupt,
+    ChunkMissing,
+    ImageStore,
+    extract,
+    missing_chunks,
+)
+from orchestrator.imagestore import manifest as mf
+from orchestrator.imagestore.errors import NotStaged, PointUnavailable, StoreError
+from orchestrator.imagestore.fetch import HttpStore, PullReport, load_keys, pull, seed_index
+from orchestrator.imagestore.point import PointServer
+from orchestrator.imagestore.pull import main as pull_main
+from tests.imagestore.conftest import MiB, derive, random_bytes
+from tests.imagestore.pointkit import (
+    KEY,
+    TODAY,
+    TRUSTED,
+    Stored,
+    publish,
+    self_signed,
+    write_manifest,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+LAB = "7-custom-image-lab-1.2"
+BASE = "3-base-image-pc-high-2026.1"
+
+
+@dataclasses.dataclass
+class Point:
+    root: Path
+    base: Stored
+    lab: Stored
+    client: Path
+    """The client's folder: its current image (the base) is ``client/current.img``."""
+
+    def stored_size(self, chunk_id: bytes) -> int:
+        h = chunk_id.hex()
+        return (self.root / "chunks" / h[:4] / f"{h}.cacnk").stat().st_size
+
+    def chunk_file(self, chunk_id: bytes) -> Path:
+        h = chunk_id.hex()
+        return self.root / "chunks" / h[:4] / f"{h}.cacnk"
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Point:
+    folder = tmp_path_factory.mktemp("template")
+    system, tail = random_bytes(4 * MiB, 21), bytes(MiB) + random_bytes(MiB // 2, 22)
+    base_bytes = system + tail
+    # The building's changes: 3% of the system's bytes rewritten, the rest as it was.
+    lab_bytes = derive(system, fraction=0.03, seed=23) + tail
+    (folder / "client").mkdir()
+    base_file = folder / "client" / "current.img"
+    base_file.write_bytes(base_bytes)
+    lab_file = folder / "lab.img"
+    lab_file.write_bytes(lab_bytes)
+    with ImageStore(folder / "point") as store:
+        base = publish(
+            store, BASE, base_file, kind="base_image", scope="district", manifest_name="pc-high"
+        )
+        lab = publish(store, LAB, lab_file)
+    (folder / "point" / ".lock").unlink()
+    return Point(folder / "point", base, lab, folder / "client")
+
+
+@pytest.fixture
+def images(template: Point, tmp_path: Path) -> Point:
+    """A fresh copy of the template for each test, which may change it."""
+    here = tmp_path / "t"
+    shutil.copytree(template.root.parent, here, symlinks=True)
+
+    def moved(stored: Stored) -> Stored:
+        return dataclasses.replace(
+            stored, path=here / stored.path.relative_to(template.root.parent)
+        )
+
+    return Point(here / "point", moved(template.base), moved(template.lab), here / "client")
+
+
+@pytest.fixture
+def point(images: Point) -> Iterator[PointServer]:
+    with PointServer(images.root) as server:
+        yield server
+
+
+def _pull(url: str, images: Point, **kw: Any) -> PullReport:
+    args: dict[str, Any] = {
+        "trusted_keys": TRUSTED,
+        "kind": "custom_image",
+        "scope": "101",
+        "image_name": "lab",
+        "today": TODAY,
+        "seed": images.client / "current.img",
+        "cache_dir": images.client / "cache",
+    }
+    return pull(url, kw.pop("name", LAB), images.client / "lab.img", **(args | kw))
+
+
+def test_a_derivative_pulled_over_its_base_downloads_only_the_chunks_the_base_lacks(
+    point: PointServer, images: Point
+) -> None:
+    lacking = images.lab.index.unique_ids() - images.base.index.unique_ids()
+    lacking_bytes = sum(images.stored_size(i) for i in lacking)
+    index_bytes = (images.root / "indexes" / f"{LAB}.caibx").stat().st_size
+    manifest_bytes = (images.root / "manifests" / f"{LAB}.json").stat().st_size
+
+    report = _pull(point.url, images)
+
+    assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+    assert report.manifest == images.lab.manifest
+    assert report.chunks_fetched == len(lacking) == point.counts["chunk"]
+    assert report.fetch.bytes_downloaded == lacking_bytes
+    assert report.bytes_downloaded == lacking_bytes + index_bytes + manifest_bytes
+    assert report.bytes_downloaded < 0.2 * report.size
+    assert (
+        report.bytes_from_seed
+        + report.bytes_from_cache
+        + report.bytes_zero
+        + (report.bytes_repeated)
+        == report.size
+    )
+    assert report.bytes_from_seed > 0.8 * (report.size - report.bytes_zero)
+    assert report.bytes_zero >= MiB // 2  # the zero run is neither fetched nor written
+
+
+def test_without_a_seed_every_chunk_but_the_zeros_is_fetched(
+    point: PointServer, images: Point
+) -> None:
+    report = _pull(point.url, images, seed=None)
+
+    assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+    needed = missing_chunks(images.lab.index, None)
+    assert report.chunks_fetched == len(needed) == len(images.lab.index.unique_ids()) - 1
+    assert report.fetch.bytes_downloaded == sum(images.stored_size(i) for i in needed)
+    assert report.bytes_from_seed == 0
+
+
+def test_an_image_can_be_pulled_over_the_seed_it_replaces(
+    point: PointServer, images: Point
+) -> None:
+    current = images.client / "current.img"
+    report = pull(
+        point.url,
+        LAB,
+        current,
+        trusted_keys=TRUSTED,
+        kind="custom_image",
+        scope="101",
+        image_name="lab",
+        today=TODAY,
+        seed=current,
+        cache_dir=images.client / "cache",
+    )
+    assert current.read_bytes() == images.lab.path.read_bytes()
+    assert report.bytes_from_seed > 0.8 * (report.size - report.bytes_zero)
+    assert sorted(p.name for p in images.client.iterdir()) == ["cache", "current.img"]
+
+
+class SlowPoint(PointServer):
+    """A point whose disk takes ``delay`` seconds per chunk, as a busy one might."""
+
+    delay = 0.03
+
+    def open_file(self, parts: Sequence[str]) -> int | None:
+        if parts[0] == "chunks":
+            time.sleep(self.delay)
+        return super().open_file(parts)
+
+
+def test_chunks_are_fetched_over_several_connections_at_once(images: Point) -> None:
+    with SlowPoint(images.root) as slow:
+        report = _pull(slow.url, images, seed=None, workers=8)
+    sequential = report.chunks_fetched * SlowPoint.delay
+    assert report.chunks_fetched > 50
+    assert slow.peak_in_flight >= 6
+    assert report.fetch.connections == 8
+    assert report.fetch.seconds < sequential / 3
+
+
+def _signed(images: Point, **changes: Any) -> bytes:
+    return mf.sign(dataclasses.replace(images.lab.manifest, **changes), KEY).to_json()
+
+
+def _tampered(images: Point) -> bytes:
+    honest = mf.sign(images.lab.manifest, KEY)
+    later = dataclasses.replace(images.lab.manifest, sunset=date(2040, 1, 1))
+    forged = dataclasses.replace(honest, signed=later.canonical())
+    return forged.to_json()
+
+
+REFUSALS: dict[str, tuple[Callable[[Point], bytes], dict[str, Any], type[Exception]]] = {
+    "tampered": (_tampered, {}, mf.Tampered),
+    "unsigned": (
+        lambda i: mf.sign(i.lab.manifest, Ed25519PrivateKey.generate()).to_json(),
+        {},
+        mf.Unsigned,
+    ),
+    "another building's": (lambda i: _signed(i, scope="102"), {}, mf.WrongImage),
+    "another version": (lambda i: _signed(i), {"version": "1.3"}, mf.WrongImage),
+    "replayed older": (
+        lambda i: _signed(i, version="1.1"),
+        {"installed_version": "1.2"},
+        mf.Replayed,
+    ),
+    "sunset": (lambda i: _signed(i), {"today": date(2027, 6, 30)}, mf.Sunset),
+    "not json": (lambda i: b"<html>captive portal</html>", {}, mf.Malformed),
+    "huge": (lambda i: b" " * (mf.MAX_ENVELOPE + 1), {}, mf.Malformed),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_a_refused_manifest_stops_the_pull_before_any_index_or_chunk_is_asked_for(
+    point: PointServer, images: Point, case: str
+) -> None:
+    make, expect, error = REFUSALS[case]
+    write_manifest(images.root, LAB, make(images))
+
+    with pytest.raises(error):
+        _pull(point.url, images, **expect)
+
+    assert point.counts["manifest"] == 1
+    assert point.counts["index"] == point.counts["chunk"] == 0
+    assert not (images.client / "lab.img").exists()
+
+
+def test_an_index_that_is_not_the_signed_one_is_refused_before_any_chunk(
+    point: PointServer, images: Point
+) -> None:
+    swapped = images.root / "indexes" / f"{LAB}.caibx"
+    swapped.write_bytes((images.root / "indexes" / f"{BASE}.caibx").read_bytes())
+    with pytest.raises(mf.Tampered, match="not the signed"):
+        _pull(point.url, images)
+    swapped.write_bytes(swapped.read_bytes() * 2)
+    with pytest.raises(mf.Tampered, match="bytes, not the signed"):
+        _pull(point.url, images)
+    assert point.counts["chunk"] == 0
+    assert not (images.client / "lab.img").exists()
+
+
+def test_an_image_not_staged_on_the_point_is_said_so(point: PointServer, images: Point) -> None:
+    (images.root / "indexes" / f"{LAB}.caibx").unlink()
+    with pytest.raises(NotStaged, match="holds no indexes/"):
+        _pull(point.url, images)
+    with pytest.raises(NotStaged, match="holds no manifests/"):
+        _pull(point.url, images, name="9-custom-image-other-1.0")
+
+
+def _lacking(images: Point) -> list[bytes]:
+    return sorted(images.lab.index.unique_ids() - images.base.index.unique_ids())
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        # Another chunk's data under this chunk's name: a valid zstd frame, the wrong hash.
+        lambda data: zstandard.ZstdCompressor().compress(b"other data" * 1000),
+        lambda data: data[: len(data) // 2],
+        lambda data: b"\x00" * len(data),
+    ],
+    ids=["other data", "truncated", "zeroed"],
+)
+def test_a_corrupt_chunk_on_the_point_is_refused_and_never_cached(
+    point: PointServer, images: Point, corrupt: Callable[[bytes], bytes]
+) -> None:
+    bad = _lacking(images)[0]
+    file = images.chunk_file(bad)
+    file.write_bytes(corrupt(file.read_bytes()))
+
+    with pytest.raises(ChunkCorrupt, match=bad.hex()):
+        _pull(point.url, images)
+
+    assert not (images.client / "lab.img").exists()
+    with ImageStore(images.client / "cache") as cache:
+        assert not cache.chunks.has(bad)
+        for chunk_id in cache.chunks.ids():  # whatever else was fetched is whole and right
+            cache.chunks.get(chunk_id, digest=images.lab.index.digest)
+
+
+def test_a_chunk_missing_on_the_point_fails_the_pull_leaving_no_image(
+    point: PointServer, images: Point
+) -> None:
+    images.chunk_file(_lacking(images)[-1]).unlink()
+    with pytest.raises(ChunkMissing):
+        _pull(point.url, images)
+    assert not (images.client / "lab.img").exists()
+
+
+def test_an_interrupted_pull_leaves_no_image_and_the_next_fetches_only_the_rest(
+    point: PointServer, images: Point
+) -> None:
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_five(done: int, total: int, downloaded: int) -> None:
+        if done >= 5:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        _pull(point.url, images, seed=None, workers=2, progress=stop_after_five)
+    assert not (images.client / "lab.img").exists()
+    fetched_before = point.counts["chunk"]
+
+    report = _pull(point.url, images, seed=None)
+
+    needed = len(missing_chunks(images.lab.index, None))
+    assert 5 <= report.chunks_cached <= fetched_before
+    assert report.chunks_fetched == needed - report.chunks_cached
+    assert point.counts["chunk"] == fetched_before + report.chunks_fetched
+    assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+
+
+def _keys_file(folder: Path) -> Path:
+    public = KEY.public_key()
+    path = folder / "keys.txt"
+    path.write_text(
+        "# the district's keys, as 'orchestrator store keys' prints them\n"
+        f"{mf.key_id(public)} ed25519 {public.public_bytes_raw().hex()}\n"
+    )
+    return path
+
+
+def _cli_args(url: str, images: Point, **extra: str) -> list[str]:
+    args = {
+        "--point": url,
+        "--image": LAB,
+        "--out": str(images.client / "lab.img"),
+        "--seed": str(images.client / "current.img"),
+        "--keys": str(_keys_file(images.client)),
+        "--kind": "custom_image",
+        "--scope": "101",
+        "--name": "lab",
+        "--cache": str(images.client / "cache"),
+    } | extra
+    return [word for pair in args.items() for word in pair]
+
+
+class SlowerPoint(SlowPoint):
+    delay = 0.05
+
+
+def test_a_pull_process_killed_mid_fetch_leaves_no_image_and_is_resumed(images: Point) -> None:
+    # No sunset: the process reads the machine's own date.
+    write_manifest(images.root, LAB, _signed(images, sunset=None))
+    cache_chunks = images.client / "cache" / "chunks"
+    with SlowerPoint(images.root) as slow:
+        args = _cli_args(slow.url, images, **{"--workers": "2", "--seed": os.devnull})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.imagestore.pull", *args],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while not any(cache_chunks.glob("*/*.cacnk")) and time.monotonic() < deadline:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                time.sleep(0.02)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        assert not (images.client / "lab.img").exists()
+        kept = len(list(cache_chunks.glob("*/*.cacnk")))
+        assert kept > 0
+        assert slow.counts["chunk"] < len(missing_chunks(images.lab.index, None))
+
+        report = _pull(slow.url, images, seed=None)
+
+    assert report.chunks_cached >= kept
+    assert report.chunks_fetched == len(missing_chunks(images.lab.index, None)) - kept
+    assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+    # The killed process's temporary files were cleaned when the cache was next opened.
+    assert not list(cache_chunks.glob("*/.tmp-*"))
+
+
+def test_the_pull_command_reports_what_came_from_where(
+    point: PointServer, images: Point, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert pull_main(_cli_args(point.url, images), today=TODAY) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("101/lab@1.2: 5.5 MiB written to ")
+    assert "from the seed" in out and "downloaded in" in out
+    assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+
+
+def test_the_pull_command_exits_with_the_refusal_before_fetching(
+    point: PointServer, images: Point, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _cli_args(point.url, images, **{"--scope": "102"})
+    assert pull_main(args, today=TODAY) == mf.WrongImage.exit_code == 3
+    assert "not custom_image 102/lab" in capsys.readouterr().err
+    assert point.counts["chunk"] == point.counts["index"] == 0
+
+
+def test_keys_files_are_read_as_store_keys_prints_them_and_a_wrong_id_refused(
+    tmp_path: Path,
+) -> None:
+    assert load_keys(_keys_file(tmp_path)).keys() == TRUSTED.keys()
+    other = Ed25519PrivateKey.generate().public_key()
+    lying = tmp_path / "lying.txt"
+    lying.write_text(f"{mf.key_id(KEY.public_key())} ed25519 {other.public_bytes_raw().hex()}\n")
+    with pytest.raises(StoreError, match="is not that key's id"):
+        load_keys(lying)
+    (tmp_path / "bad.txt").write_text("0123456789abcdef rsa 00\n")
+    with pytest.raises(StoreError, match="line 1"):
+        load_keys(tmp_path / "bad.txt")
+
+
+def test_https_with_the_points_own_certificate_as_ca_file(images: Point, tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    with PointServer(images.root, cert_file=cert, key_file=key) as tls:
+        assert tls.url.startswith("https://127.0.0.1:")
+        report = _pull(tls.url, images, ca_file=cert)
+        assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+        assert report.chunks_fetched > 0
+        (images.client / "lab.img").unlink()
+        with pytest.raises(PointUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            _pull(tls.url, images, cache_dir=tmp_path / "other-cache")
+    assert not (images.client / "lab.img").exists()
+
+
+def test_http_store_is_a_chunk_source_for_extraction(
+    point: PointServer, images: Point, tmp_path: Path
+) -> None:
+    with HttpStore(point.url) as store:
+        report = extract(images.lab.index, store, tmp_path / "direct.img")
+        assert (tmp_path / "direct.img").read_bytes() == images.lab.path.read_bytes()
+        assert report.chunks_fetched == point.counts["chunk"]
+        assert store.connections_opened == 1  # one kept-alive connection for all of them
+        with pytest.raises(ChunkMissing):
+            store.get(b"\x01" * 32, digest=images.lab.index.digest)
+
+
+def test_http_store_asks_the_point_which_chunks_it_lacks(point: PointServer, images: Point) -> None:
+    absent = [hashlib.sha512(bytes([n])).digest()[:32] for n in range(3)]
+    present = [images.lab.index.chunk_id(i) for i in range(3)]
+    with HttpStore(point.url) as store:
+        assert store.missing([present[0], absent[0], present[1], absent[1], absent[0]]) == [
+            absent[0],
+            absent[1],
+        ]
+        assert store.missing([]) == []
+
+
+def test_a_point_that_is_not_there_is_unavailable_not_a_hang(images: Point) -> None:
+    with PointServer(images.root) as gone:
+        url = gone.url
+    with pytest.raises(PointUnavailable, match="refused"):
+        _pull(url, images, timeout=2)
+
+
+def test_a_seed_index_matches_the_stores_own(images: Point) -> None:
+    assert seed_index(images.base.path, images.lab.index) == images.base.index
+    with pytest.raises(StoreError, match="cannot read"):
+        seed_index(images.client / "absent.img", images.lab.index)
+
+
+def test_sunset_tomorrow_still_pulls(point: PointServer, images: Point) -> None:
+    write_manifest(images.root, LAB, _signed(images, sunset=TODAY + timedelta(days=1)))
+    assert _pull(point.url, images).manifest.sunset == TODAY + timedelta(days=1)
