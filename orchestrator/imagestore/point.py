@@ -137,7 +137,8 @@ class PointServer(ThreadingHTTPServer):
         self.peak_in_flight = 0
         """The most requests being answered at one time since the start."""
         self.counts: Counter[str] = Counter()
-        """Requests answered, by kind: chunk, index, manifest, missing, health, refused."""
+        """Requests received, by kind: chunk, index, manifest (found or not), missing,
+        health, and refused (a path or method outside the allow-list)."""
         if ":" in host:
             self.address_family = socket.AF_INET6
         try:
@@ -322,27 +323,32 @@ class _Handler(BaseHTTPRequestHandler):
                 self._bytes(json.dumps(self.server.health()).encode(), "application/json", body)
             return
         found = _file_parts(self.path)
-        fd = self.server.open_file(found[1]) if found is not None else None
-        if found is None or fd is None:
+        if found is None:
             self._refuse(HTTPStatus.NOT_FOUND)
             return
-        with self.server._counted(found[0]), open(fd, "rb") as f:
-            st = os.fstat(fd)
-            self.send_response(HTTPStatus.OK)
-            self.send_header(
-                "Content-Type",
-                "application/json" if found[0] == "manifest" else "application/octet-stream",
-            )
-            self.send_header("Content-Length", str(st.st_size))
-            self.send_header("ETag", f'"{st.st_size:x}-{st.st_mtime_ns:x}"')
-            # A chunk's name is its content's digest: it never changes under its name.
-            self.send_header(
-                "Cache-Control",
-                "public, max-age=31536000, immutable" if found[0] == "chunk" else "no-cache",
-            )
-            self.end_headers()
-            if body and st.st_size:
-                self._stream(f, st.st_size)
+        kind, parts = found
+        with self.server._counted(kind):
+            fd = self.server.open_file(parts)
+            if fd is None:
+                self._empty(HTTPStatus.NOT_FOUND)
+                return
+            with open(fd, "rb") as f:
+                st = os.fstat(fd)
+                self.send_response(HTTPStatus.OK)
+                self.send_header(
+                    "Content-Type",
+                    "application/json" if kind == "manifest" else "application/octet-stream",
+                )
+                self.send_header("Content-Length", str(st.st_size))
+                self.send_header("ETag", f'"{st.st_size:x}-{st.st_mtime_ns:x}"')
+                # A chunk's name is its content's digest: it never changes under its name.
+                self.send_header(
+                    "Cache-Control",
+                    "public, max-age=31536000, immutable" if kind == "chunk" else "no-cache",
+                )
+                self.end_headers()
+                if body and st.st_size:
+                    self._stream(f, st.st_size)
 
     def _stream(self, f: Any, size: int) -> None:
         try:
