@@ -513,20 +513,46 @@ def take(ctx: Context, actor: Actor, request_id: int) -> RequestView:
     with transaction(ctx.engine) as session:
         r, number = _visible(session, actor, request_id)
         authorize(actor, Action.WORK_REQUEST, building=number)
-        _move(
-            session,
-            r,
-            to=RequestState.TAKEN,
-            expect=frozenset({RequestState.OPEN, RequestState.ESCALATED}),
-            what="taken",
-            action="request.take",
-            actor=actor,
-            building=number,
-            now=now,
-        )
-        r.assignee_id = actor.person_id
-        session.add(r)
+        _take_it(session, r, actor, number, now)
         return _view(session, r)
+
+
+def _take_it(
+    session: Session, r: ServiceRequest, actor: Actor, number: str, now: datetime, reason: str = ""
+) -> None:
+    _move(
+        session,
+        r,
+        to=RequestState.TAKEN,
+        expect=frozenset({RequestState.OPEN, RequestState.ESCALATED}),
+        what="taken",
+        action="request.take",
+        actor=actor,
+        building=number,
+        now=now,
+        reason=reason,
+    )
+    r.assignee_id = actor.person_id
+    session.add(r)
+
+
+def _close_it(
+    session: Session, r: ServiceRequest, actor: Actor, number: str, now: datetime, note: str
+) -> None:
+    _move(
+        session,
+        r,
+        to=RequestState.CLOSED,
+        expect=frozenset(s for s in RequestState if s not in FINAL_STATES),
+        what="closed",
+        action="request.close",
+        actor=actor,
+        building=number,
+        now=now,
+        reason=note,
+    )
+    r.note, r.closed_at = note, now
+    session.add(r)
 
 
 def _refuse_outside_duties(ctx: Context, actor: Actor, request_id: int, *, action: str) -> None:
@@ -600,20 +626,7 @@ def close(ctx: Context, actor: Actor, request_id: int, *, note: str) -> RequestV
             authorize(actor, Action.WORK_REQUEST, building=number)
             if r.queue == Queue.DEPARTMENT.value and actor.role is not Role.IT:
                 raise Refused(f"request {request_id} is {r.department}'s to close")
-        _move(
-            session,
-            r,
-            to=RequestState.CLOSED,
-            expect=frozenset(s for s in RequestState if s not in FINAL_STATES),
-            what="closed",
-            action="request.close",
-            actor=actor,
-            building=number,
-            now=now,
-            reason=note,
-        )
-        r.note, r.closed_at = note, now
-        session.add(r)
+        _close_it(session, r, actor, number, now, note)
         return _view(session, r)
 
 
@@ -737,20 +750,7 @@ def _answered(
         raise Conflict(f"{what} is already linked to request {r.id}")
     session.add(link)
     if RequestState(r.state) in (RequestState.OPEN, RequestState.ESCALATED):
-        _move(
-            session,
-            r,
-            to=RequestState.TAKEN,
-            expect=frozenset({RequestState.OPEN, RequestState.ESCALATED}),
-            what="taken",
-            action="request.take",
-            actor=actor,
-            building=number,
-            now=now,
-            reason=f"answered by {what}",
-        )
-        r.assignee_id = actor.person_id
-        session.add(r)
+        _take_it(session, r, actor, number, now, reason=f"answered by {what}")
     audit.append(
         session,
         at=now,
@@ -917,20 +917,7 @@ def deployment_ended(session: Session, deployment_id: int, now: datetime) -> lis
             hosts = ", ".join(sorted(states))
             note = f"deployment {deployment_id} ({dep.ref}) finished on {hosts}"
             note = note if len(note) <= 2000 else note[:1999] + "…"
-            _move(
-                session,
-                r,
-                to=RequestState.CLOSED,
-                expect=frozenset(s for s in RequestState if s not in FINAL_STATES),
-                what="closed",
-                action="request.close",
-                actor=SYSTEM_ACTOR,
-                building=building.number,
-                now=now,
-                reason=note,
-            )
-            r.note, r.closed_at = note, now
-            session.add(r)
+            _close_it(session, r, SYSTEM_ACTOR, building.number, now, note)
             closed.append(r.id)
         else:
             audit.append(
