@@ -48,11 +48,10 @@ import http.client
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import urlsplit
 
 import zstandard
@@ -94,8 +93,8 @@ def _compressed_limit(max_size: int) -> int:
     return max_size + max_size // 64 + 1024
 
 
-class Progress(Protocol):
-    def __call__(self, chunks_done: int, chunks_total: int, bytes_downloaded: int) -> None: ...
+Progress = Callable[[int, int, int], None]
+"""Called as ``progress(chunks_done, chunks_total, bytes_downloaded)`` while fetching."""
 
 
 @dataclass(frozen=True)
