@@ -143,7 +143,8 @@ class HttpStore:
     ``ca_file`` is the PEM certificate(s) an HTTPS point's certificate must chain
     to (the system's trust store when None); its name must match the URL's host.
 
-    Raises (when made): UnsafeName for a URL that is not http(s)://host[:port][/path].
+    Raises (when made): UnsafeName for a URL that is not http(s)://host[:port][/path];
+    PointUnavailable when ``ca_file`` cannot be loaded.
     """
 
     def __init__(
@@ -274,7 +275,9 @@ class HttpStore:
                 raise
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
-                what = "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc)
+                what = (
+                    "timed out" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
+                )
                 raise PointUnavailable(f"{self.url}: {method} {target}: {what}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 

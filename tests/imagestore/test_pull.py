@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -481,3 +482,13 @@ def test_a_seed_index_matches_the_stores_own(images: Point) -> None:
 def test_sunset_tomorrow_still_pulls(point: PointServer, images: Point) -> None:
     write_manifest(images.root, LAB, _signed(images, sunset=TODAY + timedelta(days=1)))
     assert _pull(point.url, images).manifest.sunset == TODAY + timedelta(days=1)
+
+
+def test_a_point_that_accepts_but_never_answers_times_out(images: Point) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(PointUnavailable, match="timed out"):
+            _pull(url, images, timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert not (images.client / "lab.img").exists()
