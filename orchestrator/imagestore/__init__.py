@@ -1,6 +1,7 @@
 """The content-addressed image store, in casync's on-disk format.
 
-Local disk only: it knows nothing of the database, the services or HTTP.
+Local disk, and the HTTP of a building's distribution point (its server and
+its clients' pull); it knows nothing of the database or the services.
 
 - ``caibx``: casync's blob index (.caibx), encoded and strictly decoded; the
   digests (SHA-512/256, SHA-256) and chunk sizes.
@@ -9,6 +10,11 @@ Local disk only: it knows nothing of the database, the services or HTTP.
 - ``store``: the chunk store (``<4 hex>/<id>.cacnk``, zstd) and the image
   store around it (import, verify, stats), every write atomic.
 - ``assemble``: rebuild a file from an index, using a seed file first.
+- ``point``: a building's distribution point, a store root served read-only
+  over HTTP(S), and its process.
+- ``fetch``: a client of a point: ``HttpStore`` (a chunk source; many chunks
+  fetched at once into a local cache) and ``pull`` (signed manifest first,
+  then only the chunks a seed lacks); ``pull`` is also the client's command.
 - ``names``: allow-lists for image names, chunk ids and paths.
 - ``errors``: ``StoreError`` and its branches.
 """
