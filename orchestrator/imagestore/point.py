@@ -416,9 +416,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
-    return host.strip("[]") or "127.0.0.1", int(port)
+    host = host.removeprefix("[").removesuffix("]")
+    # No default host: which interfaces a point listens on is said, never assumed.
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 0.0.0.0:8443)")
+    return host, int(port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

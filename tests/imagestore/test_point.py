@@ -21,6 +21,7 @@ import pytest
 
 from orchestrator.imagestore import ImageStore
 from orchestrator.imagestore.point import MAX_MISSING_IDS, PointServer
+from orchestrator.imagestore.point import main as point_main
 from tests.imagestore.conftest import MiB, random_bytes
 from tests.imagestore.pointkit import Stored, publish, request, self_signed
 
@@ -302,3 +303,13 @@ def test_the_point_process_refuses_a_root_that_is_not_a_folder(tmp_path: Path) -
         timeout=30,
     )
     assert done.returncode == 1 and "cannot serve" in done.stderr
+
+
+@pytest.mark.parametrize("listen", [":8443", "127.0.0.1", "127.0.0.1:http", "127.0.0.1:70000"])
+def test_the_point_process_wants_an_explicit_host_and_port(
+    tmp_path: Path, listen: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        point_main(["--root", str(tmp_path), "--listen", listen])
+    assert exited.value.code == 2
+    assert "is not HOST:PORT" in capsys.readouterr().err
