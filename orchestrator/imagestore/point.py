@@ -133,6 +133,7 @@ class PointServer(ThreadingHTTPServer):
         self._root_fd = os.open(self.root, _OPEN_DIR)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
         self.in_flight = 0
         self.peak_in_flight = 0
         """The most requests being answered at one time since the start."""
@@ -179,16 +180,32 @@ class PointServer(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
-        """Stop accepting, close the socket and the root; idempotent."""
+        """Stop accepting, end the connections kept alive, close the root; idempotent."""
         if self._thread is not None:
             self.shutdown()
             self._thread.join()
             self._thread = None
-        if self._root_fd >= 0:
-            self.server_close()
+        with self._lock:
+            if self._root_fd < 0:
+                return
             os.close(self._root_fd)
             self._root_fd = -1
-            log.debug("stopped serving %s", self.root)
+            lingering = list(self._connections)
+        self.server_close()
+        for conn in lingering:
+            # Wakes the connection's thread, idle between requests, to end it.
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        log.debug("stopped serving %s", self.root)
+
+    def _root(self) -> int:
+        """A descriptor of the root for one request (closed by the caller); -1 once stopped.
+
+        A duplicate, so :meth:`stop` closing the root's own never leaves a request
+        holding a number the process may have reused for another file.
+        """
+        with self._lock:
+            return os.dup(self._root_fd) if self._root_fd >= 0 else -1
 
     def __enter__(self) -> PointServer:
         return self.start()
@@ -199,9 +216,19 @@ class PointServer(ThreadingHTTPServer):
     def finish_request(self, request: Any, client_address: Any) -> None:
         # In the request's own thread: a slow TLS handshake holds up no one else.
         request.settimeout(self.idle_timeout)
-        if self.tls is not None:
-            request = self.tls.wrap_socket(request, server_side=True)
-        super().finish_request(request, client_address)
+        conn = request
+        try:
+            if self.tls is not None:
+                # The TLS socket takes the connection over (the plain one is detached).
+                conn = self.tls.wrap_socket(request, server_side=True)
+            with self._lock:
+                self._connections.add(conn)
+            super().finish_request(conn, client_address)
+        finally:
+            with self._lock:
+                self._connections.discard(conn)
+            if conn is not request:
+                conn.close()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # The base prints a traceback on stderr; keep it in the log instead.
@@ -215,9 +242,12 @@ class PointServer(ThreadingHTTPServer):
         Each component is opened relative to the one before with ``O_NOFOLLOW``:
         a symlink anywhere on the way is refused, not followed.
         """
-        fds: list[int] = []
+        root = self._root()
+        if root < 0:
+            return None
+        fds = [root]
         try:
-            at = self._root_fd
+            at = root
             for folder in parts[:-1]:
                 at = os.open(folder, _OPEN_DIR, dir_fd=at)
                 fds.append(at)
@@ -247,8 +277,12 @@ class PointServer(ThreadingHTTPServer):
                 by_folder.setdefault(chunk_id[:2].hex(), []).append(chunk_id)
         present: set[bytes] = set()
         chunks_fd = -1
+        root = self._root()
         with contextlib.suppress(OSError):
-            chunks_fd = os.open("chunks", _OPEN_DIR, dir_fd=self._root_fd)
+            if root >= 0:
+                chunks_fd = os.open("chunks", _OPEN_DIR, dir_fd=root)
+        if root >= 0:
+            os.close(root)
         try:
             for folder, wanted in by_folder.items() if chunks_fd >= 0 else ():
                 try:

@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +83,33 @@ def test_one_connection_serves_many_requests(point: PointServer, root: tuple[Pat
     finally:
         conn.close()
     assert point.counts["chunk"] == len(root[1].index)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_stopping_ends_connections_kept_alive(
+    root: tuple[Path, Stored], tmp_path: Path, tls: bool
+) -> None:
+    cert, key = self_signed(tmp_path) if tls else (None, None)
+    server = PointServer(root[0], cert_file=cert, key_file=key).start()
+    conn: http.client.HTTPConnection = (
+        http.client.HTTPSConnection(
+            "127.0.0.1", server.port, timeout=5, context=ssl.create_default_context(cafile=cert)
+        )
+        if tls
+        else http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    )
+    try:
+        conn.request("GET", "/health")
+        assert conn.getresponse().read()
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 2
+        with pytest.raises((http.client.HTTPException, OSError)):
+            conn.request("GET", "/health")
+            conn.getresponse().read()
+    finally:
+        conn.close()
+        server.stop()
 
 
 @pytest.mark.parametrize(
