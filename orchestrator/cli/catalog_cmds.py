@@ -16,7 +16,7 @@ from orchestrator.domain import validation
 from orchestrator.domain.states import Kind, Level, Platform, Step
 from orchestrator.domain.states import State as LifecycleState
 from orchestrator.errors import InvalidInput
-from orchestrator.services import catalog, chain
+from orchestrator.services import catalog, chain, requests
 from orchestrator.services.catalog import BaseImageSpec, CustomImageSpec, PackageSpec, Revision
 from orchestrator.services.chain import CheckResult
 
@@ -337,28 +337,35 @@ def image_create(
         str | None, typer.Option(help="Own sunset date (never later than the base's).")
     ] = None,
     notes: str = "",
+    request: Annotated[
+        int | None, typer.Option(help="The request it answers (it is linked there).", min=1)
+    ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Create a customized image for your building from a published base."""
-    v = catalog.create_custom_image(
-        state.ctx,
-        state.actor(),
-        CustomImageSpec(
-            building=building,
-            name=name,
-            version=version,
-            base=base,
-            platform=platform,
-            packages=package or [],
-            settings=validation.parse_key_values(setting or [], field="setting"),
-            overlay=overlay,
-            overlay_sha256=overlay_sha256,
-            models=model,
-            sunset_date=parse_date(sunset, "sunset"),
-            notes=notes,
-        ),
+    spec = CustomImageSpec(
+        building=building,
+        name=name,
+        version=version,
+        base=base,
+        platform=platform,
+        packages=package or [],
+        settings=validation.parse_key_values(setting or [], field="setting"),
+        overlay=overlay,
+        overlay_sha256=overlay_sha256,
+        models=model,
+        sunset_date=parse_date(sunset, "sunset"),
+        notes=notes,
     )
-    _show_view(v, as_json, f"created {v.ref} (draft); next: 'orchestrator image submit {v.ref}'")
+    if request is None:
+        v = catalog.create_custom_image(state.ctx, state.actor(), spec)
+        said = ""
+    else:
+        v, _ = requests.create_image_for(state.ctx, state.actor(), request, spec)
+        said = f", linked to request #{request}"
+    _show_view(
+        v, as_json, f"created {v.ref} (draft){said}; next: 'orchestrator image submit {v.ref}'"
+    )
 
 
 @image_app.command("rebase")
@@ -395,24 +402,31 @@ def package_create(
     model: Annotated[list[str] | None, typer.Option(help="Supported model; repeatable.")] = None,
     sunset: Annotated[str | None, typer.Option(help="Sunset date YYYY-MM-DD.")] = None,
     notes: str = "",
+    request: Annotated[
+        int | None, typer.Option(help="The request it answers (it is linked there).", min=1)
+    ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Package an installer, as a draft."""
-    v = catalog.create_package(
-        state.ctx,
-        state.actor(),
-        PackageSpec(
-            name=name,
-            version=version,
-            platform=platform,
-            audience=audience,
-            installer=installer,
-            installer_sha256=installer_sha256,
-            detection_rule=detection,
-            building=building,
-            models=model or [],
-            sunset_date=parse_date(sunset, "sunset"),
-            notes=notes,
-        ),
+    spec = PackageSpec(
+        name=name,
+        version=version,
+        platform=platform,
+        audience=audience,
+        installer=installer,
+        installer_sha256=installer_sha256,
+        detection_rule=detection,
+        building=building,
+        models=model or [],
+        sunset_date=parse_date(sunset, "sunset"),
+        notes=notes,
     )
-    _show_view(v, as_json, f"created {v.ref} (draft); next: 'orchestrator package submit {v.ref}'")
+    if request is None:
+        v = catalog.create_package(state.ctx, state.actor(), spec)
+        said = ""
+    else:
+        v, _ = requests.create_package_for(state.ctx, state.actor(), request, spec)
+        said = f", linked to request #{request}"
+    _show_view(
+        v, as_json, f"created {v.ref} (draft){said}; next: 'orchestrator package submit {v.ref}'"
+    )

@@ -888,6 +888,45 @@ def deploy(
     return made, link_deployment(ctx, actor, request_id, made.id)
 
 
+def _check_answerable(ctx: Context, actor: Actor, request_id: int) -> str:
+    """The request's building, when the actor may answer it with a change now."""
+    _refuse_outside_duties(ctx, actor, request_id, action="request.link_refused")
+    with transaction(ctx.engine) as session:
+        _, number = _linkable(session, actor, request_id)
+        return number
+
+
+def create_image_for(
+    ctx: Context, actor: Actor, request_id: int, spec: catalog.CustomImageSpec
+) -> tuple[catalog.ReleasableView, RequestView]:
+    """Create the customized image that answers a request (for the request's
+    building), and link it. The approval chain applies to it as to any other.
+
+    Raises: what :func:`catalog.create_custom_image` and :func:`link_item` raise;
+    InvalidInput when the image is for another building than the request.
+    """
+    number = _check_answerable(ctx, actor, request_id)
+    if validation.building_number(spec.building) != number:
+        raise InvalidInput(
+            f"request {request_id} is building {number}'s: make the image for it",
+            field="building",
+        )
+    made = catalog.create_custom_image(ctx, actor, spec)
+    return made, link_item(ctx, actor, request_id, Kind.CUSTOM_IMAGE, made.ref)
+
+
+def create_package_for(
+    ctx: Context, actor: Actor, request_id: int, spec: catalog.PackageSpec
+) -> tuple[catalog.ReleasableView, RequestView]:
+    """Create the software package that answers a request, and link it.
+
+    Raises: what :func:`catalog.create_package` and :func:`link_item` raise.
+    """
+    _check_answerable(ctx, actor, request_id)
+    made = catalog.create_package(ctx, actor, spec)
+    return made, link_item(ctx, actor, request_id, Kind.PACKAGE, made.ref)
+
+
 def deployment_ended(session: Session, deployment_id: int, now: datetime) -> list[int]:
     """A deployment completed: close the requests it answers where it succeeded on
     every client they are about; say in their audit what is left otherwise.

@@ -130,3 +130,25 @@ def test_it_adds_and_retires_a_category_and_a_btc_is_refused(orchestrator: Invok
         "--queue", "technician", expect=2,
     )  # fmt: skip
     assert "'=cmd' is not a category key" in bad.stderr
+
+
+def test_a_btc_makes_the_image_a_request_asks_for_from_the_request(orchestrator: Invoke) -> None:
+    orchestrator(
+        "--as", "principal.lincoln", "requests", "file", "--building", "101",
+        "--category", "imaging", "--description", "an image for the coding club cart",
+    )  # fmt: skip
+
+    made = orchestrator(
+        "--as", "btc.lincoln", "image", "create", "--building", "101", "--name", "club",
+        "--version", "1.0", "--base", "pc-elementary@2026.1", "--setting", "wallpaper=club",
+        "--request", "1",
+    ).stdout  # fmt: skip
+
+    assert "created 101/club@1.0 (draft), linked to request #1" in made
+    shown = orchestrator("--as", "principal.lincoln", "requests", "show", "1").stdout
+    assert "answered by 101/club@1.0: draft" in shown
+    elsewhere = orchestrator(
+        "--as", "it.rivera", "image", "create", "--building", "102", "--name", "club",
+        "--version", "1.0", "--base", "pc-elementary@2026.1", "--request", "1", expect=2,
+    )  # fmt: skip
+    assert "request 1 is building 101's" in elsewhere.stderr

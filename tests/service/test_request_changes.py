@@ -8,6 +8,7 @@ The test district's clock is Monday 2026-03-02, 10:00 in New York; building
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,18 @@ import pytest
 
 from orchestrator.clock import FixedClock
 from orchestrator.domain.requests import RequestState
-from orchestrator.domain.states import Kind
+from orchestrator.domain.states import Kind, State
 from orchestrator.errors import Conflict, InvalidInput, NotFound, Refused
 from orchestrator.remote.ansible import FakePlaybookRunner
-from orchestrator.services import audit, deployments, inventory, requests, rollout_runner, runs
+from orchestrator.services import (
+    audit,
+    catalog,
+    deployments,
+    inventory,
+    requests,
+    rollout_runner,
+    runs,
+)
 from orchestrator.services import windows as window_service
 from orchestrator.services.deployments import DeploymentSpec
 from orchestrator.services.requests import RequestSpec
@@ -238,3 +247,29 @@ def test_a_closed_request_takes_no_more_changes(lincoln: District) -> None:
     requests.close(lincoln.ctx, lincoln["btc.lincoln"], r.id, note="done by hand")
     with pytest.raises(Conflict, match="closed"):
         requests.link_item(lincoln.ctx, lincoln["btc.lincoln"], r.id, Kind.PACKAGE, "scratch@3.29")
+
+
+def test_a_customized_image_made_from_a_request_is_linked_and_must_be_its_buildings(
+    lincoln: District,
+) -> None:
+    base = lincoln.base()
+    r = _file(lincoln, category="imaging", description="the club needs its own image")
+    spec = catalog.CustomImageSpec(
+        building="101", name="club", version="1.0", base=base, settings={"wallpaper": "club"}
+    )
+
+    made, shown = requests.create_image_for(lincoln.ctx, lincoln["btc.lincoln"], r.id, spec)
+
+    assert made.ref == "101/club@1.0" and made.state is State.DRAFT  # the chain starts as ever
+    assert [(c.kind, c.ref) for c in shown.changes] == [("custom_image", "101/club@1.0")]
+    with pytest.raises(InvalidInput, match="is building 101's"):
+        requests.create_image_for(
+            lincoln.ctx, lincoln["it.ana"], r.id, replace(spec, building="102", name="x")
+        )
+    grading = _file(lincoln, category="grading", description="gradebook")
+    with pytest.raises(Refused):
+        requests.create_image_for(
+            lincoln.ctx, lincoln["btc.lincoln"], grading.id, replace(spec, name="y")
+        )
+    assert [v.ref for v in catalog.list_releasables(lincoln.ctx, lincoln["it.ana"],
+            kind=Kind.CUSTOM_IMAGE)] == ["101/club@1.0"]  # fmt: skip
