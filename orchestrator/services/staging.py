@@ -185,6 +185,17 @@ def list_points(ctx: Context, actor: Actor) -> list[PointView]:
         ]
 
 
+def point_of(ctx: Context, actor: Actor, building: str) -> PointView | None:
+    """The building's distribution point, if it has one.
+
+    Raises: NotFound (a building the actor may not see).
+    """
+    number = validation.building_number(building)
+    with transaction(ctx.engine) as session:
+        p = _point_of(session, visible_building_row(session, actor, number))
+        return _point_view(p, number) if p is not None else None
+
+
 @dataclass(frozen=True)
 class StagingView:
     id: int

@@ -34,6 +34,7 @@ from orchestrator.services import (
     directory,
     inventory,
     reports,
+    staging,
     sunset,
     windows,
 )
@@ -266,6 +267,8 @@ def building_page(request: Request, caller: CallerDep, number: str) -> HTMLRespo
             "chart_images": charts.stacked_bar_chart(charts.clients_by_image_figure(by_image)),
             "chart_sunset": charts.bar_chart(charts.near_sunset_figure(near)),
             "near_table": charts.near_sunset_table(near),
+            "point": staging.point_of(ctx, actor, number),
+            "stagings": staging.stagings(ctx, actor, number)[:20],
         },
         caller=caller,
     )
