@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -36,36 +36,7 @@ from orchestrator.remote.ansible import (
 )
 from orchestrator.services import audit, catalog, delivery, installed, inventory
 from orchestrator.services.context import Context
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """How the orchestrator logs in to clients; never stored in runs or artifacts."""
-
-    ssh_user: str = "orchestrator"
-    ssh_key: str | None = field(default=None, repr=False)
-    winrm_user: str = "orchestrator"
-    winrm_password: str | None = field(default=None, repr=False)
-
-    @classmethod
-    def from_files(
-        cls,
-        *,
-        ssh_user: str,
-        ssh_key_file: Path | None,
-        winrm_user: str,
-        winrm_password: str | None,
-    ) -> Credentials:
-        """Raises: InvalidInput when the key file cannot be read."""
-        key = None
-        if ssh_key_file is not None:
-            try:
-                key = ssh_key_file.read_text()
-            except OSError as exc:
-                raise InvalidInput(
-                    f"cannot read the SSH key {ssh_key_file}: {exc.strerror}", field="ssh_key_file"
-                ) from exc
-        return cls(ssh_user, key, winrm_user, winrm_password)
+from orchestrator.services.credentials import Credentials as Credentials  # re-exported
 
 
 @dataclass(frozen=True)

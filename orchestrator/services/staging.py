@@ -49,9 +49,9 @@ from orchestrator.errors import Conflict, InvalidInput, NotFound, OrchestratorEr
 from orchestrator.remote import points, ssh
 from orchestrator.services import audit, catalog, deployments, image_store
 from orchestrator.services.context import Context
+from orchestrator.services.credentials import Credentials
 from orchestrator.services.directory import visible_building_row
 from orchestrator.services.refs import ref_of
-from orchestrator.services.runs import Credentials
 
 log = logging.getLogger("orchestrator.staging")
 

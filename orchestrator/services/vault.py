@@ -49,7 +49,7 @@ from orchestrator.domain.policy import Action, Actor, authorize
 from orchestrator.errors import InvalidInput, NotFound, OrchestratorError
 from orchestrator.services import audit
 from orchestrator.services.context import Context
-from orchestrator.services.runs import Credentials
+from orchestrator.services.credentials import Credentials
 
 T = TypeVar("T")
 
