@@ -35,7 +35,6 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +50,7 @@ from orchestrator.domain.states import Kind, State
 from orchestrator.errors import Conflict, InvalidInput, NotFound
 from orchestrator.imagestore import artifacts, names
 from orchestrator.imagestore import manifest as signing
-from orchestrator.imagestore.caibx import Index
+from orchestrator.imagestore.caibx import Index, decode
 from orchestrator.imagestore.store import ImageStore, VerifyReport
 from orchestrator.remote.distribution import sha256_file
 from orchestrator.services import audit, catalog, vault
@@ -110,6 +109,7 @@ def import_artifact(ctx: Context, actor: Actor, kind: Kind, ref: str, path: Path
         catalog.authorize_maintain(actor, row)
         _check_importable(session, row)
         registered = row.artifact_sha256
+        base_name = _manifest_name(session, row.base_id) if row.base_id else None
     actual = sha256_file(source)
     restarted = False
     if registered is None:
@@ -132,9 +132,8 @@ def import_artifact(ctx: Context, actor: Actor, kind: Kind, ref: str, path: Path
         # Replacing is right: an index without its row is a crash between the two.
         report = store.import_file(name, source, replace=True)
         index_bytes = store.index_path(name).read_bytes()
-        index = store.index(name)
+        index = decode(index_bytes, source=name)
         shared = None
-        base_name = _base_manifest_name(ctx, row)
         if base_name is not None and store.has_index(base_name):
             shared = store.shared(index, store.index(base_name)).shared_logical_bytes
     now = ctx.now()
@@ -200,14 +199,10 @@ def _check_importable(session: Session, row: Releasable) -> None:
         raise Conflict(f"{ref_of(row)} is in the image store already")
 
 
-def _base_manifest_name(ctx: Context, row: Releasable) -> str | None:
-    if row.base_id is None:
-        return None
-    with transaction(ctx.engine) as session:
-        m = session.exec(
-            select(ImageManifest).where(ImageManifest.releasable_id == row.base_id)
-        ).first()
-        return m.index_name if m else None
+def _manifest_name(session: Session, releasable_id: int) -> str | None:
+    return session.exec(
+        select(ImageManifest.index_name).where(ImageManifest.releasable_id == releasable_id)
+    ).first()
 
 
 # ---------------------------------------------------------------------------
@@ -352,22 +347,21 @@ def stats(ctx: Context, actor: Actor) -> StoreFigures:
         by_id = {r.id: m for m, r in rows}
         bases = {r.id: session.get(Releasable, r.base_id) if r.base_id else None for _, r in rows}
     images: list[ImageFigures] = []
-    union: set[bytes] = set()
-    stored_total = 0
+    stored: dict[bytes, int] = {}  # each chunk's size on disk, looked up once
     with open_store(ctx) as store:
+        indexes = {m.index_name: store.index(m.index_name) for m, _ in rows}
         for m, r in rows:
-            index = store.index(m.index_name)
-            figures = store.stats(index)
+            index = indexes[m.index_name]
+            own = index.unique_ids()
+            for chunk_id in own - stored.keys():
+                stored[chunk_id] = store.chunks.stored_size(chunk_id) or 0
             base_row = bases[r.id]
             base_m = by_id.get(base_row.id) if base_row is not None else None
             shared = (
-                store.shared(index, store.index(base_m.index_name)).shared_logical_bytes
+                store.shared(index, indexes[base_m.index_name]).shared_logical_bytes
                 if base_m is not None
                 else None
             )
-            for chunk_id in index.unique_ids() - union:
-                stored_total += store.chunks.stored_size(chunk_id) or 0
-                union.add(chunk_id)
             images.append(
                 ImageFigures(
                     ref=ref_of(r),
@@ -376,14 +370,14 @@ def stats(ctx: Context, actor: Actor) -> StoreFigures:
                     size=m.size,
                     chunks=m.chunks,
                     unique_chunks=m.unique_chunks,
-                    stored_bytes=figures.stored_bytes,
+                    stored_bytes=sum(stored[i] for i in own),
                     shared_with_base=shared,
                     base=ref_of(base_row) if base_row is not None else None,
                     signed=m.signed is not None,
                     imported_at=m.imported_at,
                 )
             )
-    return StoreFigures(images, sum(i.size for i in images), stored_total)
+    return StoreFigures(images, sum(i.size for i in images), sum(stored.values()))
 
 
 @dataclass(frozen=True)
@@ -408,7 +402,7 @@ def verify(ctx: Context, actor: Actor) -> StoreCheck:
     with transaction(ctx.engine) as session:
         rows = [(m.index_name, m.index_sha256, ref_of(r)) for m, r in _rows(session, actor)]
     bad: list[str] = []
-    good_names: list[str] = []
+    good: list[Index] = []
     with open_store(ctx) as store:
         for name, digest, ref in rows:
             path = store.index_path(name)
@@ -420,13 +414,10 @@ def verify(ctx: Context, actor: Actor) -> StoreCheck:
             if hashlib.sha256(data).hexdigest() != digest:
                 bad.append(f"{ref}: index {path.name} is not the one imported")
                 continue
-            good_names.append(name)
-        report = store.verify(_indexes(store, good_names))
+            # The bytes just checked, not the file read again.
+            good.append(decode(data, source=path.name))
+        report = store.verify(good)
     return StoreCheck(len(rows), report, bad)
-
-
-def _indexes(store: ImageStore, names_: Iterable[str]) -> list[Index]:
-    return [store.index(n) for n in names_]
 
 
 @dataclass(frozen=True)
