@@ -3,8 +3,6 @@ loopback needs a certificate, and with one it serves HTTPS."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import re
 import signal
@@ -17,44 +15,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from orchestrator.errors import InvalidInput
 from orchestrator.web.server import tls_options
-
-
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "web.crt", folder / "web.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+from tests.support.certs import self_signed
 
 
 def test_loopback_needs_no_certificate() -> None:
@@ -96,7 +60,7 @@ def test_serve_refuses_a_clear_text_address_and_changes_nothing(tmp_path: Path) 
 
 
 def test_serve_with_a_certificate_serves_https(tmp_path: Path) -> None:
-    cert_file, key_file = _self_signed(tmp_path)
+    cert_file, key_file = self_signed(tmp_path, "web")
     env = dict(
         os.environ,
         ORCHESTRATOR_DATA_DIR=str(tmp_path / "data"),
