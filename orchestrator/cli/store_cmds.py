@@ -166,13 +166,11 @@ def gc_cmd(
 @store_app.command("keys")
 def keys_cmd() -> None:
     """The public keys manifests are signed with: what distribution points trust."""
-    keys = image_store.public_keys(state.checked_ctx())
+    keys = image_store.public_key_lines(state.checked_ctx())
     if not keys:
         console.print("no signing key yet: one is made at the first release of a stored image")
-    for kid, public in sorted(keys.items()):
-        console.print(
-            f"{kid} ed25519 {public.public_bytes_raw().hex()}", highlight=False, soft_wrap=True
-        )
+    for line in keys:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 @points_app.command("add")

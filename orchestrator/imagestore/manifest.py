@@ -207,6 +207,12 @@ def key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(public.public_bytes_raw()).hexdigest()[:16]
 
 
+def key_lines(keys: Mapping[str, Ed25519PublicKey]) -> list[str]:
+    """``<key id> ed25519 <hex public key>`` per key, sorted: the trusted-keys file a
+    client's pull reads (:func:`orchestrator.imagestore.fetch.load_keys`)."""
+    return [f"{kid} ed25519 {keys[kid].public_bytes_raw().hex()}" for kid in sorted(keys)]
+
+
 @dataclass(frozen=True)
 class SignedManifest:
     manifest: Manifest

@@ -15,7 +15,13 @@ before anything reaches a client. The gates are the chain's:
   SHA-256 before it is offered (the playbook checks it again on the client,
   while it downloads); a URL is handed on with its SHA-256.
 
-Local artifacts are offered over the orchestrator's distribution server
+Where the building has a distribution point that holds the artifact (staged
+there after its release, :mod:`orchestrator.services.staging`), the clients
+pull it from the point instead: each artifact's variables carry a ``pull``
+source (the point, the image's name in the store and what its signed manifest
+must say), and the client's pull agent checks the manifest against the
+district's keys before it fetches a chunk. Other local artifacts are offered
+over the orchestrator's distribution server
 (:mod:`orchestrator.remote.distribution`) at ``/<sha256>/<file name>``, for
 the length of the run. Scheduled deployments with waves and windows build on
 this; until they land, a run is the way to push one thing to one building.
@@ -23,7 +29,7 @@ this; until they land, a run is the way to push one thing to one building.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -53,15 +59,19 @@ class Artifact:
     name: str
     path: Path | None = None
     url: str | None = None
+    releasable_id: int | None = None
+    """The catalog entry whose artifact this is (what a distribution point holds)."""
 
     @property
     def served_as(self) -> str:
         return f"{self.sha256}/{self.name}"
 
     def url_from(self, base_url: str | None) -> str:
+        """Its URL; empty for a local file pulled from a point (no server serves it)."""
         if self.url is not None:
             return self.url
-        assert base_url is not None, "a local artifact needs the distribution server"
+        if base_url is None:
+            return ""
         return f"{base_url.rstrip('/')}/{self.served_as}"
 
 
@@ -76,24 +86,47 @@ class Delivery:
     variables: Mapping[str, Any] = field(default_factory=dict)
     """Extra variables, with ``{"artifact": i}`` placeholders where URLs go."""
 
-    @property
-    def served(self) -> dict[str, Path]:
-        """URL path → local file, for the distribution server."""
-        return {a.served_as: a.path for a in self.artifacts if a.path is not None}
+    def served(self, pulled: Collection[int] = ()) -> dict[str, Path]:
+        """URL path → local file, for the distribution server: every local artifact
+        but those (by index) the clients pull from their distribution point."""
+        return {
+            a.served_as: a.path
+            for i, a in enumerate(self.artifacts)
+            if a.path is not None and i not in pulled
+        }
 
-    def extravars(self, base_url: str | None) -> dict[str, Any]:
-        """The variables with every artifact's URL filled in."""
+    def extravars(
+        self,
+        base_url: str | None,
+        pulls: Mapping[int, Mapping[str, str]] | None = None,
+        *,
+        district_keys: str = "",
+    ) -> dict[str, Any]:
+        """The variables with every artifact's URL and pull source filled in.
+
+        ``pulls``: artifact index → its pull source (see
+        :func:`orchestrator.services.staging.pull_sources`); an artifact without one
+        gets ``None`` and is downloaded from its URL. ``district_keys``: the public
+        keys (``orchestrator store keys`` lines) the clients check manifests with.
+        """
+        sources = pulls or {}
 
         def fill(value: Any) -> Any:
             if isinstance(value, dict):
                 if set(value) == {"artifact"}:
                     return self.artifacts[value["artifact"]].url_from(base_url)
+                if set(value) == {"pull"}:
+                    source = sources.get(value["pull"])
+                    return dict(source) if source is not None else None
                 return {k: fill(v) for k, v in value.items()}
             if isinstance(value, list):
                 return [fill(v) for v in value]
             return value
 
-        return {k: fill(v) for k, v in self.variables.items()}
+        filled = {k: fill(v) for k, v in self.variables.items()}
+        if sources:
+            filled["district_keys"] = district_keys
+        return filled
 
 
 def needs_reference(playbook: str) -> str | None:
@@ -261,7 +294,7 @@ def checked_artifact(row: Releasable, *, what: str = "artifact") -> Artifact:
         raise InvalidInput(f"{label} has no {what} to deliver", field=what)
     name = ref.rstrip("/").rsplit("/", 1)[-1] or "artifact"
     if ref.startswith(("http://", "https://")):
-        return Artifact(stated, name, url=ref)
+        return Artifact(stated, name, url=ref, releasable_id=row.id)
     path = Path(ref.removeprefix("file://"))
     if not path.is_file():
         raise InvalidInput(f"{label}: its {what} {path} is not here any more", field=what)
@@ -272,7 +305,7 @@ def checked_artifact(row: Releasable, *, what: str = "artifact") -> Artifact:
             "the file changed after it was approved",
             field=what,
         )
-    return Artifact(stated, name, path=path)
+    return Artifact(stated, name, path=path, releasable_id=row.id)
 
 
 def detection(row: Releasable) -> tuple[str, str]:
@@ -311,6 +344,7 @@ def _package_vars(row: Releasable, index: int, *, prefix: str = "package_") -> d
         "version": row.version,
         "url": {"artifact": index},
         "sha256": row.artifact_sha256,
+        "pull": {"pull": index},
     }
     if row.platform == "mac":
         values |= {"receipt": receipt, "signer": ""}
@@ -371,7 +405,22 @@ def _image(
         variables |= {
             "image_kind": "wim",
             "image_url": {"artifact": 0},
+            "image_pull": {"pull": 0},
             "image_sha256": base.artifact_sha256,
             "image_index": 1,
         }
     return Delivery(ref_of(row), Kind(row.kind), row.platform, tuple(artifacts), variables)
+
+
+def delivered_rows(session: Session, playbook: str, row: Releasable) -> list[Releasable]:
+    """The catalog entries whose artifacts ``playbook`` with ``row`` sends to clients:
+    a package's own; a Mac image's packages; a PC image's WIM, which is its base's.
+    What a building's distribution point is staged with before the window."""
+    if row.kind == Kind.PACKAGE.value:
+        return [row] if playbook in PACKAGE_PLAYBOOKS else []
+    if playbook != "apply_image":
+        return []
+    if row.platform == "mac":
+        return catalog.package_rows(session, row.id) if row.id is not None else []
+    base = session.get(Releasable, row.base_id) if row.base_id else row
+    return [base] if base is not None else []

@@ -287,10 +287,26 @@ def signed_manifest(ctx: Context, actor: Actor, kind: Kind, ref: str) -> bytes:
 def public_keys(ctx: Context) -> dict[str, Ed25519PublicKey]:
     """Key id → public key of every signing key not retired: what receivers trust."""
     with transaction(ctx.engine) as session:
-        return {
-            k.key_id: Ed25519PublicKey.from_public_bytes(k.public_key)
-            for k in session.exec(select(SigningKey).where(col(SigningKey.retired_at).is_(None)))
-        }
+        return trusted_keys(session)
+
+
+def public_key_lines(ctx: Context) -> list[str]:
+    """The trusted keys as the lines of a keys file (what ``store keys`` prints)."""
+    return signing.key_lines(public_keys(ctx))
+
+
+def keys_file(session: Session) -> str:
+    """The trusted keys as a keys file's text, inside the caller's transaction: what a
+    run hands the clients that pull from a distribution point."""
+    return "".join(f"{line}\n" for line in signing.key_lines(trusted_keys(session)))
+
+
+def trusted_keys(session: Session) -> dict[str, Ed25519PublicKey]:
+    """:func:`public_keys`, inside the caller's transaction."""
+    return {
+        k.key_id: Ed25519PublicKey.from_public_bytes(k.public_key)
+        for k in session.exec(select(SigningKey).where(col(SigningKey.retired_at).is_(None)))
+    }
 
 
 # ---------------------------------------------------------------------------

@@ -34,7 +34,15 @@ from orchestrator.remote.ansible import (
     PlaybookRunner,
     playbook_path,
 )
-from orchestrator.services import audit, catalog, delivery, installed, inventory
+from orchestrator.services import (
+    audit,
+    catalog,
+    delivery,
+    image_store,
+    installed,
+    inventory,
+    staging,
+)
 from orchestrator.services.context import Context
 from orchestrator.services.credentials import Credentials as Credentials  # re-exported
 
@@ -149,6 +157,9 @@ def run_playbook(
             today=ctx.today(),
             trial_of=trial_of,
         )
+        # Artifacts the building's distribution point holds are pulled from it.
+        pulls = staging.pull_sources(session, building, shipment.artifacts) if shipment else {}
+        district_keys = image_store.keys_file(session) if pulls else ""
         q = select(Client).where(Client.building_id == b.id).order_by(col(Client.hostname))
         if room is not None:
             q = q.where(func.lower(Client.room) == room.lower())
@@ -216,10 +227,11 @@ def run_playbook(
     try:
         with ExitStack() as stack:
             base_url = None
-            if shipment is not None and shipment.served:
+            served = shipment.served(pulled=pulls) if shipment is not None else {}
+            if served:
                 point = stack.enter_context(
                     distribution_server.serve_files(
-                        shipment.served, address=distribution.address, port=distribution.port
+                        served, address=distribution.address, port=distribution.port
                     )
                 )
                 base_url = point.url
@@ -227,7 +239,11 @@ def run_playbook(
                 playbook=path,
                 hosts=targets,
                 forks=forks,
-                extravars=shipment.extravars(base_url) if shipment else {},
+                extravars=(
+                    shipment.extravars(base_url, pulls, district_keys=district_keys)
+                    if shipment
+                    else {}
+                ),
                 ssh_key=credentials.ssh_key,
                 winrm_password=credentials.winrm_password,
             )

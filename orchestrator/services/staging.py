@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
@@ -47,11 +47,11 @@ from orchestrator.domain.rollout import DeploymentState
 from orchestrator.domain.states import Kind
 from orchestrator.errors import Conflict, InvalidInput, NotFound, OrchestratorError
 from orchestrator.remote import points, ssh
-from orchestrator.services import audit, catalog, deployments, image_store
+from orchestrator.services import audit, catalog, delivery, deployments, image_store
 from orchestrator.services.context import Context
 from orchestrator.services.credentials import Credentials
 from orchestrator.services.directory import visible_building_row
-from orchestrator.services.refs import ref_of
+from orchestrator.services.refs import building_of, ref_of
 
 log = logging.getLogger("orchestrator.staging")
 
@@ -438,24 +438,31 @@ def prestage_due(
     made: list[StagingView] = []
     with transaction(ctx.engine) as session:
         live = session.exec(
-            select(Deployment, ImageManifest, Releasable)
+            select(Deployment, Releasable)
             .where(
                 col(Deployment.state).in_(
                     [DeploymentState.SCHEDULED.value, DeploymentState.RUNNING.value]
                 ),
-                col(ImageManifest.releasable_id) == col(Deployment.releasable_id),
                 col(Releasable.id) == col(Deployment.releasable_id),
-                col(ImageManifest.signed).is_not(None),
             )
             .order_by(col(Deployment.id))
         ).all()
         wanted: list[tuple[int, Kind, str, int]] = []
-        for dep, m, row in live:
-            assert dep.id is not None and m.id is not None
-            wanted.append((dep.id, Kind(row.kind), ref_of(row), m.id))
+        for dep, row in live:
+            # What the clients will pull: a PC image's WIM is its base's, a Mac
+            # image's bytes are its packages.
+            for item in delivery.delivered_rows(session, dep.playbook, row):
+                m = session.exec(
+                    select(ImageManifest).where(ImageManifest.releasable_id == item.id)
+                ).first()
+                if m is not None and m.signed is not None:
+                    assert dep.id is not None and m.id is not None
+                    wanted.append((dep.id, Kind(item.kind), ref_of(item), m.id))
+    windows: dict[int, dict[str, datetime]] = {}
     for dep_id, kind, ref, manifest_id in wanted:
-        shown = deployments.show(ctx, SYSTEM_ACTOR, dep_id)
-        for building, opens in sorted(shown.first_windows.items()):
+        if dep_id not in windows:
+            windows[dep_id] = dict(deployments.show(ctx, SYSTEM_ACTOR, dep_id).first_windows)
+        for building, opens in sorted(windows[dep_id].items()):
             if opens > horizon or _staged(ctx, building, manifest_id):
                 continue
             try:
@@ -465,6 +472,66 @@ def prestage_due(
             except OrchestratorError as exc:
                 log.warning("staging %s to building %s failed: %s", ref, building, exc)
     return made
+
+
+_CURRENT = (
+    ImageStaging.state == "staged",
+    # A manifest signed anew since (a sunset moved) is staged again.
+    col(ImageStaging.started_at) >= col(ImageManifest.signed_at),
+)
+"""A staging whose point holds the image's current signed manifest."""
+
+
+def pull_sources(
+    session: Session, building: str, artifacts: Sequence[delivery.Artifact]
+) -> dict[int, dict[str, str]]:
+    """Artifact index → where the building's clients pull it from: for each artifact
+    its distribution point holds, staged since its manifest was last signed.
+
+    A source names the point's URL, the image's name in the store and what its
+    signed manifest must say (kind, scope, name, version): the client's pull agent
+    refuses a manifest that says anything else, or that the district's keys did not
+    sign. An artifact without one (no point, not stored, not staged, or staged
+    before a new signature) is downloaded from the orchestrator as before.
+    """
+    ids = {i: a.releasable_id for i, a in enumerate(artifacts) if a.releasable_id is not None}
+    if not ids:
+        return {}
+    point = session.exec(
+        select(DistributionPoint)
+        .join(Building, col(Building.id) == col(DistributionPoint.building_id))
+        .where(Building.number == building)
+    ).first()
+    if point is None:
+        return {}
+    staged = {
+        m.releasable_id: (m, row)
+        for m, row in session.exec(
+            select(ImageManifest, Releasable)
+            .join(ImageStaging, col(ImageStaging.manifest_id) == col(ImageManifest.id))
+            .where(
+                col(Releasable.id) == col(ImageManifest.releasable_id),
+                col(ImageManifest.releasable_id).in_(sorted(set(ids.values()))),
+                ImageStaging.point_id == point.id,
+                col(ImageManifest.signed).is_not(None),
+                *_CURRENT,
+            )
+        )
+    }
+    sources: dict[int, dict[str, str]] = {}
+    for i, releasable_id in ids.items():
+        if releasable_id not in staged:
+            continue
+        m, row = staged[releasable_id]
+        sources[i] = {
+            "point": point.url,
+            "image": m.index_name,
+            "kind": row.kind,
+            "scope": building_of(row) or "district",
+            "name": row.name,
+            "version": row.version,
+        }
+    return sources
 
 
 def _staged(ctx: Context, building: str, manifest_id: int) -> bool:
@@ -478,9 +545,7 @@ def _staged(ctx: Context, building: str, manifest_id: int) -> bool:
                 .where(
                     Building.number == building,
                     ImageStaging.manifest_id == manifest_id,
-                    ImageStaging.state == "staged",
-                    # A manifest signed anew since (a sunset moved) is staged again.
-                    col(ImageStaging.started_at) >= col(ImageManifest.signed_at),
+                    *_CURRENT,
                 )
             ).first()
             is not None

@@ -13,15 +13,19 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
+from orchestrator.db.models import ImageManifest
+from orchestrator.db.session import transaction
 from orchestrator.domain.states import Kind, State
 from orchestrator.errors import Conflict, HostKeyChanged, InvalidInput, NotFound, Refused
 from orchestrator.imagestore import manifest as signing
 from orchestrator.imagestore.assemble import extract
 from orchestrator.imagestore.point import PointServer
 from orchestrator.imagestore.store import ImageStore
+from orchestrator.remote.ansible import FakePlaybookRunner
 from orchestrator.remote.points import RateLimit
-from orchestrator.services import deployments, image_store, inventory, staging, windows
+from orchestrator.services import deployments, image_store, inventory, runs, staging, windows
 from orchestrator.services.deployments import DeploymentSpec
 from orchestrator.services.runs import Credentials
 from orchestrator.services.staging import PointSpec
@@ -259,3 +263,103 @@ def test_the_scheduler_stages_a_deployments_image_before_the_window_once_per_bui
     assert staging.prestage_due(district.ctx, credentials=credentials) == []
     (name,) = ImageStore(point.root).names()
     assert (point.root / "manifests" / f"{name}.json").exists()
+
+
+def test_a_pc_images_wim_is_staged_from_its_base_and_the_run_hands_clients_the_point(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    assets = tmp_path / "assets.csv"
+    assets.write_text(
+        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
+        "lab-01,101,lab,pc,Latitude 3420,SN4001,02:00:00:00:04:01,127.0.0.71\n"
+    )
+    inventory.import_clients(district.ctx, district["it.ana"], assets)
+    windows.add_window(
+        district.ctx, district["btc.lincoln"], building="101", days="mon-thu", start="18:00",
+        end="06:00",
+    )  # fmt: skip
+    base = _released_base(district, tmp_path, "2026.1", random.Random(5).randbytes(2 * MIB))
+    lab = district.custom(base=base, to=State.PUBLISHED)
+    _add_point(district, point_host, point)
+    deployments.create(
+        district.ctx, district["btc.lincoln"], DeploymentSpec(image=lab, buildings=("101",))
+    )
+
+    # A customized PC image lays down its base's WIM: that is what the point gets.
+    (made,) = staging.prestage_due(
+        district.ctx, credentials=_credentials(point_host), lead=timedelta(hours=12)
+    )
+    assert (made.ref, made.state) == (base, "staged")
+
+    runner = FakePlaybookRunner()
+    view = runs.run_playbook(
+        district.ctx,
+        district["btc.lincoln"],
+        "apply_image",
+        building="101",
+        credentials=_credentials(point_host),
+        runner=runner,
+        image=lab,
+    )
+
+    assert view.status == "successful"
+    (request,) = runner.requests
+    given = request.extravars
+    (name,) = ImageStore(point.root).names()
+    assert given["image_pull"] == {
+        "point": point.url,
+        "image": name,
+        "kind": "base_image",
+        "scope": "district",
+        "name": "pc-elementary",
+        "version": "2026.1",
+    }
+    assert given["image_url"] == ""  # nothing served by the orchestrator for this run
+    keys = image_store.public_key_lines(district.ctx)
+    assert given["district_keys"].splitlines() == keys and keys
+
+
+def test_a_manifest_signed_again_is_pulled_from_the_point_only_once_staged_again(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    scratch = release_scratch(district, "3.29", tmp_path)
+    image_store.import_artifact(
+        district.ctx, district["it.ana"], Kind.PACKAGE, scratch, tmp_path / "Scratch-3.29.pkg"
+    )
+    _add_point(district, point_host, point)
+    assets = tmp_path / "assets.csv"
+    assets.write_text(
+        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
+        'cart-01,101,cart,mac,"MacBookAir10,1",SN5001,02:00:00:00:05:01,127.0.0.81\n'
+    )
+    inventory.import_clients(district.ctx, district["it.ana"], assets)
+
+    def given() -> dict[str, object]:
+        runner = FakePlaybookRunner()
+        runs.run_playbook(
+            district.ctx,
+            district["btc.lincoln"],
+            "install_package",
+            building="101",
+            credentials=_credentials(point_host),
+            runner=runner,
+            package=scratch,
+        )
+        return runner.requests[0].extravars
+
+    unstaged = given()
+    assert unstaged["package_pull"] is None and "district_keys" not in unstaged
+    assert str(unstaged["package_url"]).startswith("http://127.0.0.1:")  # the orchestrator's
+    staging.stage(
+        district.ctx, district["btc.lincoln"], Kind.PACKAGE, scratch, "101",
+        credentials=_credentials(point_host),
+    )  # fmt: skip
+    staged = given()
+    assert isinstance(staged["package_pull"], dict) and staged["package_url"] == ""
+    # The manifest is signed anew (a sunset moved): the point's copy is the old one.
+    with transaction(district.ctx.engine) as s:
+        m = s.exec(select(ImageManifest)).one()
+        assert m.signed_at is not None
+        m.signed_at = district.ctx.now() + timedelta(minutes=1)
+        s.add(m)
+    assert given()["package_pull"] is None
