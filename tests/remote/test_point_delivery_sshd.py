@@ -1,0 +1,224 @@
+"""Clients pull what their building's distribution point holds: real sshd hosts as
+the Macs and as the point's host, the project's point server in front of the
+point's folder, the real runner and playbooks, and each Mac's pull agent
+(``orchestrator-pull``) fetching over HTTP from the point; on both databases.
+(macOS steps verified on Linux hosts with stand-in commands.)
+
+What is proved: a staged package is pulled from the point, not served by the
+orchestrator; the next version is seeded with the one pulled before, so a
+Mac fetches only the chunks it lacks; and a point that serves anything but
+the signed bytes gets the package refused before the installer runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlmodel import col, select
+
+from orchestrator.db.models import Client
+from orchestrator.db.session import transaction
+from orchestrator.domain.states import Kind, State
+from orchestrator.imagestore.point import PointServer
+from orchestrator.services import image_store, runs, staging
+from orchestrator.services.staging import PointSpec
+from tests.factories import District
+from tests.support.agent import install_pull_agent
+from tests.support.fixtures import import_as_clients
+from tests.support.sshd import SSHHost, start_hosts
+
+SIGNER = "Developer ID Installer: MIT Scratch (ABCDE12345)"
+RECEIPT = "edu.mit.scratch.point"
+
+
+@pytest.fixture(scope="module")
+def agent() -> Iterator[Path]:
+    """The pull agent, installed as on a client where the hosts' users can run it."""
+    folder = Path(tempfile.mkdtemp(prefix="orchestrator-agent-"))
+    try:
+        yield install_pull_agent(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def hosts() -> Iterator[list[SSHHost]]:
+    """Two Macs and the point's host, this module's own."""
+    with start_hosts(3) as started:
+        yield started
+
+
+@pytest.fixture
+def point(hosts: list[SSHHost]) -> Iterator[PointServer]:
+    host = hosts[2]
+    root = host.root / "store"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir()
+    shutil.chown(root, user=host.username)
+    with PointServer(root) as server:
+        yield server
+
+
+@pytest.fixture
+def cart(district: District, hosts: list[SSHHost], point: PointServer, agent: Path) -> District:
+    macs = hosts[:2]
+    for h in macs:  # what earlier tests of this module left on the Macs
+        shutil.rmtree(h.root / "var/orchestrator/store", ignore_errors=True)
+        shutil.rmtree(h.root / "Applications" / RECEIPT, ignore_errors=True)
+        (h.root / "var/db/receipts" / f"{RECEIPT}.plist").unlink(missing_ok=True)
+    import_as_clients(district, macs, room="cart-8", serial="PNT", mac_byte=0x0E)
+    with transaction(district.ctx.engine) as s:
+        for c in s.exec(select(Client).where(col(Client.hostname).in_([h.name for h in macs]))):
+            c.host_vars = dict(c.host_vars) | {"orchestrator_pull": str(agent)}
+            s.add(c)
+    host = hosts[2]
+    staging.add_point(
+        district.ctx,
+        district["it.ana"],
+        PointSpec(
+            building="101",
+            address=host.address,
+            ssh_port=host.port,
+            ssh_user=host.username,
+            root=str(point.root),
+            url=point.url,
+        ),
+    )
+    return district
+
+
+def _released_pkg(d: District, folder: Path, version: str, payload: str) -> tuple[str, Path]:
+    """A released, stored Mac package: a stand-in installer carrying ``payload``."""
+    path = folder / f"scratch-{version}.pkg"
+    path.write_text(
+        json.dumps(
+            {
+                "identifier": RECEIPT,
+                "version": version,
+                "signer": SIGNER,
+                "payload": {f"Applications/{RECEIPT}/VERSION": version, "blob": payload},
+            }
+        )
+    )
+    ref = d.package(
+        "scratch",
+        version,
+        platform="mac",
+        installer=str(path),
+        detection_rule=f"pkgutil:{RECEIPT}>={version}",
+        to=State.PUBLISHED,
+    )
+    image_store.import_artifact(d.ctx, d["it.ana"], Kind.PACKAGE, ref, path)
+    return ref, path
+
+
+def _stage(d: District, hosts: list[SSHHost], ref: str) -> staging.StagingView:
+    point_host = hosts[2]
+    return staging.stage(
+        d.ctx,
+        d["btc.lincoln"],
+        Kind.PACKAGE,
+        ref,
+        "101",
+        credentials=runs.Credentials(
+            ssh_user=point_host.username, ssh_key=point_host.key_file.read_text()
+        ),
+    )
+
+
+def _install(d: District, hosts: list[SSHHost], ref: str) -> runs.RunView:
+    return runs.run_playbook(
+        d.ctx,
+        d["btc.lincoln"],
+        "install_package",
+        building="101",
+        credentials=runs.Credentials(ssh_key=hosts[0].key_file.read_text()),
+        package=ref,
+    )
+
+
+def _payload(seed: int, size: int = 3 * 2**20) -> str:
+    return random.Random(seed).randbytes(size // 2).hex()
+
+
+def test_a_staged_package_is_pulled_by_each_mac_from_the_point_and_installed(
+    cart: District, hosts: list[SSHHost], point: PointServer, tmp_path: Path
+) -> None:
+    ref, installer = _released_pkg(cart, tmp_path, "3.29", _payload(1))
+    staged = _stage(cart, hosts, ref)
+    assert staged.state == "staged"
+    before = point.health()["served"]
+
+    view = _install(cart, hosts, ref)
+
+    assert view.status == "successful", view
+    assert {h.status for h in view.hosts} == {"changed"}
+    served = point.health()["served"]
+    assert isinstance(served, dict) and isinstance(before, dict)
+    # Each Mac read the signed manifest from the point, then its chunks.
+    assert served.get("manifest", 0) - before.get("manifest", 0) == 2
+    assert served.get("chunk", 0) - before.get("chunk", 0) >= 2 * staged.chunks_total
+    for h in hosts[:2]:
+        pulled = h.root / "var/orchestrator/store/files" / f"{RECEIPT}.pkg"
+        assert pulled.read_bytes() == installer.read_bytes()
+        assert (h.root / f"Applications/{RECEIPT}/VERSION").read_text() == "3.29"
+        assert not (h.root / "var/orchestrator/store/chunks").exists()  # dropped when whole
+
+
+def test_the_next_version_is_seeded_with_the_one_pulled_before(
+    cart: District, hosts: list[SSHHost], point: PointServer, tmp_path: Path
+) -> None:
+    old = _payload(2)
+    new = old[: len(old) // 2] + _payload(3, 100_000) + old[len(old) // 2 + 100_000 :]
+    first, _ = _released_pkg(cart, tmp_path, "3.29", old)
+    second, installer = _released_pkg(cart, tmp_path, "3.30", new)
+    whole = _stage(cart, hosts, first)
+    _stage(cart, hosts, second)
+    assert _install(cart, hosts, first).status == "successful"
+    before = point.health()["served"]
+    assert isinstance(before, dict)
+
+    view = _install(cart, hosts, second)
+
+    assert view.status == "successful", view
+    after = point.health()["served"]
+    assert isinstance(after, dict)
+    fetched = after.get("chunk", 0) - before.get("chunk", 0)
+    assert 0 < fetched < 2 * whole.chunks_total / 4  # both Macs, a quarter of a whole copy
+    for h in hosts[:2]:
+        assert (h.root / f"Applications/{RECEIPT}/VERSION").read_text() == "3.30"
+        pulled = h.root / "var/orchestrator/store/files" / f"{RECEIPT}.pkg"
+        assert pulled.read_bytes() == installer.read_bytes()
+
+
+def test_a_point_serving_other_bytes_gets_the_package_refused_before_the_installer(
+    cart: District, hosts: list[SSHHost], point: PointServer, tmp_path: Path
+) -> None:
+    ref, _ = _released_pkg(cart, tmp_path, "3.29", _payload(4))
+    _stage(cart, hosts, ref)
+    (manifest,) = (point.root / "manifests").glob("*.json")
+    envelope = json.loads(manifest.read_bytes())
+    body = json.loads(base64.b64decode(envelope["manifest"]))
+    body["sunset"] = "2099-12-31"  # a point stretching the sunset the district signed
+    envelope["manifest"] = base64.b64encode(json.dumps(body).encode()).decode()
+    manifest.write_text(json.dumps(envelope))
+    logs = [h.root / "var/log/standins.log" for h in hosts[:2]]
+    before = [len(log.read_text().splitlines()) if log.exists() else 0 for log in logs]
+
+    view = _install(cart, hosts, ref)
+
+    assert view.status == "failed"
+    assert {h.status for h in view.hosts} == {"failed"}
+    for h in view.hosts:
+        assert "signature" in (h.message or "").lower() or "tamper" in (h.message or "").lower()
+    for h, log, seen in zip(hosts[:2], logs, before, strict=True):
+        assert not (h.root / "var/db/receipts" / f"{RECEIPT}.plist").exists()
+        ran = log.read_text().splitlines()[seen:]
+        assert ran and not [line for line in ran if line.startswith("installer")]
