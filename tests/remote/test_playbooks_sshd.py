@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator.imagestore.manifest import key_lines
+from orchestrator.imagestore.point import PointServer
+from orchestrator.imagestore.store import ImageStore
 from orchestrator.remote.ansible import (
     AnsibleRunner,
     HostTarget,
@@ -30,6 +33,8 @@ from orchestrator.remote.ansible import (
     playbook_path,
 )
 from orchestrator.remote.distribution import DistributionServer, serve, sha256_file
+from tests.imagestore.pointkit import TRUSTED, publish
+from tests.support.agent import pull_agent  # noqa: F401  (fixture)
 from tests.support.fixtures import ssh_hosts  # noqa: F401  (fixture)
 from tests.support.sshd import SSHHost
 
@@ -607,3 +612,48 @@ def test_a_missing_marker_and_receipt_are_both_named(hosts: list[SSHHost]) -> No
         'smoke checks failed: image marker: expected "101/lab@2.0", found no marker; '
         "receipts: no receipt for org.lusd.gone"
     )
+
+
+def test_a_wim_staged_on_the_point_is_pulled_verified_and_applied(
+    hosts: list[SSHHost],
+    wim: tuple[Path, str, str],
+    dist: DistributionServer,
+    pull_agent: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    host = hosts[8]
+    tree, _, sha = wim
+    root = tmp_path / "point"
+    with ImageStore(root) as store:
+        publish(
+            store, "5-base-image-lab-win11-2026.1", dist.root / "lab-win11.wim",
+            kind="base_image", scope="district", manifest_name="lab-win11", version="2026.1",
+        )  # fmt: skip
+    (dist.root / "lab-win11.wim").unlink()  # the orchestrator's copy is not reachable
+    target = host.root / "mnt" / "windows"
+    pulled = {
+        "point": "",
+        "image": "5-base-image-lab-win11-2026.1",
+        "kind": "base_image",
+        "scope": "district",
+        "name": "lab-win11",
+        "version": "2026.1",
+    }
+    keys = "".join(f"{line}\n" for line in key_lines(TRUSTED))
+    with PointServer(root) as point:
+        given = _wim_vars("", sha, target) | {
+            "image_pull": pulled | {"point": point.url},
+            "district_keys": keys,
+        }
+        outcome = _run(
+            "apply_image", [host], given, {host.name: {"orchestrator_pull": str(pull_agent)}}
+        )
+        served = point.health()["served"]
+
+    assert outcome.hosts[host.name].status == "changed", _failures(outcome)
+    assert isinstance(served, dict) and served["manifest"] == 1 and served["chunk"] >= 1
+    applied = _tree(target)
+    assert applied.pop("ProgramData/Orchestrator/image-marker") == b"101/lab-win11@24H2\n"
+    del applied["ProgramData/Orchestrator"], applied["ProgramData"]
+    assert applied == _tree(tree)
+    assert sha256_file(host.root / "var/orchestrator/store/files/image.wim") == sha  # the next seed

@@ -16,7 +16,6 @@ import base64
 import json
 import random
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,22 +29,12 @@ from orchestrator.imagestore.point import PointServer
 from orchestrator.services import image_store, runs, staging
 from orchestrator.services.staging import PointSpec
 from tests.factories import District
-from tests.support.agent import install_pull_agent
+from tests.support.agent import pull_agent  # noqa: F401 (a fixture)
 from tests.support.fixtures import import_as_clients
 from tests.support.sshd import SSHHost, start_hosts
 
 SIGNER = "Developer ID Installer: MIT Scratch (ABCDE12345)"
 RECEIPT = "edu.mit.scratch.point"
-
-
-@pytest.fixture(scope="module")
-def agent() -> Iterator[Path]:
-    """The pull agent, installed as on a client where the hosts' users can run it."""
-    folder = Path(tempfile.mkdtemp(prefix="orchestrator-agent-"))
-    try:
-        yield install_pull_agent(folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +56,12 @@ def point(hosts: list[SSHHost]) -> Iterator[PointServer]:
 
 
 @pytest.fixture
-def cart(district: District, hosts: list[SSHHost], point: PointServer, agent: Path) -> District:
+def cart(
+    district: District,
+    hosts: list[SSHHost],
+    point: PointServer,
+    pull_agent: Path,  # noqa: F811
+) -> District:
     macs = hosts[:2]
     for h in macs:  # what earlier tests of this module left on the Macs
         shutil.rmtree(h.root / "var/orchestrator/store", ignore_errors=True)
@@ -76,7 +70,7 @@ def cart(district: District, hosts: list[SSHHost], point: PointServer, agent: Pa
     import_as_clients(district, macs, room="cart-8", serial="PNT", mac_byte=0x0E)
     with transaction(district.ctx.engine) as s:
         for c in s.exec(select(Client).where(col(Client.hostname).in_([h.name for h in macs]))):
-            c.host_vars = dict(c.host_vars) | {"orchestrator_pull": str(agent)}
+            c.host_vars = dict(c.host_vars) | {"orchestrator_pull": str(pull_agent)}
             s.add(c)
     host = hosts[2]
     staging.add_point(

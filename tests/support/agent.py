@@ -6,10 +6,15 @@ signature libraries), at the versions the project's environment runs."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+
+import pytest
 
 PROJECT = Path(__file__).resolve().parents[2]
 AGENT_LIBRARIES = ("zstandard", "cryptography", "fastcdc", "click")
@@ -34,6 +39,16 @@ def install_pull_agent(folder: Path, python: str = "/usr/bin/python3") -> Path:
     if check.returncode != 0:
         raise RuntimeError(f"the installed pull agent does not start: {check.stderr}")
     return agent
+
+
+@pytest.fixture(scope="module")
+def pull_agent() -> Iterator[Path]:
+    """The pull agent, installed as on a client where the test hosts' users can run it."""
+    folder = Path(tempfile.mkdtemp(prefix="orchestrator-agent-"))
+    try:
+        yield install_pull_agent(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
