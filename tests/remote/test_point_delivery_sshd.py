@@ -27,10 +27,10 @@ from orchestrator.db.session import transaction
 from orchestrator.domain.states import Kind, State
 from orchestrator.imagestore.point import PointServer
 from orchestrator.services import image_store, runs, staging
-from orchestrator.services.staging import PointSpec
 from tests.factories import District
 from tests.support.agent import pull_agent  # noqa: F401 (a fixture)
 from tests.support.fixtures import import_as_clients
+from tests.support.points import add_point, serving_point
 from tests.support.sshd import SSHHost, start_hosts
 
 SIGNER = "Developer ID Installer: MIT Scratch (ABCDE12345)"
@@ -46,12 +46,7 @@ def hosts() -> Iterator[list[SSHHost]]:
 
 @pytest.fixture
 def point(hosts: list[SSHHost]) -> Iterator[PointServer]:
-    host = hosts[2]
-    root = host.root / "store"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir()
-    shutil.chown(root, user=host.username)
-    with PointServer(root) as server:
+    with serving_point(hosts[2]) as server:
         yield server
 
 
@@ -72,19 +67,7 @@ def cart(
         for c in s.exec(select(Client).where(col(Client.hostname).in_([h.name for h in macs]))):
             c.host_vars = dict(c.host_vars) | {"orchestrator_pull": str(pull_agent)}
             s.add(c)
-    host = hosts[2]
-    staging.add_point(
-        district.ctx,
-        district["it.ana"],
-        PointSpec(
-            building="101",
-            address=host.address,
-            ssh_port=host.port,
-            ssh_user=host.username,
-            root=str(point.root),
-            url=point.url,
-        ),
-    )
+    add_point(district, hosts[2], point)
     return district
 
 

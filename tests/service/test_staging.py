@@ -7,7 +7,6 @@ an image that rebuilds byte for byte."""
 from __future__ import annotations
 
 import random
-import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -31,6 +30,7 @@ from orchestrator.services.runs import Credentials
 from orchestrator.services.staging import PointSpec
 from tests.factories import District
 from tests.support.fixtures import release_scratch
+from tests.support.points import add_point, serving_point
 from tests.support.sshd import SSHHost, restart_with_new_host_key, start_hosts
 
 MIB = 2**20
@@ -44,24 +44,8 @@ def point_host() -> Iterator[SSHHost]:
 
 @pytest.fixture
 def point(point_host: SSHHost) -> Iterator[PointServer]:
-    root = point_host.root / "store"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir()
-    shutil.chown(root, user=point_host.username)
-    with PointServer(root) as server:
+    with serving_point(point_host) as server:
         yield server
-
-
-def _add_point(d: District, host: SSHHost, server: PointServer, **kw: object) -> None:
-    spec = {
-        "building": "101",
-        "address": host.address,
-        "ssh_port": host.port,
-        "ssh_user": host.username,
-        "root": str(server.root),
-        "url": server.url,
-    }
-    staging.add_point(d.ctx, d["it.ana"], PointSpec(**(spec | kw)))  # type: ignore[arg-type]
 
 
 def _credentials(host: SSHHost) -> Credentials:
@@ -85,7 +69,7 @@ def test_a_released_image_is_staged_once_and_the_point_serves_it_whole(
 ) -> None:
     data = random.Random(1).randbytes(3 * MIB) + bytes(MIB)
     ref = _released_base(district, tmp_path, "2026.1", data)
-    _add_point(district, point_host, point)
+    add_point(district, point_host, point)
     seen: list[int] = []
 
     first = staging.stage(
@@ -133,7 +117,7 @@ def test_a_new_version_sends_only_the_chunks_the_point_lacks(
     new[MIB : MIB + 200_000] = rng.randbytes(200_000)
     first = _released_base(district, tmp_path, "2026.1", old)
     second = _released_base(district, tmp_path, "2026.2", bytes(new))
-    _add_point(district, point_host, point)
+    add_point(district, point_host, point)
     whole = _stage(district, point_host, first)
 
     delta = _stage(district, point_host, second)
@@ -151,7 +135,7 @@ def test_only_released_images_go_to_a_point_and_only_for_the_buildings_people(
     image_store.import_artifact(district.ctx, district["it.ana"], Kind.BASE_IMAGE, draft, path)
     with pytest.raises(NotFound, match="has no distribution point"):
         _stage(district, point_host, draft)
-    _add_point(district, point_host, point)
+    add_point(district, point_host, point)
 
     with pytest.raises(Conflict, match="only images the chain released are staged"):
         _stage(district, point_host, draft)
@@ -167,7 +151,7 @@ def test_a_point_that_changed_its_host_key_is_refused_and_the_staging_says_so(
     district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
 ) -> None:
     ref = _released_base(district, tmp_path, "2026.1", random.Random(4).randbytes(MIB))
-    _add_point(district, point_host, point)
+    add_point(district, point_host, point)
     restart_with_new_host_key(point_host)
 
     with pytest.raises(HostKeyChanged):
@@ -195,9 +179,9 @@ def test_only_it_adds_a_point_and_bad_ones_are_refused_naming_the_field(
         with pytest.raises(InvalidInput) as raised:
             staging.add_point(district.ctx, district["it.ana"], spec)
         assert raised.value.field == field
-    _add_point(district, point_host, point)
+    add_point(district, point_host, point)
     with pytest.raises(Conflict, match="has a distribution point already"):
-        _add_point(district, point_host, point)
+        add_point(district, point_host, point)
     (shown,) = staging.list_points(district.ctx, district["principal.lincoln"])
     assert shown.fingerprint.startswith("SHA256:") and shown.url == point.url
     assert staging.list_points(district.ctx, district["btc.garcia"]) == []
@@ -244,7 +228,7 @@ def test_the_scheduler_stages_a_deployments_image_before_the_window_once_per_bui
         scratch,
         tmp_path / "Scratch-3.29.pkg",
     )
-    _add_point(district, point_host, point)
+    add_point(district, point_host, point)
     deployments.create(
         district.ctx,
         district["btc.lincoln"],
@@ -280,7 +264,7 @@ def test_a_pc_images_wim_is_staged_from_its_base_and_the_run_hands_clients_the_p
     )  # fmt: skip
     base = _released_base(district, tmp_path, "2026.1", random.Random(5).randbytes(2 * MIB))
     lab = district.custom(base=base, to=State.PUBLISHED)
-    _add_point(district, point_host, point)
+    add_point(district, point_host, point)
     deployments.create(
         district.ctx, district["btc.lincoln"], DeploymentSpec(image=lab, buildings=("101",))
     )
@@ -326,7 +310,7 @@ def test_a_manifest_signed_again_is_pulled_from_the_point_only_once_staged_again
     image_store.import_artifact(
         district.ctx, district["it.ana"], Kind.PACKAGE, scratch, tmp_path / "Scratch-3.29.pkg"
     )
-    _add_point(district, point_host, point)
+    add_point(district, point_host, point)
     assets = tmp_path / "assets.csv"
     assets.write_text(
         "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
