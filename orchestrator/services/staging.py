@@ -247,6 +247,12 @@ def _plan(ctx: Context, actor: Actor, kind: Kind, ref: str, building: str) -> _P
             )
         m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == row.id)).first()
         if m is None:
+            base = session.get(Releasable, row.base_id) if row.base_id else None
+            if base is not None and row.platform == "pc" and not row.artifact_ref:
+                raise Conflict(
+                    f"{ref_of(row)} lays down its base's WIM: stage {ref_of(base)} "
+                    "(the scheduler does so itself before a deployment's window)"
+                )
             raise Conflict(f"{ref_of(row)} is not in the image store: import it first")
         if m.signed is None:
             raise Conflict(

@@ -347,3 +347,18 @@ def test_a_manifest_signed_again_is_pulled_from_the_point_only_once_staged_again
         m.signed_at = district.ctx.now() + timedelta(minutes=1)
         s.add(m)
     assert given()["package_pull"] is None
+
+
+def test_staging_a_pc_image_that_carries_nothing_of_its_own_names_its_base(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    base = _released_base(district, tmp_path, "2026.1", random.Random(6).randbytes(MIB))
+    lab = district.custom(base=base, to=State.PUBLISHED)
+    add_point(district, point_host, point)
+
+    with pytest.raises(Conflict, match=f"lays down its base's WIM: stage {base}"):
+        staging.stage(
+            district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, lab, "101",
+            credentials=_credentials(point_host),
+        )  # fmt: skip
+    assert staging.stagings(district.ctx, district["btc.lincoln"], "101") == []
