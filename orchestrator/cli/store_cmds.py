@@ -245,6 +245,7 @@ def stage_cmd(
         DownloadColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # a pipe or a log gets the result line only
     ) as bar:
         task = bar.add_task(f"staging {ref} to {building}", total=None)
 

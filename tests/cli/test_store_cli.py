@@ -56,3 +56,13 @@ def test_import_refuses_other_bytes_and_verify_is_it_s(
     refused = orchestrator("--as", "btc.lincoln", "store", "verify", expect=3)
     assert "BTC cannot manage the image store and its distribution points" in refused.stderr
     assert "the store is empty" in orchestrator("--as", "it.rivera", "store", "stats").stdout
+
+
+def test_a_staging_that_cannot_start_prints_only_the_reason(orchestrator: Invoke) -> None:
+    no_point = orchestrator(
+        "--as", "btc.lincoln", "store", "stage", "pc-middle@2026.1", "--building", "101",
+        expect=4,
+    )  # fmt: skip
+
+    assert "building 101 has no distribution point" in no_point.stderr
+    assert no_point.stdout == ""  # no progress bar left behind in a pipe or a log
