@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import select
@@ -249,6 +250,23 @@ def test_the_scheduler_stages_a_deployments_image_before_the_window_once_per_bui
     assert (point.root / "manifests" / f"{name}.json").exists()
 
 
+def _handed(d: District, host: SSHHost, playbook: str, **ref: str) -> dict[str, Any]:
+    """The variables a successful run of ``playbook`` hands its clients (fake runner)."""
+    runner = FakePlaybookRunner()
+    view = runs.run_playbook(
+        d.ctx,
+        d["btc.lincoln"],
+        playbook,
+        building="101",
+        credentials=_credentials(host),
+        runner=runner,
+        **ref,  # type: ignore[arg-type]
+    )
+    assert view.status == "successful"
+    (request,) = runner.requests
+    return dict(request.extravars)
+
+
 def test_a_pc_images_wim_is_staged_from_its_base_and_the_run_hands_clients_the_point(
     district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
 ) -> None:
@@ -275,20 +293,8 @@ def test_a_pc_images_wim_is_staged_from_its_base_and_the_run_hands_clients_the_p
     )
     assert (made.ref, made.state) == (base, "staged")
 
-    runner = FakePlaybookRunner()
-    view = runs.run_playbook(
-        district.ctx,
-        district["btc.lincoln"],
-        "apply_image",
-        building="101",
-        credentials=_credentials(point_host),
-        runner=runner,
-        image=lab,
-    )
+    given = _handed(district, point_host, "apply_image", image=lab)
 
-    assert view.status == "successful"
-    (request,) = runner.requests
-    given = request.extravars
     (name,) = ImageStore(point.root).names()
     assert given["image_pull"] == {
         "point": point.url,
@@ -319,17 +325,7 @@ def test_a_manifest_signed_again_is_pulled_from_the_point_only_once_staged_again
     inventory.import_clients(district.ctx, district["it.ana"], assets)
 
     def given() -> dict[str, object]:
-        runner = FakePlaybookRunner()
-        runs.run_playbook(
-            district.ctx,
-            district["btc.lincoln"],
-            "install_package",
-            building="101",
-            credentials=_credentials(point_host),
-            runner=runner,
-            package=scratch,
-        )
-        return runner.requests[0].extravars
+        return _handed(district, point_host, "install_package", package=scratch)
 
     unstaged = given()
     assert unstaged["package_pull"] is None and "district_keys" not in unstaged
