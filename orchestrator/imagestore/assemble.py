@@ -14,12 +14,23 @@ size first, so they stay holes (sparse) and read back as zeros.
 The output is built in a temporary file beside the destination, fsynced and
 renamed over it: an interrupted extraction never leaves a partial image
 under the destination's name.
+
+:class:`PartialOutput` is that temporary file for a writer that fills it from
+several threads at once (a pull writes seed chunks and fetched chunks side by
+side). Its name, ``.orchestrator-partial.<destination name>.<random>``, says
+whose it is, and the file is ``flock``-ed while it is being written, so the
+next writer to the same destination can tell a file left by a killed process
+(removed) from one still in flight (left alone): :func:`remove_stale_partials`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
+import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +39,11 @@ from orchestrator.imagestore import chunker, names
 from orchestrator.imagestore.caibx import Index
 from orchestrator.imagestore.errors import StoreError
 from orchestrator.imagestore.store import TEMP_PREFIX, ChunkSource, _fsync_dir
+
+log = logging.getLogger(__name__)
+
+PARTIAL_PREFIX = ".orchestrator-partial."
+"""How a :class:`PartialOutput`'s name begins: ``<prefix><destination name>.<8 random>``."""
 
 
 @dataclass(frozen=True)
@@ -180,3 +196,132 @@ def extract(
     return ExtractReport(
         index.size, from_seed, from_source, zero_bytes, repeated, fetched, mismatches
     )
+
+
+def _partial_pattern(dest: Path) -> re.Pattern[str]:
+    # mkstemp's random part: 8 characters of [a-z0-9_].
+    return re.compile(re.escape(f"{PARTIAL_PREFIX}{dest.name}.") + r"[a-z0-9_]{8}\Z")
+
+
+def remove_stale_partials(destination: Path | str) -> list[Path]:
+    """Remove the partial outputs for ``destination`` that no live process is writing.
+
+    Only regular files named as :class:`PartialOutput` names them for this
+    destination, in its folder, are considered, and one is removed only when
+    an exclusive ``flock`` on it is granted at once (its writer holds one until
+    it is done, so a file in flight is never taken). Returns what was removed.
+    """
+    dest = names.plain_file(destination)
+    pattern = _partial_pattern(dest)
+    removed: list[Path] = []
+    try:
+        entries = [e.name for e in os.scandir(dest.parent) if pattern.match(e.name)]
+    except OSError:
+        return removed
+    for name in entries:
+        path = dest.parent / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # being written
+            # Still the file that was locked under this name: remove it.
+            now = os.lstat(path)
+            if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                os.unlink(path)
+                removed.append(path)
+                log.info("removed %s, left by an interrupted pull", path)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
+
+
+class PartialOutput:
+    """A file of ``size`` bytes (holes) beside ``destination``, renamed over it by :meth:`finish`.
+
+    Written with :meth:`write` from any number of threads (each at its own
+    offsets). The file is ``flock``-ed for as long as it is open, which is how
+    :func:`remove_stale_partials` tells it is in flight. :meth:`discard` (or
+    leaving the ``with`` block without :meth:`finish`) removes it.
+
+    Raises (when made): StoreError: the file cannot be created.
+    """
+
+    def __init__(self, destination: Path | str, size: int) -> None:
+        self.destination = names.plain_file(destination)
+        self.fd = -1
+        self.path: Path | None = None
+        prefix = f"{PARTIAL_PREFIX}{self.destination.name}."
+        try:
+            for _attempt in range(100):
+                fd, tmp = tempfile.mkstemp(prefix=prefix, suffix="", dir=self.destination.parent)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # A clean-up that locked it first (between the two calls) removed it.
+                st, now = os.fstat(fd), None
+                with contextlib.suppress(FileNotFoundError):
+                    now = os.lstat(tmp)
+                if now is not None and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                    break
+                os.close(fd)
+            else:
+                raise OSError("a partial file kept being removed")
+            self.fd, self.path = fd, Path(tmp)
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            self.discard()
+            raise StoreError(f"cannot create a file beside {self.destination}: {exc}") from exc
+
+    def __enter__(self) -> PartialOutput:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.discard()
+
+    def write(self, data: bytes | memoryview, at: int) -> None:
+        """Raises StoreError."""
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.pwrite(self.fd, view, at)
+                view, at = view[written:], at + written
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+
+    def finish(self) -> None:
+        """Make the file durable and rename it over the destination.
+
+        Raises:
+            StoreError: it could not be synced or renamed (it is removed).
+        """
+        try:
+            os.fsync(self.fd)
+            os.replace(str(self.path), self.destination)
+            self.path = None
+            _fsync_dir(self.destination.parent)
+        except OSError as exc:
+            self.discard()
+            raise StoreError(f"cannot write {self.destination}: {exc}") from exc
+        finally:
+            self._close()
+
+    def discard(self) -> None:
+        """Remove the file unless it was finished (nothing of it is left)."""
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.path = None
+        self._close()
+
+    def _close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
