@@ -19,16 +19,24 @@ refusal:
 2. ``indexes/<name>.caibx``: no longer than the signed index, and its SHA-256
    the signed one (:func:`manifest.check_index`); then decoded with every
    field checked. The index names every chunk by its digest.
-3. The seed (the image the client runs now) is chunked with the index's own
-   chunk sizes and digest; only the chunks neither in it, nor all zeros, nor
-   already in the cache are fetched, in parallel, each decompressed and
-   re-hashed before it is written to the cache (temporary file, rename).
-4. The image is assembled with :func:`assemble.extract`: seed bytes re-hashed
-   as they are copied, into a temporary file renamed over ``out`` when whole.
+3. The seed (the image the client runs now) is described by its own index when
+   the client kept one (``seed_index``, what ``save_index`` wrote at the pull
+   that made it, used when its size is the seed's), otherwise chunked with the
+   index's chunk sizes and digest. Only the chunks neither in it, nor all
+   zeros, nor already in the cache are fetched, in parallel, each decompressed
+   and re-hashed before it is written to the cache (temporary file, rename).
+4. The image is assembled in a temporary file beside ``out``
+   (:class:`assemble.PartialOutput`): the seed's chunks are copied, each
+   re-hashed as it is read (one that changed since the seed was indexed is
+   fetched instead), then the fetching threads write each checked chunk where
+   the index places it as it arrives. It is fsynced and renamed over ``out``
+   only when whole; then, with ``save_index``, the signed index is kept too.
 
 A pull that is killed or fails leaves nothing under ``out`` and keeps every
 chunk it had checked and written to the cache; the next pull with the same
-cache fetches only the rest.
+cache fetches only the rest. A killed pull's temporary file is removed by the
+next pull to the same ``out`` (it is locked while in use, so one still being
+written is never taken).
 
 Errors (everything else of http.client, ssl and the OS is translated into these)::
 
@@ -45,11 +53,13 @@ Errors (everything else of http.client, ssl and the OS is translated into these)
 from __future__ import annotations
 
 import http.client
+import logging
+import os
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -59,7 +69,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from orchestrator.imagestore import chunker, names
 from orchestrator.imagestore import manifest as signing
-from orchestrator.imagestore.assemble import ExtractReport, Seed, extract, missing_chunks
+from orchestrator.imagestore.assemble import (
+    ExtractReport,
+    PartialOutput,
+    Seed,
+    remove_stale_partials,
+    seed_locations,
+)
 from orchestrator.imagestore.caibx import (
     CHUNK_SIZE_LIMIT,
     HEAD_SIZE,
@@ -77,7 +93,16 @@ from orchestrator.imagestore.errors import (
     StoreError,
     UnsafeName,
 )
-from orchestrator.imagestore.store import ChunkStore, ImageStore, StagedChunk, decode_chunk
+from orchestrator.imagestore.store import (
+    ChunkStore,
+    ImageStore,
+    StagedChunk,
+    atomic_write,
+    decode_chunk,
+    read_index,
+)
+
+log = logging.getLogger(__name__)
 
 USER_AGENT = "orchestrator-pull/1"
 COMMIT_BATCH = 256
@@ -95,6 +120,8 @@ def _compressed_limit(max_size: int) -> int:
 
 Progress = Callable[[int, int, int], None]
 """Called as ``progress(chunks_done, chunks_total, bytes_downloaded)`` while fetching."""
+Deliver = Callable[[bytes, bytes], None]
+"""Called as ``deliver(chunk_id, data)`` with each chunk's checked data."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +160,11 @@ class PullReport:
     seconds: float
     fetch: FetchReport
     extract: ExtractReport
+    seed_by: str = "none"
+    """How the seed's chunks were found: "index" (the seed index given), "chunked", "none"."""
+    phases: Mapping[str, float] = field(default_factory=dict)
+    """Seconds by phase: manifest_and_index, seed (finding its chunks), seed_copy,
+    fetch, fetch_and_copy (the two side by side, to the last chunk), flush (fsync, rename)."""
 
 
 class HttpStore:
@@ -376,6 +408,7 @@ class HttpStore:
         *,
         digest: Digest = Digest.SHA512_256,
         max_size: int = CHUNK_SIZE_LIMIT,
+        deliver: Deliver | None = None,
     ) -> FetchReport:
         """Fetch the chunks ``into`` lacks, ``workers`` at a time, into that local store.
 
@@ -387,16 +420,27 @@ class HttpStore:
         ``progress(done, total, bytes_downloaded)`` is called from the worker
         threads, one at a time, after each chunk.
 
+        ``deliver(chunk_id, data)``, when given, is called from the worker threads
+        (several at once) with every chunk's checked data, fetched or read back
+        from the cache (re-hashed there too), as soon as it is at hand; an error it
+        raises stops the fetch like any other.
+
         Raises:
             ChunkMissing, ChunkCorrupt, PointUnavailable: the first that happened.
             StoreError: the cache could not be written.
         """
         started = time.monotonic()
         opened_before = self.connections_opened
-        wanted = len(unique := dict.fromkeys(ids))
-        todo = [i for i in unique if not into.has(i)]
+        unique = dict.fromkeys(ids)
+        wanted = len(unique)
+        # (id, in the cache already), in the order given.
+        plan = [(i, into.has(i)) for i in unique]
         del unique
-        feed: Iterator[bytes] = iter(todo)
+        cached = sum(1 for _, have in plan if have)
+        total = wanted - cached
+        if deliver is None:
+            plan = [item for item in plan if not item[1]]
+        feed: Iterator[tuple[bytes, bool]] = iter(plan)
         lock = threading.Lock()
         stop = threading.Event()
         staged: list[StagedChunk] = []
@@ -404,23 +448,34 @@ class HttpStore:
         done = downloaded = logical = 0
         last_commit = time.monotonic()
 
-        def take() -> bytes | None:
+        def take() -> tuple[bytes, bool] | None:
             with lock:
                 return None if stop.is_set() else next(feed, None)
 
         def work() -> None:
             nonlocal done, downloaded, logical, last_commit
             try:
-                while (chunk_id := take()) is not None:
+                while (item := take()) is not None:
+                    chunk_id, have = item
+                    if have and deliver is not None:
+                        try:
+                            data = into.get(chunk_id, digest=digest, max_size=max_size)
+                        except ChunkMissing:
+                            pass  # gone from the cache since: fetched below
+                        else:
+                            deliver(chunk_id, data)
+                            continue
                     compressed = self.chunk_bytes(chunk_id, max_size=max_size)
                     data = decode_chunk(
                         chunk_id, compressed, digest=digest, max_size=max_size, zstd=self._zstd()
                     )
-                    item = into.stage(chunk_id, data, digest=digest, compressed=compressed)
+                    fresh = into.stage(chunk_id, data, digest=digest, compressed=compressed)
+                    if deliver is not None:
+                        deliver(chunk_id, data)
                     batch: list[StagedChunk] = []
                     with lock:
-                        if item is not None:
-                            staged.append(item)
+                        if fresh is not None:
+                            staged.append(fresh)
                         now = time.monotonic()
                         if staged and (
                             len(staged) >= COMMIT_BATCH or now - last_commit >= COMMIT_SECONDS
@@ -432,7 +487,7 @@ class HttpStore:
                         downloaded += len(compressed)
                         logical += len(data)
                         if progress is not None:
-                            progress(done, len(todo), downloaded)
+                            progress(done, total, downloaded)
                     if batch:
                         into.commit(batch)
             except BaseException as exc:
@@ -444,7 +499,7 @@ class HttpStore:
 
         threads = [
             threading.Thread(target=work, name=f"fetch-{n}", daemon=True)
-            for n in range(min(self.workers, len(todo)))
+            for n in range(min(self.workers, len(plan)))
         ]
         try:
             for thread in threads:
@@ -467,7 +522,7 @@ class HttpStore:
             raise errors[0]
         return FetchReport(
             chunks_wanted=wanted,
-            chunks_cached=wanted - len(todo),
+            chunks_cached=wanted - done,
             chunks_fetched=done,
             bytes_downloaded=downloaded,
             bytes_fetched=logical,
@@ -482,21 +537,6 @@ class ResponseTooLarge(PointUnavailable):
     def __init__(self, message: str, *, length: int) -> None:
         super().__init__(message)
         self.length = length
-
-
-class _CacheThenPoint:
-    """Extraction's source: the cache; a chunk not there (a seed that changed
-    under us since it was chunked) is fetched from the point."""
-
-    def __init__(self, cache: ChunkStore, point: HttpStore) -> None:
-        self.cache = cache
-        self.point = point
-
-    def get(self, chunk_id: bytes, *, digest: Digest, max_size: int = CHUNK_SIZE_LIMIT) -> bytes:
-        try:
-            return self.cache.get(chunk_id, digest=digest, max_size=max_size)
-        except ChunkMissing:
-            return self.point.get(chunk_id, digest=digest, max_size=max_size)
 
 
 def seed_index(path: Path | str, like: Index) -> Index:
@@ -514,6 +554,9 @@ def seed_index(path: Path | str, like: Index) -> Index:
     except OSError as exc:
         raise StoreError(f"seed {source}: cannot read: {exc}") from exc
     return index
+
+
+_chunk_seed = seed_index  # pull's parameter of that name hides the function there
 
 
 def pull(
@@ -534,6 +577,8 @@ def pull(
     progress: Progress | None = None,
     ca_file: Path | str | None = None,
     timeout: float = 30.0,
+    seed_index: Path | str | None = None,
+    save_index: Path | str | None = None,
 ) -> PullReport:
     """Rebuild image ``name`` from the point at ``base_url`` into ``out`` (see the module).
 
@@ -543,16 +588,28 @@ def pull(
     sunset. ``seed`` is a file to take chunks from (usually the current image,
     and it may be ``out`` itself); ``cache_dir`` keeps fetched chunks between pulls.
 
+    ``seed_index`` is a casync index of ``seed`` (what ``save_index`` wrote at the
+    pull that made it): a hint, used instead of chunking the seed when it reads as
+    an index of the image's digest whose size is the seed's; otherwise the seed is
+    chunked (the reason logged at INFO). Either way each seed chunk is re-hashed
+    as it is copied, and one that no longer matches is fetched instead.
+    ``save_index``: once the image is in place, its index (the signed bytes) is
+    written there atomically, for the next pull's ``seed_index``.
+
     Raises:
         ManifestRefused: the manifest is malformed, unsigned, tampered, for another
             image, older than the installed one, or at its sunset; or the index is
             not the one it signed (Tampered). Nothing was fetched after it.
         NotStaged, PointUnavailable, ChunkMissing, ChunkCorrupt, MalformedIndex,
-            StoreError: see the module; nothing is left at ``out``.
+            StoreError: see the module; nothing is left at ``out`` (but a
+            ``save_index`` that cannot be written fails the pull after ``out``
+            was replaced).
     """
     started = time.monotonic()
     names.image_name(name)
     destination = names.plain_file(out)
+    save_to = names.plain_file(save_index) if save_index is not None else None
+    phases: dict[str, float] = {}
     with HttpStore(base_url, workers=workers, timeout=timeout, ca_file=ca_file) as point:
         try:
             envelope = _file(point, f"manifests/{name}.json", limit=signing.MAX_ENVELOPE)
@@ -579,24 +636,33 @@ def pull(
             ) from exc
         signing.check_index(m, raw)
         index = decode(raw, source=f"{point.url}/indexes/{name}.caibx")
+        phases["manifest_and_index"] = time.monotonic() - started
 
-        seeded = Seed(Path(seed), seed_index(seed, index)) if seed is not None else None
-        needed = missing_chunks(index, seeded)
-        # In the image's order: a resumed pull's cache then holds a prefix of the work.
-        # (The set is emptied as it is ordered: a 20 GiB image has ~330 000 ids.)
-        ordered: list[bytes] = []
-        for chunk_id in _ids(index):
-            if chunk_id in needed:
-                needed.discard(chunk_id)
-                ordered.append(chunk_id)
-        with ImageStore(cache_dir) as cache:
-            fetched = point.fetch_many(
-                ordered, cache.chunks, progress, digest=index.digest, max_size=index.sizes.max
+        at = time.monotonic()
+        seed_file = names.plain_file(seed) if seed is not None else None
+        seed_by = "none"
+        locations: dict[bytes, tuple[int, int]] = {}
+        if seed_file is not None:
+            described = _usable_seed_index(seed_index, seed_file, index)
+            seed_by = "index" if described is not None else "chunked"
+            if described is None:
+                described = _chunk_seed(seed_file, index)
+            locations = seed_locations(index, Seed(seed_file, described))
+        elif seed_index is not None:
+            log.info("seed index %s not used: no seed file was given", seed_index)
+        phases["seed"] = time.monotonic() - at
+
+        remove_stale_partials(destination)
+        with ImageStore(cache_dir) as cache, PartialOutput(destination, index.size) as output:
+            fetched, extracted = _assemble(
+                index, point, cache.chunks, output, seed_file, locations, progress, phases
             )
-            extracted = extract(
-                index, _CacheThenPoint(cache.chunks, point), destination, seed=seeded
-            )
+            at = time.monotonic()
+            output.finish()
+            phases["flush"] = time.monotonic() - at
         downloaded = point.bytes_downloaded
+    if save_to is not None:
+        atomic_write(save_to.parent, save_to.name, raw)
     return PullReport(
         manifest=m,
         size=index.size,
@@ -610,6 +676,160 @@ def pull(
         seconds=time.monotonic() - started,
         fetch=fetched,
         extract=extracted,
+        seed_by=seed_by,
+        phases=phases,
+    )
+
+
+def _usable_seed_index(hint: Path | str | None, seed: Path, like: Index) -> Index | None:
+    """The seed's index from the file ``hint``, or None (and why, logged) to chunk the seed."""
+    if hint is None:
+        return None
+    try:
+        described = read_index(hint)
+    except StoreError as exc:
+        log.info("seed index %s not used (%s): chunking the seed instead", hint, exc)
+        return None
+    try:
+        size = os.stat(seed).st_size
+    except OSError as exc:
+        log.info("seed index %s not used (seed %s: %s): chunking the seed", hint, seed, exc)
+        return None
+    if described.size != size:
+        log.info(
+            "seed index %s not used: it describes %d bytes, the seed %s has %d; "
+            "chunking the seed instead",
+            hint,
+            described.size,
+            seed,
+            size,
+        )
+        return None
+    if described.digest is not like.digest:
+        log.info(
+            "seed index %s not used: its chunk ids are %s, the image's %s; chunking the seed",
+            hint,
+            described.digest.value,
+            like.digest.value,
+        )
+        return None
+    return described
+
+
+def _assemble(
+    index: Index,
+    point: HttpStore,
+    cache: ChunkStore,
+    output: PartialOutput,
+    seed: Path | None,
+    locations: Mapping[bytes, tuple[int, int]],
+    progress: Progress | None,
+    phases: dict[str, float],
+) -> tuple[FetchReport, ExtractReport]:
+    """Fill ``output``: the seed's chunks copied (each re-hashed as it is read), then
+    the rest fetched (or read back from the cache) by the fetching threads, each
+    written where the index places it as soon as it is checked (not read back).
+
+    A seed chunk whose bytes no longer hash to its id is fetched afterwards.
+    """
+    started = time.monotonic()
+    hash_ = index.digest.hasher()
+    zero = chunker.zero_chunk_id(index.digest, index.sizes.max)
+    zero_len = index.sizes.max
+    # Where each chunk goes: its first place, and the others of a chunk that repeats.
+    first: dict[bytes, tuple[int, int]] = {}
+    more: dict[bytes, list[tuple[int, int]]] = {}
+    zero_bytes = 0
+    for start, length, chunk_id in index.chunks():
+        if length == zero_len and chunk_id == zero:
+            zero_bytes += length  # a hole: the output was made at its full size
+        elif chunk_id in first:
+            more.setdefault(chunk_id, []).append((start, length))
+        else:
+            first[chunk_id] = (start, length)
+    from_seed: list[tuple[int, int, bytes]] = []  # (seed offset, length, id)
+    to_fetch: list[bytes] = []  # in the image's order: a resumed pull's cache holds a prefix
+    for chunk_id, (_start, length) in first.items():
+        where = locations.get(chunk_id)
+        if where is not None and where[1] == length:
+            from_seed.append((where[0], length, chunk_id))
+        else:
+            to_fetch.append(chunk_id)
+    from_seed.sort()
+
+    def put(chunk_id: bytes, data: bytes) -> None:
+        # Every place of the chunk, from data already checked against its id.
+        for start, length in (first[chunk_id], *more.get(chunk_id, ())):
+            if len(data) != length:
+                raise StoreError(
+                    f"chunk {chunk_id.hex()} is {len(data)} bytes, the index says {length}"
+                )
+            output.write(data, start)
+
+    mismatched: list[bytes] = []
+    if from_seed:
+        # The seed first, then the fetch: side by side they took as long on two
+        # cores (each fetch batch's syncfs also flushes the output being written).
+        assert seed is not None
+        at = time.monotonic()
+        try:
+            fd = os.open(seed, os.O_RDONLY)
+            try:
+                for offset, length, chunk_id in from_seed:
+                    data = os.pread(fd, length, offset)
+                    if len(data) == length and hash_(data) == chunk_id:
+                        put(chunk_id, data)
+                    else:
+                        mismatched.append(chunk_id)  # changed since it was indexed
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(f"seed {seed}: cannot read: {exc}") from exc
+        phases["seed_copy"] = time.monotonic() - at
+    fetched = point.fetch_many(
+        to_fetch, cache, progress, digest=index.digest, max_size=index.sizes.max, deliver=put
+    )
+    phases["fetch"] = fetched.seconds
+    if mismatched:
+        log.info("%d chunks of the seed changed since it was indexed: fetched", len(mismatched))
+        again = point.fetch_many(
+            mismatched,
+            cache,
+            progress,
+            digest=index.digest,
+            max_size=index.sizes.max,
+            deliver=put,
+        )
+        fetched = _combined(fetched, again)
+    phases["fetch_and_copy"] = time.monotonic() - started
+    sourced = set(to_fetch).union(mismatched)
+    seed_bytes = source_bytes = 0
+    for chunk_id, (_start, length) in first.items():
+        if chunk_id in sourced:
+            source_bytes += length
+        else:
+            seed_bytes += length
+    repeated = sum(length for places in more.values() for _start, length in places)
+    return fetched, ExtractReport(
+        size=index.size,
+        bytes_from_seed=seed_bytes,
+        bytes_from_source=source_bytes,
+        bytes_zero=zero_bytes,
+        bytes_repeated=repeated,
+        chunks_fetched=len(sourced),
+        seed_mismatches=len(mismatched),
+    )
+
+
+def _combined(a: FetchReport, b: FetchReport) -> FetchReport:
+    return FetchReport(
+        chunks_wanted=a.chunks_wanted + b.chunks_wanted,
+        chunks_cached=a.chunks_cached + b.chunks_cached,
+        chunks_fetched=a.chunks_fetched + b.chunks_fetched,
+        bytes_downloaded=a.bytes_downloaded + b.bytes_downloaded,
+        bytes_fetched=a.bytes_fetched + b.bytes_fetched,
+        connections=a.connections + b.connections,
+        seconds=a.seconds + b.seconds,
     )
 
 

@@ -4,7 +4,8 @@
 
     python -m orchestrator.imagestore.pull --point https://point.b101:8443 \\
         --image 17-custom-image-lab-1.2 --kind custom_image --scope 101 --name lab \\
-        --keys district-keys.txt --seed /images/current.img --out /images/next.img
+        --keys district-keys.txt --seed /images/current.img --out /images/next.img \\
+        --seed-index /images/current.caibx --save-index /images/next.caibx
 
 The manifest is checked before anything else is fetched (see
 :mod:`orchestrator.imagestore.fetch`); ``--keys`` is a file of the lines
@@ -12,6 +13,12 @@ The manifest is checked before anything else is fetched (see
 came from where; on a refusal or failure the reason goes to stderr and the
 exit status is the error's (3 refused, 4 not staged or missing, 8 point
 unreachable, ...). Nothing is written under ``--out`` unless the image is whole.
+
+``--save-index`` keeps the pulled image's index (the signed bytes) once the
+image is in place; the next pull passes it as ``--seed-index`` with that image
+as ``--seed``, and need not chunk the seed to learn what it holds (a hint only:
+an index that does not fit the seed is set aside, and every seed chunk is
+re-hashed as it is copied either way).
 """
 
 from __future__ import annotations
@@ -39,6 +46,14 @@ def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int
     parser.add_argument("--image", required=True, help="the image's name in the store")
     parser.add_argument("--out", required=True, type=Path, help="the file to write")
     parser.add_argument("--seed", type=Path, help="a file to take chunks from (the current image)")
+    parser.add_argument(
+        "--seed-index",
+        type=Path,
+        help="the seed's casync index, as --save-index wrote it (a hint: checked against the seed)",
+    )
+    parser.add_argument(
+        "--save-index", type=Path, help="where to keep the pulled image's index for the next pull"
+    )
     parser.add_argument("--keys", required=True, type=Path, help="the district's public keys")
     parser.add_argument("--kind", required=True, help="base_image, custom_image or package")
     parser.add_argument("--scope", required=True, help="'district' or the building's number")
@@ -68,6 +83,8 @@ def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int
             version=args.version,
             installed_version=args.installed_version,
             seed=args.seed,
+            seed_index=args.seed_index,
+            save_index=args.save_index,
             cache_dir=cache,
             workers=args.workers,
             ca_file=args.ca_file,
@@ -80,7 +97,12 @@ def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int
         f"{report.manifest.ref}: {report.size / MiB:.1f} MiB written to {args.out}; "
         f"{report.bytes_from_seed / MiB:.1f} MiB from the seed, "
         f"{report.bytes_downloaded / MiB:.1f} MiB downloaded in {report.chunks_fetched} chunks "
-        f"({report.chunks_cached} already cached), {report.seconds:.1f} s",
+        f"({report.chunks_cached} already cached), {report.seconds:.1f} s"
+        + (
+            f"; seed located by its {'index' if report.seed_by == 'index' else 'chunks'}"
+            if report.seed_by != "none"
+            else ""
+        ),
         flush=True,
     )
     return 0
