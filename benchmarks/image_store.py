@@ -457,7 +457,11 @@ def casync_http(pair: Pair, work: Path, v: dict[str, Any]) -> None:
 
 
 def ours_pull(fetch: Any, url: str, name: str, pair: Pair, work: Path, **kw: Any) -> Any:
-    """``fetch.pull`` from the point, base as seed, into a fresh cache."""
+    """``fetch.pull`` from the point, base as seed, into a fresh cache.
+
+    ``seed_index=`` (in ``kw``) is the base's index as the client's previous pull
+    saved it (``--save-index``), so the seed is not chunked again.
+    """
     out = work / f"pull-out-{pair.label}.img"
     cache = work / f"pull-cache-{pair.label}"
     rep = fetch.pull(url, name, out, seed=pair.base, cache_dir=cache, **kw)
@@ -465,6 +469,10 @@ def ours_pull(fetch: Any, url: str, name: str, pair: Pair, work: Path, **kw: Any
     out.unlink()
     shutil.rmtree(cache)
     return rep, ok
+
+
+def _phases(phases: Any) -> str:
+    return ", ".join(f"{k} {t:.1f} s" for k, t in phases.items())
 
 
 def distribution(pairs: list[tuple[Pair, Figures]], work: Path, *, with_pull: bool) -> None:
@@ -575,18 +583,34 @@ def distribution(pairs: list[tuple[Pair, Figures]], work: Path, *, with_pull: bo
                 # 3. Rebuilding the derivative over HTTP on loopback, the base as seed.
                 casync_http(pair, work, v)
                 if fetch is not None:
-                    rep, ok = ours_pull(
-                        fetch,
-                        server.url,
-                        deriv_name,
-                        pair,
-                        work,
-                        trusted_keys=image_store.public_keys(ctx),
-                        kind="base_image",
-                        scope="district",
-                        image_name=f"pc-{level}",
-                        today=ctx.today(),
+                    # What the client kept from the pull that gave it the base:
+                    # the base's signed index, as --save-index writes it.
+                    saved = work / f"{pair.label}-base-saved.caibx"
+                    with ImageStore(ctx.image_store_dir) as origin:
+                        shutil.copyfile(origin.index_path(base_name), saved)
+                    pull_kw: dict[str, Any] = {
+                        "trusted_keys": image_store.public_keys(ctx),
+                        "kind": "base_image",
+                        "scope": "district",
+                        "image_name": f"pc-{level}",
+                        "today": ctx.today(),
+                    }
+                    plain, plain_ok = ours_pull(
+                        fetch, server.url, deriv_name, pair, work, **pull_kw
                     )
+                    v["ours_http_noidx_s"] = plain.seconds
+                    v["ours_http_noidx_ok"] = plain_ok
+                    v["ours_http_noidx_phases"] = dict(plain.phases)
+                    print(
+                        f"[{pair.label}] pull without seed index {plain.seconds:.1f} s "
+                        f"({plain.seed_by}; {_phases(plain.phases)})",
+                        file=sys.stderr,
+                    )
+                    rep, ok = ours_pull(
+                        fetch, server.url, deriv_name, pair, work, seed_index=saved, **pull_kw
+                    )
+                    v["ours_http_seed_by"] = rep.seed_by
+                    v["ours_http_phases"] = dict(rep.phases)
                     v["ours_http_s"] = rep.seconds
                     v["ours_http_ok"] = ok
                     v["ours_http_downloaded"] = rep.bytes_downloaded
@@ -594,8 +618,9 @@ def distribution(pairs: list[tuple[Pair, Figures]], work: Path, *, with_pull: bo
                     v["ours_http_from_seed"] = rep.bytes_from_seed
                     v["ours_http"] = "measured"
                     print(
-                        f"[{pair.label}] pull {rep.seconds:.1f} s (fetch {rep.fetch.seconds:.1f}"
-                        f" s), downloaded {rep.bytes_downloaded}",
+                        f"[{pair.label}] pull with seed index {rep.seconds:.1f} s "
+                        f"({rep.seed_by}; {_phases(rep.phases)}), "
+                        f"downloaded {rep.bytes_downloaded}",
                         file=sys.stderr,
                     )
             engine.dispose()
@@ -732,7 +757,8 @@ def table(figures: list[Figures], memory: dict[str, Any]) -> list[str]:
             oh, ch = v["ours_http_s"], v["casync_http_s"]
             row(
                 lb,
-                "rebuild over HTTP on loopback, base as seed, s",
+                "rebuild over HTTP on loopback, base as seed with its saved index "
+                f"(seed located by: {v.get('ours_http_seed_by', '?')}), s",
                 f"{oh:.1f}",
                 f"{ch:.1f}",
                 "—",
@@ -740,6 +766,18 @@ def table(figures: list[Figures], memory: dict[str, Any]) -> list[str]:
                 "≤ 0.3x",
                 "yes" if oh <= 0.3 * ch else "no",
             )
+            if "ours_http_noidx_s" in v:
+                on = v["ours_http_noidx_s"]
+                row(
+                    lb,
+                    "rebuild over HTTP on loopback, base as seed, no seed index (seed chunked), s",
+                    f"{on:.1f}",
+                    f"{ch:.1f}",
+                    "—",
+                    f"{on / ch:.2f}x",
+                    "",
+                    "",
+                )
         else:
             row(
                 lb,
@@ -758,7 +796,7 @@ def table(figures: list[Figures], memory: dict[str, Any]) -> list[str]:
                 _m(v["ours_http_downloaded"]),
                 "—",
                 "—",
-                f"fetch phase {v['ours_http_fetch_s']:.1f} s",
+                f"phases: {_phases(v['ours_http_phases'])}",
                 "",
                 "",
             )
@@ -927,6 +965,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{f.label}: base {f.base_size:,} bytes, derivative {f.deriv_size:,} bytes; "
             f"rsync compression {f.values['rsync_compress']}; "
             f"checks: rsync {f.values['rsync_ok']}, casync HTTP {f.values['casync_http_ok']}, "
+            f"pull {f.values.get('ours_http_ok')} "
+            f"(without seed index {f.values.get('ours_http_noidx_ok')}), "
             f"ours local {f.values['ours_local_ok']}"
         )
     if memory:
