@@ -49,10 +49,14 @@ def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int
     parser.add_argument(
         "--seed-index",
         type=Path,
+        metavar="PATH",
         help="the seed's casync index, as --save-index wrote it (a hint: checked against the seed)",
     )
     parser.add_argument(
-        "--save-index", type=Path, help="where to keep the pulled image's index for the next pull"
+        "--save-index",
+        type=Path,
+        metavar="PATH",
+        help="where to keep the pulled image's index for the next pull",
     )
     parser.add_argument("--keys", required=True, type=Path, help="the district's public keys")
     parser.add_argument("--kind", required=True, help="base_image, custom_image or package")
