@@ -656,4 +656,8 @@ def test_a_wim_staged_on_the_point_is_pulled_verified_and_applied(
     assert applied.pop("ProgramData/Orchestrator/image-marker") == b"101/lab-win11@24H2\n"
     del applied["ProgramData/Orchestrator"], applied["ProgramData"]
     assert applied == _tree(tree)
-    assert sha256_file(host.root / "var/orchestrator/store/files/image.wim") == sha  # the next seed
+    slot = host.root / "var/orchestrator/store/files/image.wim"
+    assert sha256_file(slot) == sha  # the next pull's seed, with the index it saved
+    assert (slot.parent / "image.wim.caibx").read_bytes() == (
+        root / "indexes" / "5-base-image-lab-win11-2026.1.caibx"
+    ).read_bytes()
