@@ -363,26 +363,32 @@ class SlowerPoint(SlowPoint):
     delay = 0.05
 
 
+def kill_pull_after_first_chunk(url: str, images: Point) -> None:
+    """Run the pull's command against ``url`` and SIGKILL it once a chunk is cached."""
+    cache_chunks = images.client / "cache" / "chunks"
+    args = _cli_args(url, images, **{"--workers": "2", "--seed": os.devnull})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.imagestore.pull", *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not any(cache_chunks.glob("*/*.cacnk")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 def test_a_pull_process_killed_mid_fetch_leaves_no_image_and_is_resumed(images: Point) -> None:
     # No sunset: the process reads the machine's own date.
     write_manifest(images.root, LAB, _signed(images, sunset=None))
     cache_chunks = images.client / "cache" / "chunks"
     with SlowerPoint(images.root) as slow:
-        args = _cli_args(slow.url, images, **{"--workers": "2", "--seed": os.devnull})
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.imagestore.pull", *args],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            deadline = time.monotonic() + 15
-            while not any(cache_chunks.glob("*/*.cacnk")) and time.monotonic() < deadline:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                time.sleep(0.02)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+        kill_pull_after_first_chunk(slow.url, images)
         assert not (images.client / "lab.img").exists()
         kept = len(list(cache_chunks.glob("*/*.cacnk")))
         assert kept > 0

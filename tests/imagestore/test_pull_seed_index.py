@@ -7,11 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -26,12 +21,12 @@ from tests.imagestore.pointkit import TODAY, TRUSTED
 from tests.imagestore.test_pull import (
     BASE,
     LAB,
-    REPO,
     Point,
     SlowerPoint,
     _cli_args,
     _pull,
     _signed,
+    kill_pull_after_first_chunk,
     write_manifest,
 )
 
@@ -208,23 +203,8 @@ def test_a_pull_killed_mid_way_leaves_a_partial_file_the_next_pull_removes(
     images: Point,
 ) -> None:
     write_manifest(images.root, LAB, _signed(images, sunset=None))
-    cache_chunks = images.client / "cache" / "chunks"
     with SlowerPoint(images.root) as slow:
-        args = _cli_args(slow.url, images, **{"--workers": "2", "--seed": os.devnull})
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.imagestore.pull", *args],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            deadline = time.monotonic() + 15
-            while not any(cache_chunks.glob("*/*.cacnk")) and time.monotonic() < deadline:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                time.sleep(0.02)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+        kill_pull_after_first_chunk(slow.url, images)
         left = _partials(images.client)
         assert len(left) == 1 and left[0].startswith(f"{PARTIAL_PREFIX}lab.img.")
 
