@@ -67,11 +67,9 @@ class Artifact:
         return f"{self.sha256}/{self.name}"
 
     def url_from(self, base_url: str | None) -> str:
-        """Its URL; empty for a local file pulled from a point (no server serves it)."""
         if self.url is not None:
             return self.url
-        if base_url is None:
-            return ""
+        assert base_url is not None, "a local artifact needs the distribution server"
         return f"{base_url.rstrip('/')}/{self.served_as}"
 
 
@@ -114,6 +112,8 @@ class Delivery:
         def fill(value: Any) -> Any:
             if isinstance(value, dict):
                 if set(value) == {"artifact"}:
+                    if value["artifact"] in sources:  # pulled from the point, not served
+                        return ""
                     return self.artifacts[value["artifact"]].url_from(base_url)
                 if set(value) == {"pull"}:
                     source = sources.get(value["pull"])

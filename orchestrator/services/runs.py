@@ -158,7 +158,7 @@ def run_playbook(
             trial_of=trial_of,
         )
         # Artifacts the building's distribution point holds are pulled from it.
-        pulls = staging.pull_sources(session, building, shipment.artifacts) if shipment else {}
+        pulls = staging.pull_sources(session, b, shipment.artifacts) if shipment else {}
         district_keys = image_store.keys_file(session) if pulls else ""
         q = select(Client).where(Client.building_id == b.id).order_by(col(Client.hostname))
         if room is not None:

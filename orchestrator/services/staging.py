@@ -247,11 +247,14 @@ def _plan(ctx: Context, actor: Actor, kind: Kind, ref: str, building: str) -> _P
             )
         m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == row.id)).first()
         if m is None:
-            base = session.get(Releasable, row.base_id) if row.base_id else None
-            if base is not None and row.platform == "pc" and not row.artifact_ref:
+            carried = [
+                r for r in delivery.delivered_rows(session, "apply_image", row) if r.id != row.id
+            ]
+            if carried and not row.artifact_ref:
                 raise Conflict(
-                    f"{ref_of(row)} lays down its base's WIM: stage {ref_of(base)} "
-                    "(the scheduler does so itself before a deployment's window)"
+                    f"{ref_of(row)} lays down what it carries: stage "
+                    f"{', '.join(ref_of(r) for r in carried)} (the scheduler does so itself "
+                    "before a deployment's window)"
                 )
             raise Conflict(f"{ref_of(row)} is not in the image store: import it first")
         if m.signed is None:
@@ -489,7 +492,7 @@ _CURRENT = (
 
 
 def pull_sources(
-    session: Session, building: str, artifacts: Sequence[delivery.Artifact]
+    session: Session, building: Building, artifacts: Sequence[delivery.Artifact]
 ) -> dict[int, dict[str, str]]:
     """Artifact index → where the building's clients pull it from: for each artifact
     its distribution point holds, staged since its manifest was last signed.
@@ -503,11 +506,7 @@ def pull_sources(
     ids = {i: a.releasable_id for i, a in enumerate(artifacts) if a.releasable_id is not None}
     if not ids:
         return {}
-    point = session.exec(
-        select(DistributionPoint)
-        .join(Building, col(Building.id) == col(DistributionPoint.building_id))
-        .where(Building.number == building)
-    ).first()
+    point = _point_of(session, building)
     if point is None:
         return {}
     staged = {

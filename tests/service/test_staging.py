@@ -352,7 +352,7 @@ def test_staging_a_pc_image_that_carries_nothing_of_its_own_names_its_base(
     lab = district.custom(base=base, to=State.PUBLISHED)
     add_point(district, point_host, point)
 
-    with pytest.raises(Conflict, match=f"lays down its base's WIM: stage {base}"):
+    with pytest.raises(Conflict, match=f"lays down what it carries: stage {base} "):
         staging.stage(
             district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, lab, "101",
             credentials=_credentials(point_host),
