@@ -14,7 +14,7 @@ from rich.table import Table
 from orchestrator.cli import render
 from orchestrator.cli.app import JSON_OPTION, HandledGroup, console, print_json, state
 from orchestrator.domain.states import Kind
-from orchestrator.services import image_store, staging, vault
+from orchestrator.services import agent_bundle, image_store, staging, vault
 
 store_app = typer.Typer(
     cls=HandledGroup,
@@ -171,6 +171,38 @@ def keys_cmd() -> None:
         console.print("no signing key yet: one is made at the first release of a stored image")
     for line in keys:
         console.print(line, highlight=False, soft_wrap=True)
+
+
+@store_app.command("agent")
+def agent_cmd(
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A client platform as '<wheel platform tag>:<python>', e.g. "
+            "macosx_11_0_arm64:3.9; repeat for each. Default: this machine's.",
+        ),
+    ] = None,
+    find_links: Annotated[
+        Path | None, typer.Option(help="A folder of wheels (a district mirror) pip looks in.")
+    ] = None,
+    no_index: Annotated[
+        bool, typer.Option("--no-index", help="Only that folder: never the package index.")
+    ] = False,
+) -> None:
+    """Build the pull agent's bundle that 'run install_agent' puts on clients (IT)."""
+    targets = tuple(agent_bundle.Target.parse(t) for t in target or ())
+    b = agent_bundle.build(
+        state.ctx, state.actor(), targets=targets, find_links=find_links, no_index=no_index
+    )
+    console.print(
+        f"agent bundle {b.bundle_id[:12]} (orchestrator {b.version}): {len(b.wheels)} wheels, "
+        f"{size(b.size)}, for {', '.join(b.targets) or 'this machine'}, in {b.folder}\n"
+        "install it on a building's clients with "
+        "'orchestrator run install_agent --building NUMBER'",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @points_app.command("add")

@@ -35,6 +35,7 @@ from orchestrator.remote.ansible import (
     playbook_path,
 )
 from orchestrator.services import (
+    agent_bundle,
     audit,
     catalog,
     delivery,
@@ -142,6 +143,8 @@ def run_playbook(
     else:
         authorize(actor, Action.RUN_PLAYBOOK, building=building)
     path = playbook_path(playbook)
+    # install_agent is handed the pull agent's bundle; none built yet: nothing runs.
+    agent = agent_bundle.extravars(ctx) if path.stem == "install_agent" else {}
     now = ctx.now()
     with transaction(ctx.engine) as session:
         b = session.exec(select(Building).where(Building.number == building)).first()
@@ -242,7 +245,7 @@ def run_playbook(
                 extravars=(
                     shipment.extravars(base_url, pulls, district_keys=district_keys)
                     if shipment
-                    else {}
+                    else agent
                 ),
                 ssh_key=credentials.ssh_key,
                 winrm_password=credentials.winrm_password,

@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+from tests.support.agent import agent_wheels
 from tests.support.cli import Invoke
 
 MIB = 2**20
@@ -66,3 +67,26 @@ def test_a_staging_that_cannot_start_prints_only_the_reason(orchestrator: Invoke
 
     assert "building 101 has no distribution point" in no_point.stderr
     assert no_point.stdout == ""  # no progress bar left behind in a pipe or a log
+
+
+def test_store_agent_builds_the_bundle_install_agent_hands_the_clients(
+    orchestrator: Invoke, tmp_path: Path
+) -> None:
+    wheels = str(agent_wheels())
+    refused = orchestrator(
+        "--as", "btc.lincoln", "store", "agent", "--find-links", wheels, "--no-index", expect=3
+    )
+    assert "BTC cannot manage the image store" in refused.stderr
+    bad = orchestrator("--as", "it.rivera", "store", "agent", "--target", "linux", expect=2)
+    assert "target 'linux': not '<wheel platform tag>:<python version>'" in bad.stderr
+    assert not (tmp_path / "images" / "agent").exists()
+
+    out = orchestrator(
+        "--as", "it.rivera", "store", "agent", "--find-links", wheels, "--no-index"
+    ).stdout
+
+    bundle = json.loads((tmp_path / "images" / "agent" / "bundle.json").read_text())
+    assert f"agent bundle {bundle['bundle_id'][:12]} (orchestrator " in out
+    assert f"{len(bundle['wheels'])} wheels" in out
+    assert "for this machine" in out
+    assert "'orchestrator run install_agent --building NUMBER'" in out

@@ -1,24 +1,44 @@
 """The pull agent installed on a test host as on a client: its own virtual
 environment of the system's Python (the test hosts' users cannot run the
-project's, which lives under root's home), the project installed into it with
-pip, and only what the agent imports beside it (its chunking, compression and
-signature libraries), at the versions the project's environment runs."""
+project's, which lives under root's home), installed from the agent's bundle
+(services/agent_bundle.py) as ``install_agent.yml`` installs it: the project's
+wheel without its dependencies, and only what the agent imports beside it.
+
+The libraries' wheels come from :data:`WHEELS`, which ``.ci/run`` fills before
+the tests, so no test reaches a package index."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 
 import pytest
 
+from orchestrator.services import agent_bundle
+
 PROJECT = Path(__file__).resolve().parents[2]
-AGENT_LIBRARIES = ("zstandard", "cryptography", "fastcdc", "click")
-"""What ``python -m orchestrator.imagestore.pull`` imports beyond the standard library."""
+WHEELS = Path(os.environ.get("ORCHESTRATOR_TEST_AGENT_WHEELS", PROJECT / ".venv/agent-wheels"))
+"""The agent's libraries' wheels for this machine, fetched by ``.ci/run``."""
+
+
+def agent_wheels() -> Path:
+    """:data:`WHEELS`, or a failure saying how to fill it."""
+    if not any(WHEELS.glob("*.whl")):
+        raise RuntimeError(
+            f"no wheels in {WHEELS}: 'bash .ci/run' fetches the pull agent's libraries there "
+            "(or set ORCHESTRATOR_TEST_AGENT_WHEELS to a folder of them)"
+        )
+    return WHEELS
+
+
+def build_bundle(dest: Path) -> agent_bundle.Bundle:
+    """The agent's bundle for this machine, built without a package index."""
+    return agent_bundle.build_wheelhouse(dest, find_links=agent_wheels(), no_index=True)
 
 
 def install_pull_agent(folder: Path, python: str = "/usr/bin/python3") -> Path:
@@ -26,11 +46,17 @@ def install_pull_agent(folder: Path, python: str = "/usr/bin/python3") -> Path:
     ``orchestrator-pull`` script."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o755)
+    bundle = build_bundle(folder / "bundle")
     venv = folder / "venv"
     subprocess.run([python, "-m", "venv", str(venv)], check=True, capture_output=True)
-    pins = [f"{name}=={metadata.version(name)}" for name in AGENT_LIBRARIES]
-    pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    for args in ([*pins], ["--no-deps", str(PROJECT)]):
+    pip = [
+        *(str(venv / "bin/python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"),
+        *("--no-index", "--find-links", str(bundle.folder)),
+    ]
+    for args in (
+        ["--no-deps", str(bundle.folder / bundle.agent_wheel)],
+        ["--requirement", str(bundle.folder / agent_bundle.REQUIREMENTS_FILE)],
+    ):
         done = subprocess.run([*pip, *args], capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"installing the pull agent ({' '.join(args)}): {done.stderr}")

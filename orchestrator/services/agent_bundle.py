@@ -1,0 +1,307 @@
+"""The client's pull agent as a bundle of wheels: what ``orchestrator store agent``
+builds and the ``install_agent`` playbook installs on Macs and the imaging
+environment, so a client never needs the package index (docs/image-store.md).
+
+A bundle is a folder of wheels: the project's own, built from this source
+checkout without its dependencies (a client runs only ``orchestrator-pull``),
+and the few libraries the agent imports, at the versions this orchestrator runs,
+for each target platform asked for. ``pip`` on the client picks the wheels that
+fit it. ``bundle.json`` names the bundle by the SHA-256 of its wheels, so a client
+that already runs this bundle is left alone and a changed one replaces it.
+
+The bundle is built beside the last one and swapped in by renames, so a failed
+build (no network, a platform with no wheel) leaves the last bundle in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from orchestrator.domain.policy import Action, Actor, authorize
+from orchestrator.errors import InvalidInput, OrchestratorError
+from orchestrator.services.context import Context
+
+AGENT_LIBRARIES = ("zstandard", "cryptography", "fastcdc", "click")
+"""What ``orchestrator-pull`` imports beyond the standard library (``fastcdc``'s
+compiled chunker imports ``click``)."""
+
+PROJECT = "orchestrator"
+BUNDLE_FILE = "bundle.json"
+REQUIREMENTS_FILE = "agent-requirements.txt"
+FOLDER = "agent"
+"""The bundle's folder inside the image store's."""
+
+_TARGET = re.compile(r"^(?P<platform>[a-z0-9_]{3,80}):(?P<python>3\.\d{1,2})$")
+
+
+class BundleFailed(OrchestratorError):
+    """pip could not build or fetch a wheel the bundle needs (no network, no such
+    wheel for a target): like an unreachable remote, nothing changed here."""
+
+    code = "bundle_failed"
+    http_status = 502
+    exit_code = 8
+
+
+@dataclass(frozen=True)
+class Target:
+    """A client platform: a wheel platform tag and a Python version, as pip names them."""
+
+    platform: str
+    python: str
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        """``macosx_11_0_arm64:3.9`` → Target.
+
+        Raises: InvalidInput, naming the text.
+        """
+        m = _TARGET.match(text.strip())
+        if m is None:
+            raise InvalidInput(
+                f"target {text!r}: not '<wheel platform tag>:<python version>', "
+                "e.g. macosx_11_0_arm64:3.9 or manylinux_2_28_x86_64:3.11",
+                field="target",
+            )
+        return cls(m["platform"], m["python"])
+
+    def __str__(self) -> str:
+        return f"{self.platform}:{self.python}"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    folder: Path
+    bundle_id: str
+    """The SHA-256 of the wheels' names and digests: what a client compares."""
+    version: str
+    """The project's version in it."""
+    wheels: tuple[str, ...]
+    targets: tuple[str, ...]
+    """The platforms asked for; empty: this machine's own."""
+
+    @property
+    def agent_wheel(self) -> str:
+        """The orchestrator's own wheel (installed on clients without its dependencies)."""
+        return next(w for w in self.wheels if w.startswith(f"{PROJECT}-"))
+
+    @property
+    def size(self) -> int:
+        return sum((self.folder / name).stat().st_size for name in self.wheels)
+
+
+def source_root() -> Path:
+    """The checkout the running orchestrator comes from (where its wheel is built).
+
+    Raises: InvalidInput when this orchestrator was not installed from a checkout.
+    """
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file() or not (root / PROJECT).is_dir():
+        raise InvalidInput(
+            f"the agent bundle is built from the orchestrator's source checkout; "
+            f"{root} has no pyproject.toml"
+        )
+    return root
+
+
+def pins() -> list[str]:
+    """The agent's libraries at the versions this orchestrator runs."""
+    return [f"{name}=={metadata.version(name)}" for name in AGENT_LIBRARIES]
+
+
+def build_wheelhouse(
+    dest: Path,
+    *,
+    targets: tuple[Target, ...] = (),
+    find_links: Path | None = None,
+    no_index: bool = False,
+) -> Bundle:
+    """Build the bundle into ``dest`` (replaced whole, only once the build succeeded).
+
+    ``targets``: the client platforms to fetch wheels for; none means this
+    machine's. ``find_links``/``no_index``: where pip looks for the libraries'
+    wheels (a district mirror or a folder of wheels), as pip's options of the
+    same names.
+
+    Raises: BundleFailed (pip's own reason), InvalidInput.
+    """
+    if no_index and find_links is None:
+        raise InvalidInput(
+            "without the package index pip needs a folder of wheels to look in (find_links)",
+            field="no_index",
+        )
+    root = source_root()
+    if find_links is not None and not find_links.is_dir():
+        raise InvalidInput(f"{find_links} is not a folder of wheels", field="find_links")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.new.", dir=dest.parent))
+    try:
+        _pip("wheel", "--no-deps", "--wheel-dir", str(work), str(root), what="the project's wheel")
+        sources = (["--find-links", str(find_links)] if find_links else []) + (
+            ["--no-index"] if no_index else []
+        )
+        for target in targets or (None,):
+            platform = (
+                []
+                if target is None
+                else [
+                    "--platform",
+                    target.platform,
+                    "--python-version",
+                    target.python,
+                    "--implementation",
+                    "cp",
+                ]
+            )
+            _pip(
+                "download",
+                "--only-binary=:all:",
+                "--dest",
+                str(work),
+                *sources,
+                *platform,
+                *pins(),
+                what=f"the agent's libraries for {target or 'this machine'}",
+            )
+        (work / REQUIREMENTS_FILE).write_text("".join(f"{p}\n" for p in pins()))
+        wheels = sorted(p.name for p in work.glob("*.whl"))
+        digest = hashlib.sha256()
+        for name in wheels:
+            digest.update(f"{name} {_sha256(work / name)}\n".encode())
+        digest.update((work / REQUIREMENTS_FILE).read_bytes())
+        bundle = {
+            "bundle_id": digest.hexdigest(),
+            "version": metadata.version(PROJECT),
+            "wheels": wheels,
+            "targets": [str(t) for t in targets],
+        }
+        with open(work / BUNDLE_FILE, "w") as f:
+            json.dump(bundle, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        work.chmod(0o755)
+        _swap(work, dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return load(dest)
+
+
+def _swap(new: Path, dest: Path) -> None:
+    """Put ``new`` at ``dest``; the old bundle is removed only once the new one is there."""
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    new.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pip(*args: str, what: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", *args, "--quiet", "--disable-pip-version-check"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        reason = [line for line in done.stderr.splitlines() if line.strip()][-3:]
+        raise BundleFailed(f"pip could not get {what}: {' '.join(reason) or done.returncode}")
+
+
+def load(folder: Path) -> Bundle:
+    """The bundle in ``folder``.
+
+    Raises: InvalidInput: none there, or one that does not hold what it lists.
+    """
+    try:
+        data: Any = json.loads((folder / BUNDLE_FILE).read_text())
+    except FileNotFoundError:
+        raise InvalidInput(
+            f"no agent bundle in {folder}: build it first with 'orchestrator store agent'"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{folder / BUNDLE_FILE}: not a bundle description ({exc})") from None
+    try:
+        wheels = tuple(str(w) for w in data["wheels"])
+        bundle = Bundle(
+            folder,
+            str(data["bundle_id"]),
+            str(data["version"]),
+            wheels,
+            tuple(str(t) for t in data["targets"]),
+        )
+    except (KeyError, TypeError) as exc:
+        raise InvalidInput(f"{folder / BUNDLE_FILE}: not a bundle description ({exc})") from None
+    lost = [w for w in wheels if not (folder / w).is_file()]
+    if not any(w.startswith(f"{PROJECT}-") for w in wheels):
+        lost.append(f"the {PROJECT} wheel")
+    if lost or not (folder / REQUIREMENTS_FILE).is_file():
+        raise InvalidInput(
+            f"the agent bundle in {folder} lacks {', '.join(lost) or REQUIREMENTS_FILE}: "
+            "build it again with 'orchestrator store agent'"
+        )
+    return bundle
+
+
+def folder_of(ctx: Context) -> Path:
+    return ctx.image_store_dir / FOLDER
+
+
+def build(
+    ctx: Context,
+    actor: Actor,
+    *,
+    targets: tuple[Target, ...] = (),
+    find_links: Path | None = None,
+    no_index: bool = False,
+) -> Bundle:
+    """Build the installation's agent bundle (see :func:`build_wheelhouse`). IT only.
+
+    Raises: Refused, BundleFailed, InvalidInput.
+    """
+    authorize(actor, Action.MANAGE_IMAGE_STORE, building=None)
+    return build_wheelhouse(
+        folder_of(ctx), targets=targets, find_links=find_links, no_index=no_index
+    )
+
+
+def current(ctx: Context) -> Bundle:
+    """The installation's bundle, for the ``install_agent`` playbook.
+
+    Raises: InvalidInput: none built yet.
+    """
+    return load(folder_of(ctx))
+
+
+def extravars(ctx: Context) -> dict[str, str]:
+    """What ``install_agent`` is handed: where the bundle is on this machine, its id
+    and the orchestrator's wheel in it.
+
+    Raises: InvalidInput: no bundle built yet.
+    """
+    bundle = current(ctx)
+    return {
+        "agent_bundle": str(bundle.folder.resolve()),
+        "agent_bundle_id": bundle.bundle_id,
+        "agent_wheel": bundle.agent_wheel,
+    }
