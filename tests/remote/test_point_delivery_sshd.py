@@ -6,8 +6,11 @@ point's folder, the real runner and playbooks, and each Mac's pull agent
 
 What is proved: a staged package is pulled from the point, not served by the
 orchestrator; the next version is seeded with the one pulled before, so a
-Mac fetches only the chunks it lacks; and a point that serves anything but
-the signed bytes gets the package refused before the installer runs.
+Mac fetches only the chunks it lacks; a point that serves anything but
+the signed bytes gets the package refused before the installer runs; and
+install_agent puts the agent's bundle on the Macs (without a package index),
+leaves a Mac's agent as it was when a bundle fails to install, and says which
+Python a Mac lacks.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import base64
 import json
 import random
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,9 +30,9 @@ from orchestrator.db.models import Client
 from orchestrator.db.session import transaction
 from orchestrator.domain.states import Kind, State
 from orchestrator.imagestore.point import PointServer
-from orchestrator.services import image_store, runs, staging
+from orchestrator.services import agent_bundle, image_store, runs, staging
 from tests.factories import District
-from tests.support.agent import pull_agent  # noqa: F401 (a fixture)
+from tests.support.agent import agent_wheels, pull_agent  # noqa: F401 (a fixture)
 from tests.support.fixtures import import_as_clients
 from tests.support.points import add_point, serving_point
 from tests.support.sshd import SSHHost, start_hosts
@@ -199,3 +203,100 @@ def test_a_point_serving_other_bytes_gets_the_package_refused_before_the_install
         assert not (h.root / "var/db/receipts" / f"{RECEIPT}.plist").exists()
         ran = log.read_text().splitlines()[seen:]
         assert ran and not [line for line in ran if line.startswith("installer")]
+
+
+@pytest.fixture
+def agentless_cart(district: District, hosts: list[SSHHost], point: PointServer) -> District:
+    """The two Macs with no pull agent set in their variables, and IT's agent bundle."""
+    macs = hosts[:2]
+    for h in macs:
+        for left in ("var/orchestrator", f"Applications/{RECEIPT}"):
+            shutil.rmtree(h.root / left, ignore_errors=True)
+        (h.root / "var/db/receipts" / f"{RECEIPT}.plist").unlink(missing_ok=True)
+    import_as_clients(district, macs, room="cart-9", serial="AGT", mac_byte=0x0F)
+    add_point(district, hosts[2], point)
+    agent_bundle.build(district.ctx, district["it.ana"], find_links=agent_wheels(), no_index=True)
+    return district
+
+
+def _install_agent(d: District, hosts: list[SSHHost]) -> runs.RunView:
+    return runs.run_playbook(
+        d.ctx,
+        d["btc.lincoln"],
+        "install_agent",
+        building="101",
+        credentials=runs.Credentials(ssh_key=hosts[0].key_file.read_text()),
+    )
+
+
+def _agent_of(h: SSHHost) -> Path:
+    return h.root / "var/orchestrator/agent/current"
+
+
+def test_install_agent_puts_the_bundle_on_each_mac_and_the_pulls_use_it(
+    agentless_cart: District, hosts: list[SSHHost], tmp_path: Path
+) -> None:
+    bundle = agent_bundle.current(agentless_cart.ctx)
+
+    view = _install_agent(agentless_cart, hosts)
+
+    assert view.status == "successful", view
+    assert {h.status for h in view.hosts} == {"changed"}
+    for h in hosts[:2]:
+        current = _agent_of(h)
+        assert current.resolve().name == bundle.bundle_id
+        assert json.loads((current / "bundle.json").read_text())["bundle_id"] == bundle.bundle_id
+        assert not (current / "wheels").exists()  # installed, then dropped
+    again = _install_agent(agentless_cart, hosts)
+    assert again.status == "successful"
+    assert {h.status for h in again.hosts} == {"ok"}  # the Macs run this bundle already
+
+    # No orchestrator_pull in the Macs' variables: the pulls find the installed agent.
+    ref, installer = _released_pkg(agentless_cart, tmp_path, "3.31", _payload(5))
+    _stage(agentless_cart, hosts, ref)
+    installed = _install(agentless_cart, hosts, ref)
+    assert installed.status == "successful", installed
+    for h in hosts[:2]:
+        pulled = h.root / "var/orchestrator/store/files" / f"{RECEIPT}.pkg"
+        assert pulled.read_bytes() == installer.read_bytes()
+
+
+def test_a_bundle_that_fails_to_install_leaves_the_agent_the_mac_had(
+    agentless_cart: District, hosts: list[SSHHost]
+) -> None:
+    assert _install_agent(agentless_cart, hosts).status == "successful"
+    had = [_agent_of(h).resolve() for h in hosts[:2]]
+    bundle = agent_bundle.current(agentless_cart.ctx)
+    with open(bundle.folder / agent_bundle.REQUIREMENTS_FILE, "a") as f:
+        f.write("no-such-library==1.0\n")  # no wheel for it in the bundle
+    described = json.loads((bundle.folder / agent_bundle.BUNDLE_FILE).read_text())
+    (bundle.folder / agent_bundle.BUNDLE_FILE).write_text(
+        json.dumps(described | {"bundle_id": "e" * 64})
+    )
+
+    view = _install_agent(agentless_cart, hosts)
+
+    assert view.status == "failed"
+    assert {h.status for h in view.hosts} == {"failed"}
+    for h, before in zip(hosts[:2], had, strict=True):
+        assert _agent_of(h).resolve() == before
+        agent = _agent_of(h) / "venv/bin/orchestrator-pull"
+        assert subprocess.run([agent, "--help"], capture_output=True).returncode == 0
+
+
+def test_a_mac_without_a_usable_python_is_told_which_and_the_others_get_the_agent(
+    agentless_cart: District, hosts: list[SSHHost]
+) -> None:
+    with transaction(agentless_cart.ctx.engine) as s:
+        c = s.exec(select(Client).where(Client.hostname == hosts[1].name)).one()
+        c.host_vars = dict(c.host_vars) | {"orchestrator_python": "/opt/no-python/bin/python3"}
+        s.add(c)
+
+    view = _install_agent(agentless_cart, hosts)
+
+    by_name = {h.hostname: h for h in view.hosts}
+    assert by_name[hosts[0].name].status == "changed"
+    refused = by_name[hosts[1].name]
+    assert refused.status == "failed"
+    assert "/opt/no-python/bin/python3 on this client is missing" in (refused.message or "")
+    assert not _agent_of(hosts[1]).exists()
