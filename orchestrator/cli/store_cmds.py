@@ -179,7 +179,7 @@ def agent_cmd(
         list[str] | None,
         typer.Option(
             help="A client platform as '<wheel platform tag>:<python>', e.g. "
-            "macosx_11_0_arm64:3.9; repeat for each. Default: this machine's.",
+            "macosx_11_0_arm64:3.9.6; repeat for each. Default: this machine's.",
         ),
     ] = None,
     find_links: Annotated[

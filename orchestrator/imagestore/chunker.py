@@ -3,8 +3,8 @@
 The cut points come from FastCDC in the ``fastcdc`` package's Cython module
 (``fastcdc.fastcdc_cy``); the chunk ids from hashlib (OpenSSL). The package
 falls back to a pure-Python chunker 50x slower when its compiled module is
-missing: this module refuses to load then, rather than run an import of a
-20 GiB image at a few MiB/s.
+missing: this module refuses to chunk then (ImportError at the first chunk),
+rather than run an import of a 20 GiB image at a few MiB/s.
 
 A file is read through one reusable buffer (``block`` bytes, 8 MiB by
 default), never whole: a cut is decided only while at least ``max`` bytes
@@ -20,6 +20,7 @@ comparison.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from collections.abc import Callable, Iterator
@@ -48,7 +49,16 @@ def _compiled_fastcdc() -> Callable[..., Iterator[Any]]:
     return compiled
 
 
-_fastcdc = _compiled_fastcdc()
+@functools.cache
+def compiled() -> Callable[..., Iterator[Any]]:
+    """The compiled FastCDC function, loaded at the first chunking: an import with
+    nothing to chunk needs no chunker (a pull agent with its seed's saved index,
+    on a client where the fastcdc package has no binary wheel).
+
+    Raises: ImportError: no compiled module; the pure-Python one is never used.
+    """
+    return _compiled_fastcdc()
+
 
 DEFAULT_BLOCK = 8 * 1024 * 1024
 
@@ -74,7 +84,7 @@ class _ZeroChunks:
         self.hash = digest.hasher()
         self.zeros = bytes(sizes.max)
         self._ids: dict[int, bytes] = {}
-        first = next(_fastcdc(self.zeros, sizes.min, sizes.avg, sizes.max))
+        first = next(compiled()(self.zeros, sizes.min, sizes.avg, sizes.max))
         # Where FastCDC cuts a run of at least `max` zero bytes.
         self.run_cut: int = first.length
 
@@ -112,6 +122,7 @@ def chunks(
         raise StoreError(
             f"chunk sizes {cmin}/{cavg}/{cmax} are below FastCDC's floor (64/256/1024)"
         )
+    cut = compiled()
     block = max(block, 4 * cmax)
     hash_ = digest.hasher()
     zero = _ZeroChunks(digest, sizes)
@@ -147,7 +158,7 @@ def chunks(
             # A cut is final only with max bytes ahead of the chunk's start (or at EOF).
             last_start = avail if eof else avail - cmax
             consumed = avail
-            for c in _fastcdc(view[start:end], cmin, cavg, cmax):
+            for c in cut(view[start:end], cmin, cavg, cmax):
                 rel = c.offset
                 at = start + rel
                 if rel > last_start or (

@@ -42,7 +42,7 @@ REQUIREMENTS_FILE = "agent-requirements.txt"
 FOLDER = "agent"
 """The bundle's folder inside the image store's."""
 
-_TARGET = re.compile(r"^(?P<platform>[a-z0-9_]{3,80}):(?P<python>3\.\d{1,2})$")
+_TARGET = re.compile(r"^(?P<platform>[a-z0-9_]{3,80}):(?P<python>3\.\d{1,2}(?:\.\d{1,2})?)$")
 
 
 class BundleFailed(OrchestratorError):
@@ -63,7 +63,9 @@ class Target:
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        """``macosx_11_0_arm64:3.9`` → Target.
+        """``macosx_11_0_arm64:3.9.6`` → Target (give the micro version where a
+        library excludes some, as cryptography does 3.9.0 and 3.9.1: pip reads
+        ``3.9`` as 3.9.0).
 
         Raises: InvalidInput, naming the text.
         """
@@ -71,7 +73,7 @@ class Target:
         if m is None:
             raise InvalidInput(
                 f"target {text!r}: not '<wheel platform tag>:<python version>', "
-                "e.g. macosx_11_0_arm64:3.9 or manylinux_2_28_x86_64:3.11",
+                "e.g. macosx_11_0_arm64:3.9.6 or manylinux_2_28_x86_64:3.11",
                 field="target",
             )
         return cls(m["platform"], m["python"])
@@ -224,8 +226,15 @@ def _pip(*args: str, what: str) -> None:
         text=True,
     )
     if done.returncode != 0:
-        reason = [line for line in done.stderr.splitlines() if line.strip()][-3:]
-        raise BundleFailed(f"pip could not get {what}: {' '.join(reason) or done.returncode}")
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        # pip's own reason, without its warnings and its list of versions it ignored.
+        errors = [
+            line.removeprefix("ERROR: ")
+            for line in lines
+            if line.startswith("ERROR:") and not line.startswith("ERROR: Ignored")
+        ]
+        reason = "; ".join(errors[-2:] or lines[-2:]) or f"exit {done.returncode}"
+        raise BundleFailed(f"pip could not get {what}: {reason}")
 
 
 def load(folder: Path) -> Bundle:

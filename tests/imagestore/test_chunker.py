@@ -31,18 +31,23 @@ CASYNC_SIZES = (16384, 65536, 262144)
 def test_the_compiled_fastcdc_module_is_the_one_chunking() -> None:
     module = sys.modules[chunker.COMPILED_MODULE]
     assert Path(module.__file__ or "").suffix in {".so", ".pyd"}
-    assert chunker._fastcdc is module.fastcdc_cy
-    assert "fastcdc_py" not in chunker._fastcdc.__module__
+    assert chunker.compiled() is module.fastcdc_cy
+    assert "fastcdc_py" not in chunker.compiled().__module__
 
 
-def test_the_store_refuses_to_load_without_the_compiled_chunker() -> None:
+def test_without_the_compiled_chunker_nothing_is_chunked_but_the_rest_loads() -> None:
     code = (
-        "import sys; sys.modules['fastcdc.fastcdc_cy'] = None\n"
-        "import orchestrator.imagestore.chunker\n"
+        "import io, sys; sys.modules['fastcdc.fastcdc_cy'] = None\n"
+        "import orchestrator.imagestore.pull\n"  # the agent, with its seed's saved index
+        "from orchestrator.imagestore import chunker\n"
+        "print('loaded', flush=True)\n"
+        "next(chunker.chunks(io.BytesIO(bytes(range(256)) * 4096)))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout == "loaded\n"
     assert result.returncode != 0
     assert "compiled FastCDC chunker" in result.stderr
+    assert "fastcdc_py" not in result.stderr
 
 
 @pytest.mark.parametrize("block", [1 * MiB, 3 * MiB + 17, 64 * MiB])
