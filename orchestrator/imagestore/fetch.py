@@ -3,7 +3,8 @@ and :func:`pull`, which rebuilds an image from a seed and the chunks it lacks.
 
 :class:`HttpStore` is a :class:`~orchestrator.imagestore.store.ChunkSource`
 over a point (``get`` decompresses and re-hashes every chunk, like the local
-store) and fetches many chunks at once into a local chunk cache with
+store) and fetches many chunks at once (into a local chunk cache, or handed
+to the caller as they come) with
 :meth:`HttpStore.fetch_many`: casync fetches chunks one after the other, so
 on a link with any latency most of its time is waiting; here ``workers``
 threads, each with its own keep-alive connection, keep that many requests in
@@ -23,20 +24,27 @@ refusal:
    the client kept one (``seed_index``, what ``save_index`` wrote at the pull
    that made it, used when its size is the seed's), otherwise chunked with the
    index's chunk sizes and digest. Only the chunks neither in it, nor all
-   zeros, nor already in the cache are fetched, in parallel, each decompressed
-   and re-hashed before it is written to the cache (temporary file, rename).
+   zeros, nor in the cache (``cache_dir``, read only), nor written by the
+   killed pull this one resumes are fetched, in parallel, each decompressed
+   and re-hashed before it is used.
 4. The image is assembled in a temporary file beside ``out``
-   (:class:`assemble.PartialOutput`): the seed's chunks are copied, each
-   re-hashed as it is read (one that changed since the seed was indexed is
-   fetched instead), then the fetching threads write each checked chunk where
-   the index places it as it arrives. It is fsynced and renamed over ``out``
-   only when whole; then, with ``save_index``, the signed index is kept too.
+   (:class:`assemble.PartialOutput`, named after ``out`` and the signed
+   index): the chunks a killed pull recorded in it are re-hashed there, the
+   seed's chunks are copied, each re-hashed as it is read (one that changed
+   since the seed was indexed is fetched instead), then the fetching threads
+   write each checked chunk where the index places it as it arrives; once a
+   second the file's data is synced and the chunks written since are appended
+   to its journal. It is fsynced and renamed over ``out`` only when whole;
+   then, with ``save_index``, the signed index is kept too.
 
-A pull that is killed or fails leaves nothing under ``out`` and keeps every
-chunk it had checked and written to the cache; the next pull with the same
-cache fetches only the rest. A killed pull's temporary file is removed by the
-next pull to the same ``out`` (it is locked while in use, so one still being
-written is never taken).
+A pull that is killed or fails leaves nothing under ``out``; its partial file
+and journal stay beside it (``.orchestrator-partial.<name>.resume-<key>``).
+The next pull of the same image to the same ``out`` takes them up: it
+re-hashes every recorded chunk from the file (a local read; one that no longer
+matches is fetched again) and fetches only the rest. A pull of another image
+to that ``out`` removes them; a file still being written is never taken (it
+is locked while in use; a second pull of the same image to the same ``out``
+meanwhile writes a partial file of its own, not resumable).
 
 Errors (everything else of http.client, ssl and the OS is translated into these)::
 
@@ -52,6 +60,8 @@ Errors (everything else of http.client, ssl and the OS is translated into these)
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
 import logging
 import os
@@ -106,9 +116,10 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "orchestrator-pull/1"
 COMMIT_BATCH = 256
-"""Fetched chunks made durable together (one syncfs on Linux), then renamed..."""
+"""Fetched chunks made durable together in a cache (one syncfs on Linux), then renamed..."""
 COMMIT_SECONDS = 1.0
-"""...or as many as were checked in this long: a killed pull loses at most this much work."""
+"""...or as many as were checked in this long; and how often a pull's written chunks are
+recorded for resuming (:meth:`PartialOutput.record`): a killed pull loses at most this much."""
 MISSING_BATCH = 1_000_000
 """Ids asked about in one ``POST /missing`` (the point refuses more than 2 000 000)."""
 
@@ -122,6 +133,8 @@ Progress = Callable[[int, int, int], None]
 """Called as ``progress(chunks_done, chunks_total, bytes_downloaded)`` while fetching."""
 Deliver = Callable[[bytes, bytes], None]
 """Called as ``deliver(chunk_id, data)`` with each chunk's checked data."""
+Record = Callable[[list[bytes]], None]
+"""Called as ``record(chunk_ids)`` with delivered chunks, in batches."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +144,7 @@ class FetchReport:
     chunks_wanted: int
     """Distinct chunks asked for."""
     chunks_cached: int
-    """Of those, already in the cache: not fetched (a resumed pull's earlier work)."""
+    """Of those, already in the cache: not fetched."""
     chunks_fetched: int
     bytes_downloaded: int
     """Compressed chunk bytes received (bodies only; HTTP headers not counted)."""
@@ -150,7 +163,8 @@ class PullReport:
     size: int
     bytes_from_seed: int
     bytes_from_cache: int
-    """Bytes of chunks taken from the local cache (fetched now or by an earlier pull)."""
+    """Bytes of chunks not from the seed: fetched now, read from the local cache, or
+    fetched by the killed pull this one resumed."""
     bytes_zero: int
     bytes_repeated: int
     bytes_downloaded: int
@@ -163,8 +177,12 @@ class PullReport:
     seed_by: str = "none"
     """How the seed's chunks were found: "index" (the seed index given), "chunked", "none"."""
     phases: Mapping[str, float] = field(default_factory=dict)
-    """Seconds by phase: manifest_and_index, seed (finding its chunks), seed_copy,
-    fetch, fetch_and_copy (the two side by side, to the last chunk), flush (fsync, rename)."""
+    """Seconds by phase: manifest_and_index, seed (finding its chunks), resume (re-hashing
+    what a killed pull wrote), seed_copy, fetch, fetch_and_copy (the two side by side, to
+    the last chunk), flush (fsync, rename)."""
+    chunks_resumed: int = 0
+    """Chunks a killed (or failed) pull had written and recorded, re-hashed from its
+    partial output and not fetched again."""
 
 
 class HttpStore:
@@ -403,12 +421,13 @@ class HttpStore:
     def fetch_many(
         self,
         ids: Iterable[bytes],
-        into: ChunkStore,
+        into: ChunkStore | None,
         progress: Progress | None = None,
         *,
         digest: Digest = Digest.SHA512_256,
         max_size: int = CHUNK_SIZE_LIMIT,
         deliver: Deliver | None = None,
+        record: Record | None = None,
     ) -> FetchReport:
         """Fetch the chunks ``into`` lacks, ``workers`` at a time, into that local store.
 
@@ -425,16 +444,26 @@ class HttpStore:
         from the cache (re-hashed there too), as soon as it is at hand; an error it
         raises stops the fetch like any other.
 
+        ``record(chunk_ids)``, given with ``deliver``, takes the cache's place:
+        fetched chunks are not written to ``into`` (only read from it, when it has
+        them; it may be None), and the ids of the chunks ``deliver`` returned from
+        are passed to ``record`` instead, from one worker at a time, at least once
+        a second and once more when the fetch stops, whatever stopped it.
+
         Raises:
             ChunkMissing, ChunkCorrupt, PointUnavailable: the first that happened.
-            StoreError: the cache could not be written.
+            StoreError: the cache could not be written, or ``record`` failed.
         """
+        if record is not None and deliver is None:
+            raise ValueError("record is for the chunks deliver was given")
+        if into is None and record is None:
+            raise ValueError("fetched chunks go into a cache unless they are recorded")
         started = time.monotonic()
         opened_before = self.connections_opened
         unique = dict.fromkeys(ids)
         wanted = len(unique)
         # (id, in the cache already), in the order given.
-        plan = [(i, into.has(i)) for i in unique]
+        plan = [(i, into is not None and into.has(i)) for i in unique]
         del unique
         cached = sum(1 for _, have in plan if have)
         total = wanted - cached
@@ -444,9 +473,21 @@ class HttpStore:
         lock = threading.Lock()
         stop = threading.Event()
         staged: list[StagedChunk] = []
+        written: list[bytes] = []  # delivered, not yet recorded
         errors: list[BaseException] = []
         done = downloaded = logical = 0
         last_commit = time.monotonic()
+        # One batch recorded at a time (each after its data's flush).
+        recording = threading.Lock()
+
+        def flush(batch: list[StagedChunk], ids: list[bytes]) -> None:
+            if batch:
+                assert into is not None
+                into.commit(batch)
+            if ids:
+                assert record is not None
+                with recording:
+                    record(ids)
 
         def take() -> tuple[bytes, bool] | None:
             with lock:
@@ -457,25 +498,36 @@ class HttpStore:
             try:
                 while (item := take()) is not None:
                     chunk_id, have = item
+                    data: bytes | None = None
                     if have and deliver is not None:
-                        try:
+                        assert into is not None
+                        # Gone from the cache since it was asked: fetched below.
+                        with contextlib.suppress(ChunkMissing):
                             data = into.get(chunk_id, digest=digest, max_size=max_size)
-                        except ChunkMissing:
-                            pass  # gone from the cache since: fetched below
-                        else:
-                            deliver(chunk_id, data)
-                            continue
-                    compressed = self.chunk_bytes(chunk_id, max_size=max_size)
-                    data = decode_chunk(
-                        chunk_id, compressed, digest=digest, max_size=max_size, zstd=self._zstd()
-                    )
-                    fresh = into.stage(chunk_id, data, digest=digest, compressed=compressed)
+                    from_cache = data is not None
+                    compressed = b""
+                    fresh: StagedChunk | None = None
+                    if data is None:
+                        compressed = self.chunk_bytes(chunk_id, max_size=max_size)
+                        data = decode_chunk(
+                            chunk_id,
+                            compressed,
+                            digest=digest,
+                            max_size=max_size,
+                            zstd=self._zstd(),
+                        )
+                        if record is None:
+                            assert into is not None
+                            fresh = into.stage(chunk_id, data, digest=digest, compressed=compressed)
                     if deliver is not None:
                         deliver(chunk_id, data)
                     batch: list[StagedChunk] = []
+                    ids: list[bytes] = []
                     with lock:
                         if fresh is not None:
                             staged.append(fresh)
+                        if record is not None:
+                            written.append(chunk_id)
                         now = time.monotonic()
                         if staged and (
                             len(staged) >= COMMIT_BATCH or now - last_commit >= COMMIT_SECONDS
@@ -483,13 +535,17 @@ class HttpStore:
                             batch = staged[:]
                             staged.clear()
                             last_commit = now
-                        done += 1
-                        downloaded += len(compressed)
-                        logical += len(data)
-                        if progress is not None:
-                            progress(done, total, downloaded)
-                    if batch:
-                        into.commit(batch)
+                        if written and now - last_commit >= COMMIT_SECONDS:
+                            ids = written[:]
+                            written.clear()
+                            last_commit = now
+                        if not from_cache:
+                            done += 1
+                            downloaded += len(compressed)
+                            logical += len(data)
+                            if progress is not None:
+                                progress(done, total, downloaded)
+                    flush(batch, ids)
             except BaseException as exc:
                 with lock:
                     errors.append(exc)
@@ -516,8 +572,7 @@ class HttpStore:
             # Checked chunks are kept, whatever stopped the fetch: a retry skips them.
             # (Each batch's data is flushed before its renames; the renames are not
             # synced after: a cache that loses one in a crash fetches the chunk again.)
-            if staged:
-                into.commit(staged)
+            flush(staged, written)
         if errors:
             raise errors[0]
         return FetchReport(
@@ -572,7 +627,7 @@ def pull(
     version: str | None = None,
     installed_version: str | None = None,
     seed: Path | str | None = None,
-    cache_dir: Path | str,
+    cache_dir: Path | str | None = None,
     workers: int = 8,
     progress: Progress | None = None,
     ca_file: Path | str | None = None,
@@ -586,7 +641,9 @@ def pull(
     the signed manifest must say; ``installed_version`` is the version the
     client runs now, which the manifest may not go below; ``today`` decides the
     sunset. ``seed`` is a file to take chunks from (usually the current image,
-    and it may be ``out`` itself); ``cache_dir`` keeps fetched chunks between pulls.
+    and it may be ``out`` itself); ``cache_dir``, a chunk store (it is made when
+    absent) whose chunks are taken instead of fetched; fetched chunks are not
+    written there: a killed pull resumes from its partial output instead.
 
     ``seed_index`` is a casync index of ``seed`` (what ``save_index`` wrote at the
     pull that made it): a hint, used instead of chunking the seed when it reads as
@@ -652,10 +709,25 @@ def pull(
             log.info("seed index %s not used: no seed file was given", seed_index)
         phases["seed"] = time.monotonic() - at
 
-        remove_stale_partials(destination)
-        with ImageStore(cache_dir) as cache, PartialOutput(destination, index.size) as output:
-            fetched, extracted = _assemble(
-                index, point, cache.chunks, output, seed_file, locations, progress, phases
+        # Named after the signed index: only a pull of the same image into the same
+        # file takes up what a killed one wrote.
+        resume_key = hashlib.sha256(raw).hexdigest()[:32]
+        with contextlib.ExitStack() as stack:
+            cache = stack.enter_context(ImageStore(cache_dir)) if cache_dir is not None else None
+            output = stack.enter_context(
+                PartialOutput(destination, index.size, resume_key=resume_key)
+            )
+            # After ours is locked: any other partial output of ``out`` no live pull holds.
+            remove_stale_partials(destination)
+            fetched, extracted, resumed = _assemble(
+                index,
+                point,
+                cache.chunks if cache is not None else None,
+                output,
+                seed_file,
+                locations,
+                progress,
+                phases,
             )
             at = time.monotonic()
             output.finish()
@@ -678,6 +750,7 @@ def pull(
         extract=extracted,
         seed_by=seed_by,
         phases=phases,
+        chunks_resumed=resumed,
     )
 
 
@@ -719,16 +792,18 @@ def _usable_seed_index(hint: Path | str | None, seed: Path, like: Index) -> Inde
 def _assemble(
     index: Index,
     point: HttpStore,
-    cache: ChunkStore,
+    cache: ChunkStore | None,
     output: PartialOutput,
     seed: Path | None,
     locations: Mapping[bytes, tuple[int, int]],
     progress: Progress | None,
     phases: dict[str, float],
-) -> tuple[FetchReport, ExtractReport]:
-    """Fill ``output``: the seed's chunks copied (each re-hashed as it is read), then
-    the rest fetched (or read back from the cache) by the fetching threads, each
-    written where the index places it as soon as it is checked (not read back).
+) -> tuple[FetchReport, ExtractReport, int]:
+    """Fill ``output``: the chunks a killed pull recorded there re-hashed in place,
+    the seed's chunks copied (each re-hashed as it is read), then the rest fetched
+    (or read back from the cache) by the fetching threads, each written where the
+    index places it as soon as it is checked (not read back) and recorded in the
+    output's journal once a second. Also returns how many chunks were resumed.
 
     A seed chunk whose bytes no longer hash to its id is fetched afterwards.
     """
@@ -747,9 +822,31 @@ def _assemble(
             more.setdefault(chunk_id, []).append((start, length))
         else:
             first[chunk_id] = (start, length)
+    resumed: set[bytes] = set()
+    if output.journaled:
+        # What a killed pull wrote and recorded: counted only if it still hashes to its id.
+        at = time.monotonic()
+        for chunk_id in dict.fromkeys(output.journaled):
+            place = first.get(chunk_id)
+            if place is None:
+                continue
+            data = output.read(*place)
+            if len(data) == place[1] and hash_(data) == chunk_id:
+                for start, _length in more.get(chunk_id, ()):
+                    output.write(data, start)
+                resumed.add(chunk_id)
+        log.info(
+            "resumed %d of the %d chunks recorded in %s",
+            len(resumed),
+            len(output.journaled),
+            output.path,
+        )
+        phases["resume"] = time.monotonic() - at
     from_seed: list[tuple[int, int, bytes]] = []  # (seed offset, length, id)
-    to_fetch: list[bytes] = []  # in the image's order: a resumed pull's cache holds a prefix
+    to_fetch: list[bytes] = []  # in the image's order
     for chunk_id, (_start, length) in first.items():
+        if chunk_id in resumed:
+            continue
         where = locations.get(chunk_id)
         if where is not None and where[1] == length:
             from_seed.append((where[0], length, chunk_id))
@@ -787,7 +884,13 @@ def _assemble(
             raise StoreError(f"seed {seed}: cannot read: {exc}") from exc
         phases["seed_copy"] = time.monotonic() - at
     fetched = point.fetch_many(
-        to_fetch, cache, progress, digest=index.digest, max_size=index.sizes.max, deliver=put
+        to_fetch,
+        cache,
+        progress,
+        digest=index.digest,
+        max_size=index.sizes.max,
+        deliver=put,
+        record=output.record,
     )
     phases["fetch"] = fetched.seconds
     if mismatched:
@@ -799,25 +902,30 @@ def _assemble(
             digest=index.digest,
             max_size=index.sizes.max,
             deliver=put,
+            record=output.record,
         )
         fetched = _combined(fetched, again)
     phases["fetch_and_copy"] = time.monotonic() - started
     sourced = set(to_fetch).union(mismatched)
     seed_bytes = source_bytes = 0
     for chunk_id, (_start, length) in first.items():
-        if chunk_id in sourced:
+        if chunk_id in sourced or chunk_id in resumed:
             source_bytes += length
         else:
             seed_bytes += length
     repeated = sum(length for places in more.values() for _start, length in places)
-    return fetched, ExtractReport(
-        size=index.size,
-        bytes_from_seed=seed_bytes,
-        bytes_from_source=source_bytes,
-        bytes_zero=zero_bytes,
-        bytes_repeated=repeated,
-        chunks_fetched=len(sourced),
-        seed_mismatches=len(mismatched),
+    return (
+        fetched,
+        ExtractReport(
+            size=index.size,
+            bytes_from_seed=seed_bytes,
+            bytes_from_source=source_bytes,
+            bytes_zero=zero_bytes,
+            bytes_repeated=repeated,
+            chunks_fetched=len(sourced),
+            seed_mismatches=len(mismatched),
+        ),
+        len(resumed),
     )
 
 

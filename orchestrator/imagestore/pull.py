@@ -13,6 +13,10 @@ The manifest is checked before anything else is fetched (see
 came from where; on a refusal or failure the reason goes to stderr and the
 exit status is the error's (3 refused, 4 not staged or missing, 8 point
 unreachable, ...). Nothing is written under ``--out`` unless the image is whole.
+A pull that fails or is killed leaves its partial output beside ``--out``
+(``.orchestrator-partial.<name>.resume-<key>`` and its ``.journal``); the same
+command run again re-hashes the chunks it had written there and fetches only
+the rest (a pull of another image to that ``--out`` removes them).
 
 ``--save-index`` keeps the pulled image's index (the signed bytes) once the
 image is in place; the next pull passes it as ``--seed-index`` with that image
@@ -65,7 +69,11 @@ def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int
     parser.add_argument("--version", help="the exact version expected")
     parser.add_argument("--installed-version", help="the version installed now (no going below)")
     parser.add_argument(
-        "--cache", type=Path, help="where fetched chunks are kept (default: beside --out)"
+        "--cache",
+        type=Path,
+        help="a chunk store whose chunks are taken instead of fetched (default: none);"
+        " fetched chunks are not written there: a killed pull resumes from its partial"
+        " output beside --out",
     )
     parser.add_argument("--ca-file", type=Path, help="PEM certificate(s) an HTTPS point chains to")
     parser.add_argument("--workers", type=int, default=8, help="chunks fetched at once")
@@ -73,7 +81,6 @@ def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    cache = args.cache or args.out.parent / ".orchestrator-chunks"
     try:
         report = pull(
             args.point,
@@ -89,7 +96,7 @@ def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int
             seed=args.seed,
             seed_index=args.seed_index,
             save_index=args.save_index,
-            cache_dir=cache,
+            cache_dir=args.cache,
             workers=args.workers,
             ca_file=args.ca_file,
             timeout=args.timeout,
@@ -101,7 +108,9 @@ def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int
         f"{report.manifest.ref}: {report.size / MiB:.1f} MiB written to {args.out}; "
         f"{report.bytes_from_seed / MiB:.1f} MiB from the seed, "
         f"{report.bytes_downloaded / MiB:.1f} MiB downloaded in {report.chunks_fetched} chunks "
-        f"({report.chunks_cached} already cached), {report.seconds:.1f} s"
+        f"({report.chunks_cached} already cached"
+        + (f", {report.chunks_resumed} resumed" if report.chunks_resumed else "")
+        + f"), {report.seconds:.1f} s"
         + (
             f"; seed located by its {'index' if report.seed_by == 'index' else 'chunks'}"
             if report.seed_by != "none"

@@ -1,6 +1,7 @@
 """A client pulling from its building's point on loopback: the manifest refused
 before any chunk is asked for, only the chunks the seed lacks fetched, in
-parallel, each checked; a killed pull leaves no image and resumes from its cache."""
+parallel, each checked; a killed pull leaves no image and resumes from its partial
+output, re-hashing what it had recorded there."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from orchestrator.imagestore import (
     missing_chunks,
 )
 from orchestrator.imagestore import manifest as mf
+from orchestrator.imagestore.assemble import JOURNAL_MAGIC, JOURNAL_SUFFIX, PARTIAL_PREFIX
 from orchestrator.imagestore.errors import NotStaged, PointUnavailable, StoreError
 from orchestrator.imagestore.fetch import HttpStore, PullReport, load_keys, pull, seed_index
 from orchestrator.imagestore.point import PointServer
@@ -284,21 +286,66 @@ def _lacking(images: Point) -> list[bytes]:
     ],
     ids=["other data", "truncated", "zeroed"],
 )
-def test_a_corrupt_chunk_on_the_point_is_refused_and_never_cached(
+def test_a_corrupt_chunk_on_the_point_is_refused_never_recorded_and_fetched_again(
     point: PointServer, images: Point, corrupt: Callable[[bytes], bytes]
 ) -> None:
     bad = _lacking(images)[0]
     file = images.chunk_file(bad)
-    file.write_bytes(corrupt(file.read_bytes()))
+    good = file.read_bytes()
+    file.write_bytes(corrupt(good))
 
     with pytest.raises(ChunkCorrupt, match=bad.hex()):
         _pull(point.url, images)
 
     assert not (images.client / "lab.img").exists()
+    recorded = journaled(images)
+    assert bad not in recorded
+    assert recorded  # the chunks checked before it were recorded, so are not fetched again
+    file.write_bytes(good)
+    asked_before = point.counts["chunk"]
+
+    report = _pull(point.url, images)
+
+    assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+    assert report.chunks_resumed == len(set(recorded))
+    assert report.chunks_fetched == len(_lacking(images)) - report.chunks_resumed
+    assert point.counts["chunk"] == asked_before + report.chunks_fetched
+    assert partial_files(images) == []
+
+
+def partial_files(images: Point) -> list[str]:
+    return sorted(p.name for p in images.client.iterdir() if p.name.startswith(PARTIAL_PREFIX))
+
+
+def journaled(images: Point) -> list[bytes]:
+    """The chunk ids recorded in the journal of the pull to ``client/lab.img`` left behind."""
+    journals = list(images.client.glob(f"{PARTIAL_PREFIX}lab.img.resume-*{JOURNAL_SUFFIX}"))
+    if not journals:
+        return []
+    (journal,) = journals
+    data = journal.read_bytes()
+    assert data.startswith(JOURNAL_MAGIC)
+    body = data[data.index(b"\n", len(JOURNAL_MAGIC)) + 1 :]
+    return [body[at : at + 32] for at in range(0, len(body) - len(body) % 32, 32)]
+
+
+def test_fetched_chunks_are_not_written_to_the_cache_but_cached_ones_are_taken_from_it(
+    point: PointServer, images: Point
+) -> None:
+    lacking = _lacking(images)
+    kept = lacking[: len(lacking) // 2]
     with ImageStore(images.client / "cache") as cache:
-        assert not cache.chunks.has(bad)
-        for chunk_id in cache.chunks.ids():  # whatever else was fetched is whole and right
-            cache.chunks.get(chunk_id, digest=images.lab.index.digest)
+        for chunk_id in kept:
+            data = zstandard.ZstdDecompressor().decompress(images.chunk_file(chunk_id).read_bytes())
+            cache.chunks.put(chunk_id, data, digest=images.lab.index.digest)
+
+    report = _pull(point.url, images)
+
+    assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+    assert report.chunks_cached == len(kept)
+    assert report.chunks_fetched == point.counts["chunk"] == len(lacking) - len(kept)
+    with ImageStore(images.client / "cache") as cache:
+        assert sorted(cache.chunks.ids()) == sorted(kept)
 
 
 def test_a_chunk_missing_on_the_point_fails_the_pull_leaving_no_image(
@@ -328,9 +375,45 @@ def test_an_interrupted_pull_leaves_no_image_and_the_next_fetches_only_the_rest(
     report = _pull(point.url, images, seed=None)
 
     needed = len(missing_chunks(images.lab.index, None))
-    assert 5 <= report.chunks_cached <= fetched_before
-    assert report.chunks_fetched == needed - report.chunks_cached
+    assert 5 <= report.chunks_resumed <= fetched_before
+    assert report.chunks_cached == 0
+    assert report.chunks_fetched == needed - report.chunks_resumed
     assert point.counts["chunk"] == fetched_before + report.chunks_fetched
+    assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+    assert partial_files(images) == []
+
+
+def test_a_recorded_chunk_damaged_in_the_partial_output_is_fetched_again_on_resume(
+    point: PointServer, images: Point
+) -> None:
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_five(done: int, total: int, downloaded: int) -> None:
+        if done >= 5:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        _pull(point.url, images, seed=None, workers=2, progress=stop_after_five)
+    recorded = journaled(images)
+    assert len(recorded) >= 5
+    (partial,) = [p for p in partial_files(images) if not p.endswith(JOURNAL_SUFFIX)]
+    # The first recorded chunk's first place, as if the disk lost it: one byte flipped.
+    damaged = recorded[0]
+    start = next(s for s, _n, i in images.lab.index.chunks() if i == damaged)
+    with open(images.client / partial, "r+b") as f:
+        f.seek(start + 10)
+        byte = f.read(1)
+        f.seek(start + 10)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    asked_before = point.counts["chunk"]
+
+    report = _pull(point.url, images, seed=None)
+
+    assert report.chunks_resumed == len(set(recorded)) - 1
+    needed = len(missing_chunks(images.lab.index, None))
+    assert report.chunks_fetched == needed - report.chunks_resumed
+    assert point.counts["chunk"] == asked_before + report.chunks_fetched
     assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
 
 
@@ -364,8 +447,7 @@ class SlowerPoint(SlowPoint):
 
 
 def kill_pull_after_first_chunk(url: str, images: Point) -> None:
-    """Run the pull's command against ``url`` and SIGKILL it once a chunk is cached."""
-    cache_chunks = images.client / "cache" / "chunks"
+    """Run the pull's command against ``url`` and SIGKILL it once a chunk is recorded."""
     args = _cli_args(url, images, **{"--workers": "2", "--seed": os.devnull})
     proc = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.imagestore.pull", *args],
@@ -375,7 +457,7 @@ def kill_pull_after_first_chunk(url: str, images: Point) -> None:
     )
     try:
         deadline = time.monotonic() + 15
-        while not any(cache_chunks.glob("*/*.cacnk")) and time.monotonic() < deadline:
+        while not journaled(images) and time.monotonic() < deadline:
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             time.sleep(0.02)
     finally:
@@ -386,21 +468,22 @@ def kill_pull_after_first_chunk(url: str, images: Point) -> None:
 def test_a_pull_process_killed_mid_fetch_leaves_no_image_and_is_resumed(images: Point) -> None:
     # No sunset: the process reads the machine's own date.
     write_manifest(images.root, LAB, _signed(images, sunset=None))
-    cache_chunks = images.client / "cache" / "chunks"
     with SlowerPoint(images.root) as slow:
         kill_pull_after_first_chunk(slow.url, images)
         assert not (images.client / "lab.img").exists()
-        kept = len(list(cache_chunks.glob("*/*.cacnk")))
+        kept = len(set(journaled(images)))
         assert kept > 0
         assert slow.counts["chunk"] < len(missing_chunks(images.lab.index, None))
+        asked_before = slow.counts["chunk"]
 
         report = _pull(slow.url, images, seed=None)
 
-    assert report.chunks_cached >= kept
+        assert slow.counts["chunk"] == asked_before + report.chunks_fetched
+    assert report.chunks_resumed == kept
     assert report.chunks_fetched == len(missing_chunks(images.lab.index, None)) - kept
     assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
-    # The killed process's temporary files were cleaned when the cache was next opened.
-    assert not list(cache_chunks.glob("*/.tmp-*"))
+    # The killed process's partial output and journal went with the image's rename.
+    assert partial_files(images) == []
 
 
 def test_the_pull_command_reports_what_came_from_where(

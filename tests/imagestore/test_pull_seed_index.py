@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.imagestore import ImageStore, Seed, fetch, missing_chunks
-from orchestrator.imagestore.assemble import PARTIAL_PREFIX, PartialOutput, remove_stale_partials
+from orchestrator.imagestore import Seed, fetch, missing_chunks
+from orchestrator.imagestore.assemble import (
+    JOURNAL_SUFFIX,
+    PARTIAL_PREFIX,
+    PartialOutput,
+    remove_stale_partials,
+)
 from orchestrator.imagestore.errors import StoreError
 from orchestrator.imagestore.point import PointServer
 from orchestrator.imagestore.pull import main as pull_main
@@ -43,11 +48,6 @@ def _saved_base_index(images: Point) -> Path:
     return saved
 
 
-def _cached(cache: Path) -> set[bytes]:
-    with ImageStore(cache) as store:
-        return set(store.chunks.ids())
-
-
 def _no_chunking(path: object, like: object) -> fetch.Index:
     raise AssertionError("the seed was chunked although its index was given")
 
@@ -67,7 +67,6 @@ def test_with_a_good_seed_index_the_seed_is_not_chunked_and_the_same_chunks_come
     assert (chunked.seed_by, indexed.seed_by) == ("chunked", "index")
     assert (images.client / "lab.img").read_bytes() == chunked_image == images.lab.path.read_bytes()
     assert indexed.chunks_fetched == chunked.chunks_fetched > 0
-    assert _cached(images.client / "cache-b") == _cached(images.client / "cache-a")
     assert indexed.bytes_from_seed == chunked.bytes_from_seed
     assert indexed.extract.seed_mismatches == 0
 
@@ -199,19 +198,95 @@ def _partials(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(PARTIAL_PREFIX))
 
 
-def test_a_pull_killed_mid_way_leaves_a_partial_file_the_next_pull_removes(
+def test_a_pull_killed_mid_way_leaves_a_partial_file_the_next_pull_takes_up(
     images: Point,
 ) -> None:
     write_manifest(images.root, LAB, _signed(images, sunset=None))
     with SlowerPoint(images.root) as slow:
         kill_pull_after_first_chunk(slow.url, images)
         left = _partials(images.client)
-        assert len(left) == 1 and left[0].startswith(f"{PARTIAL_PREFIX}lab.img.")
+        assert len(left) == 2
+        assert left[0].startswith(f"{PARTIAL_PREFIX}lab.img.resume-")
+        assert left[1] == left[0] + JOURNAL_SUFFIX
 
         _pull(slow.url, images, seed=None)
 
     assert _partials(images.client) == []
     assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+
+
+def test_a_killed_pulls_partial_file_is_removed_by_a_pull_of_another_image_to_that_file(
+    images: Point,
+) -> None:
+    write_manifest(images.root, LAB, _signed(images, sunset=None))
+    with SlowerPoint(images.root) as slow:
+        kill_pull_after_first_chunk(slow.url, images)
+        left = _partials(images.client)
+        assert len(left) == 2
+
+        report = fetch.pull(
+            slow.url,
+            BASE,
+            images.client / "lab.img",
+            trusted_keys=TRUSTED,
+            kind="base_image",
+            scope="district",
+            image_name="pc-high",
+            today=TODAY,
+            seed=images.client / "current.img",
+        )
+
+    assert report.chunks_resumed == 0
+    assert _partials(images.client) == []
+    assert (images.client / "lab.img").read_bytes() == images.base.path.read_bytes()
+
+
+def test_a_resumable_partial_file_held_by_a_live_writer_is_neither_shared_nor_removed(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "lab.img"
+    key = "ab" * 16
+    with PartialOutput(out, 1024, resume_key=key) as live:
+        assert live.resumable and live.path is not None
+        live.write(b"live data", 0)
+        with PartialOutput(out, 1024, resume_key=key) as other:
+            assert not other.resumable
+            assert other.path is not None and other.path != live.path
+            assert remove_stale_partials(out) == []
+        assert live.path.read_bytes().startswith(b"live data")
+        assert live.journal_path is not None and live.journal_path.exists()
+    # Left by a writer that did not finish: kept for the next one with the key...
+    assert _partials(tmp_path) == [live.path.name, live.path.name + JOURNAL_SUFFIX]
+    # ...and gone, with its journal, once no writer holds it and a clean-up runs.
+    assert sorted(remove_stale_partials(out)) == sorted(
+        [live.path, live.path.with_name(live.path.name + JOURNAL_SUFFIX)]
+    )
+    assert _partials(tmp_path) == []
+
+
+def test_a_torn_journal_record_is_dropped_and_a_journal_of_another_key_ignored(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "lab.img"
+    key = "cd" * 16
+    ids = [bytes([n]) * 32 for n in range(3)]
+    with PartialOutput(out, 4096, resume_key=key) as first:
+        first.write(b"x" * 4096, 0)
+        first.record(ids[:2])
+        assert first.journal_path is not None
+        journal = first.journal_path
+    with open(journal, "ab") as f:
+        f.write(ids[2][:7])  # killed half way through a record
+    with PartialOutput(out, 4096, resume_key=key) as again:
+        assert again.journaled == ids[:2]
+        assert again.read(0, 4) == b"xxxx"
+        again.record(ids[2:])
+    with PartialOutput(out, 4096, resume_key=key) as third:
+        assert third.journaled == ids
+    journal.write_bytes(journal.read_bytes().replace(key.encode(), b"ef" * 16))
+    with PartialOutput(out, 4096, resume_key=key) as fresh:
+        assert fresh.journaled == []
+        assert fresh.read(0, 4) == b"\0\0\0\0"  # started afresh: holes again
 
 
 def test_stale_partial_clean_up_takes_only_unlocked_files_of_its_own_naming(

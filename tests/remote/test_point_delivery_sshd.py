@@ -147,10 +147,11 @@ def test_a_staged_package_is_pulled_by_each_mac_from_the_point_and_installed(
     assert served.get("manifest", 0) - before.get("manifest", 0) == 2
     assert served.get("chunk", 0) - before.get("chunk", 0) >= 2 * staged.chunks_total
     for h in hosts[:2]:
-        pulled = h.root / "var/orchestrator/store/files" / f"{RECEIPT}.pkg"
-        assert pulled.read_bytes() == installer.read_bytes()
+        files = h.root / "var/orchestrator/store/files"
+        assert (files / f"{RECEIPT}.pkg").read_bytes() == installer.read_bytes()
         assert (h.root / f"Applications/{RECEIPT}/VERSION").read_text() == "3.29"
-        assert not (h.root / "var/orchestrator/store/chunks").exists()  # dropped when whole
+        # The file and its index: no partial output, no chunk cache beside them.
+        assert sorted(p.name for p in files.iterdir()) == [f"{RECEIPT}.pkg", f"{RECEIPT}.pkg.caibx"]
 
 
 def test_the_next_version_is_seeded_with_the_one_pulled_before(
