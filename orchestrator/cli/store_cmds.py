@@ -197,7 +197,12 @@ def agent_cmd(
     console.print(
         f"agent bundle {b.bundle_id[:12]} (orchestrator {b.version}): {len(b.wheels)} wheels, "
         f"{size(b.size)}, for {', '.join(b.targets) or 'this machine'}, in {b.folder}\n"
-        "install it on a building's clients with "
+        + "".join(
+            f"{where}: without {', '.join(names)} (no wheel for it): its clients pull whole "
+            "the chunks of a seed that has no saved index\n"
+            for where, names in b.without.items()
+        )
+        + "install it on a building's clients with "
         "'orchestrator run install_agent --building NUMBER'",
         highlight=False,
         markup=False,

@@ -703,8 +703,15 @@ def pull(
             described = _usable_seed_index(seed_index, seed_file, index)
             seed_by = "index" if described is not None else "chunked"
             if described is None:
-                described = _chunk_seed(seed_file, index)
-            locations = seed_locations(index, Seed(seed_file, described))
+                try:
+                    described = _chunk_seed(seed_file, index)
+                except ImportError as exc:
+                    # An agent bundled without the chunker (fastcdc has no wheel for
+                    # every client platform) pulls whole what it cannot find.
+                    log.warning("seed %s not used: it has no usable index and %s", seed_file, exc)
+                    seed_file, seed_by = None, "none"
+            if seed_file is not None and described is not None:
+                locations = seed_locations(index, Seed(seed_file, described))
         elif seed_index is not None:
             log.info("seed index %s not used: no seed file was given", seed_index)
         phases["seed"] = time.monotonic() - at

@@ -23,7 +23,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,18 @@ from orchestrator.domain.policy import Action, Actor, authorize
 from orchestrator.errors import InvalidInput, OrchestratorError
 from orchestrator.services.context import Context
 
-AGENT_LIBRARIES = ("zstandard", "cryptography", "fastcdc", "click")
-"""What ``orchestrator-pull`` imports beyond the standard library (``fastcdc``'s
-compiled chunker imports ``click``)."""
+AGENT_LIBRARIES = ("zstandard", "cryptography")
+"""What ``orchestrator-pull`` cannot run without, beyond the standard library."""
+OPTIONAL_LIBRARIES = ("fastcdc", "click")
+"""What it chunks a seed with when the seed has no saved index (``fastcdc``'s
+compiled chunker imports ``click``). PyPI has no macOS wheel of fastcdc 1.7.0:
+for a platform without one they are left out, and its agent fetches whole the
+chunks of such a seed (``fetch.pull``) instead of finding them in it."""
 
 PROJECT = "orchestrator"
 BUNDLE_FILE = "bundle.json"
 REQUIREMENTS_FILE = "agent-requirements.txt"
+OPTIONAL_FILE = "agent-optional.txt"
 FOLDER = "agent"
 """The bundle's folder inside the image store's."""
 
@@ -92,6 +98,9 @@ class Bundle:
     wheels: tuple[str, ...]
     targets: tuple[str, ...]
     """The platforms asked for; empty: this machine's own."""
+    without: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Optional libraries left out, by target (``"this machine"`` for its own):
+    no wheel of them for it."""
 
     @property
     def agent_wheel(self) -> str:
@@ -117,9 +126,9 @@ def source_root() -> Path:
     return root
 
 
-def pins() -> list[str]:
+def pins(names: tuple[str, ...] = AGENT_LIBRARIES) -> list[str]:
     """The agent's libraries at the versions this orchestrator runs."""
-    return [f"{name}=={metadata.version(name)}" for name in AGENT_LIBRARIES]
+    return [f"{name}=={metadata.version(name)}" for name in names]
 
 
 def build_wheelhouse(
@@ -135,6 +144,9 @@ def build_wheelhouse(
     machine's. ``find_links``/``no_index``: where pip looks for the libraries'
     wheels (a district mirror or a folder of wheels), as pip's options of the
     same names.
+
+    A target no wheel of an optional library fits (:data:`OPTIONAL_LIBRARIES`)
+    gets the bundle without it, said in ``bundle.without``.
 
     Raises: BundleFailed (pip's own reason), InvalidInput.
     """
@@ -153,6 +165,7 @@ def build_wheelhouse(
         sources = (["--find-links", str(find_links)] if find_links else []) + (
             ["--no-index"] if no_index else []
         )
+        without: dict[str, tuple[str, ...]] = {}
         for target in targets or (None,):
             platform = (
                 []
@@ -166,27 +179,31 @@ def build_wheelhouse(
                     "cp",
                 ]
             )
-            _pip(
-                "download",
-                "--only-binary=:all:",
-                "--dest",
-                str(work),
-                *sources,
-                *platform,
-                *pins(),
-                what=f"the agent's libraries for {target or 'this machine'}",
-            )
+            download = ("download", "--only-binary=:all:", "--dest", str(work), *sources)
+            where = str(target or "this machine")
+            _pip(*download, *platform, *pins(), what=f"the agent's libraries for {where}")
+            lacking: list[str] = []
+            for name in OPTIONAL_LIBRARIES:
+                try:
+                    _pip(*download, *platform, *pins((name,)), what=f"{name} for {where}")
+                except BundleFailed:
+                    lacking.append(name)
+            if lacking:
+                without[where] = tuple(lacking)
         (work / REQUIREMENTS_FILE).write_text("".join(f"{p}\n" for p in pins()))
+        (work / OPTIONAL_FILE).write_text("".join(f"{p}\n" for p in pins(OPTIONAL_LIBRARIES)))
         wheels = sorted(p.name for p in work.glob("*.whl"))
         digest = hashlib.sha256()
         for name in wheels:
             digest.update(f"{name} {_sha256(work / name)}\n".encode())
         digest.update((work / REQUIREMENTS_FILE).read_bytes())
+        digest.update((work / OPTIONAL_FILE).read_bytes())
         bundle = {
             "bundle_id": digest.hexdigest(),
             "version": metadata.version(PROJECT),
             "wheels": wheels,
             "targets": [str(t) for t in targets],
+            "without": {t: list(names) for t, names in without.items()},
         }
         with open(work / BUNDLE_FILE, "w") as f:
             json.dump(bundle, f, indent=2)
@@ -258,15 +275,17 @@ def load(folder: Path) -> Bundle:
             str(data["version"]),
             wheels,
             tuple(str(t) for t in data["targets"]),
+            {str(t): tuple(str(n) for n in names) for t, names in data.get("without", {}).items()},
         )
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         raise InvalidInput(f"{folder / BUNDLE_FILE}: not a bundle description ({exc})") from None
     lost = [w for w in wheels if not (folder / w).is_file()]
     if not any(w.startswith(f"{PROJECT}-") for w in wheels):
         lost.append(f"the {PROJECT} wheel")
-    if lost or not (folder / REQUIREMENTS_FILE).is_file():
+    lost += [f for f in (REQUIREMENTS_FILE, OPTIONAL_FILE) if not (folder / f).is_file()]
+    if lost:
         raise InvalidInput(
-            f"the agent bundle in {folder} lacks {', '.join(lost) or REQUIREMENTS_FILE}: "
+            f"the agent bundle in {folder} lacks {', '.join(lost)}: "
             "build it again with 'orchestrator store agent'"
         )
     return bundle

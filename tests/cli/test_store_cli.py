@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from tests.support.agent import agent_wheels
+from tests.support.agent import agent_wheels, agent_wheels_without
 from tests.support.cli import Invoke
 
 MIB = 2**20
@@ -90,3 +90,18 @@ def test_store_agent_builds_the_bundle_install_agent_hands_the_clients(
     assert f"{len(bundle['wheels'])} wheels" in out
     assert "for this machine" in out
     assert "'orchestrator run install_agent --building NUMBER'" in out
+    assert "without" not in out
+
+
+def test_store_agent_says_which_platform_gets_no_chunker(
+    orchestrator: Invoke, tmp_path: Path
+) -> None:
+    wheels = str(agent_wheels_without("fastcdc", tmp_path / "wheels"))
+
+    out = orchestrator(
+        "--as", "it.rivera", "store", "agent", "--find-links", wheels, "--no-index"
+    ).stdout
+
+    assert "this machine: without fastcdc (no wheel for it): its clients pull whole" in out
+    bundle = json.loads((tmp_path / "images" / "agent" / "bundle.json").read_text())
+    assert bundle["without"] == {"this machine": ["fastcdc"]}

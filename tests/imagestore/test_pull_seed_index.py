@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.imagestore import Seed, fetch, missing_chunks
+from orchestrator.imagestore import Seed, chunker, fetch, missing_chunks
 from orchestrator.imagestore.assemble import (
     JOURNAL_SUFFIX,
     PARTIAL_PREFIX,
@@ -69,6 +69,36 @@ def test_with_a_good_seed_index_the_seed_is_not_chunked_and_the_same_chunks_come
     assert indexed.chunks_fetched == chunked.chunks_fetched > 0
     assert indexed.bytes_from_seed == chunked.bytes_from_seed
     assert indexed.extract.seed_mismatches == 0
+
+
+def _no_chunker() -> object:
+    raise ImportError("fastcdc.fastcdc_cy (the compiled FastCDC chunker) cannot be imported")
+
+
+def test_without_a_chunker_the_seed_index_still_seeds_and_a_seed_without_one_is_pulled_whole(
+    point: PointServer,
+    images: Point,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An agent bundled for a client platform the fastcdc package has no wheel for.
+    monkeypatch.setattr(chunker, "compiled", _no_chunker)
+    caplog.set_level(logging.WARNING, logger="orchestrator.imagestore.fetch")
+
+    indexed = _pull(point.url, images, seed_index=_saved_base_index(images))
+
+    assert indexed.seed_by == "index"
+    assert indexed.chunks_fetched == len(_lacking(images)) == point.counts["chunk"]
+    assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+    (images.client / "lab.img").unlink()
+
+    whole = _pull(point.url, images)
+
+    assert whole.seed_by == "none" and whole.bytes_from_seed == 0
+    assert "current.img not used: it has no usable index and fastcdc" in caplog.text
+    assert whole.chunks_fetched == len(missing_chunks(images.lab.index, None))
+    assert point.counts["chunk"] == indexed.chunks_fetched + whole.chunks_fetched
+    assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
 
 
 def _chunk_at(images: Point, n: int) -> tuple[int, int]:

@@ -32,7 +32,7 @@ from orchestrator.domain.states import Kind, State
 from orchestrator.imagestore.point import PointServer
 from orchestrator.services import agent_bundle, image_store, runs, staging
 from tests.factories import District
-from tests.support.agent import agent_wheels, pull_agent  # noqa: F401 (a fixture)
+from tests.support.agent import agent_wheels, agent_wheels_without, pull_agent  # noqa: F401 (a fixture)
 from tests.support.fixtures import import_as_clients
 from tests.support.points import add_point, serving_point
 from tests.support.sshd import SSHHost, start_hosts
@@ -254,6 +254,30 @@ def test_install_agent_puts_the_bundle_on_each_mac_and_the_pulls_use_it(
 
     # No orchestrator_pull in the Macs' variables: the pulls find the installed agent.
     ref, installer = _released_pkg(agentless_cart, tmp_path, "3.31", _payload(5))
+    _stage(agentless_cart, hosts, ref)
+    installed = _install(agentless_cart, hosts, ref)
+    assert installed.status == "successful", installed
+    for h in hosts[:2]:
+        pulled = h.root / "var/orchestrator/store/files" / f"{RECEIPT}.pkg"
+        assert pulled.read_bytes() == installer.read_bytes()
+
+
+def test_a_bundle_without_the_chunker_installs_and_its_agent_pulls(
+    agentless_cart: District, hosts: list[SSHHost], tmp_path: Path
+) -> None:
+    # As for macOS, where PyPI has no wheel of fastcdc 1.7.0.
+    wheels = agent_wheels_without("fastcdc", tmp_path / "wheels")
+    agent_bundle.build(
+        agentless_cart.ctx, agentless_cart["it.ana"], find_links=wheels, no_index=True
+    )
+
+    view = _install_agent(agentless_cart, hosts)
+
+    assert view.status == "successful", view
+    for h in hosts[:2]:
+        python = _agent_of(h) / "venv/bin/python"
+        assert subprocess.run([python, "-c", "import fastcdc"], capture_output=True).returncode
+    ref, installer = _released_pkg(agentless_cart, tmp_path, "3.32", _payload(6))
     _stage(agentless_cart, hosts, ref)
     installed = _install(agentless_cart, hosts, ref)
     assert installed.status == "successful", installed

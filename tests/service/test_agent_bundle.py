@@ -15,7 +15,7 @@ from orchestrator.db.session import transaction
 from orchestrator.errors import InvalidInput, Refused
 from orchestrator.services import agent_bundle, runs
 from tests.factories import District
-from tests.support.agent import agent_wheels
+from tests.support.agent import agent_wheels, agent_wheels_without
 
 
 def _build(d: District, who: str = "it.ana", **kw: object) -> agent_bundle.Bundle:
@@ -38,6 +38,9 @@ def test_it_builds_a_bundle_of_the_project_and_the_agent_libraries_only(
         assert "orchestrator/imagestore/pull.py" in wheel.namelist()
     pins = (built.folder / agent_bundle.REQUIREMENTS_FILE).read_text().split()
     assert pins == agent_bundle.pins()
+    optional = (built.folder / agent_bundle.OPTIONAL_FILE).read_text().split()
+    assert optional == agent_bundle.pins(agent_bundle.OPTIONAL_LIBRARIES)
+    assert built.without == {}
     assert agent_bundle.extravars(district.ctx) == {
         "agent_bundle": str(built.folder.resolve()),
         "agent_bundle_id": built.bundle_id,
@@ -63,6 +66,26 @@ def test_a_failed_build_leaves_the_last_bundle_in_place(district: District, tmp_
 
     assert agent_bundle.current(district.ctx) == before
     assert sorted(p.name for p in before.folder.parent.iterdir()) == ["agent"]
+
+
+def test_a_platform_with_no_chunker_wheel_gets_the_bundle_without_it_said_so(
+    district: District, tmp_path: Path
+) -> None:
+    # As for macOS, where PyPI has no wheel of fastcdc 1.7.0.
+    built = _build(district, find_links=agent_wheels_without("fastcdc", tmp_path / "w"))
+
+    names = {w.split("-")[0].lower() for w in built.wheels}
+    assert "fastcdc" not in names and {"zstandard", "cryptography"} <= names
+    assert built.without == {"this machine": ("fastcdc",)}
+    assert agent_bundle.current(district.ctx).without == built.without
+
+
+def test_a_platform_with_no_wheel_of_a_library_the_agent_needs_gets_no_bundle(
+    district: District, tmp_path: Path
+) -> None:
+    with pytest.raises(agent_bundle.BundleFailed, match="libraries for this machine: .*zstandard"):
+        _build(district, find_links=agent_wheels_without("zstandard", tmp_path / "w"))
+    assert not (district.ctx.image_store_dir / "agent").exists()
 
 
 def test_without_the_index_a_folder_of_wheels_is_needed(district: District) -> None:

@@ -36,6 +36,16 @@ def agent_wheels() -> Path:
     return WHEELS
 
 
+def agent_wheels_without(library: str, folder: Path) -> Path:
+    """A folder of :func:`agent_wheels` but ``library``'s, as for a platform with no
+    wheel of it (macOS and fastcdc): links made in ``folder``, which is returned."""
+    folder.mkdir(parents=True)
+    for wheel in agent_wheels().iterdir():
+        if not wheel.name.lower().startswith(f"{library}-"):
+            (folder / wheel.name).symlink_to(wheel)
+    return folder
+
+
 def build_bundle(dest: Path) -> agent_bundle.Bundle:
     """The agent's bundle for this machine, built without a package index."""
     return agent_bundle.build_wheelhouse(dest, find_links=agent_wheels(), no_index=True)
@@ -56,6 +66,7 @@ def install_pull_agent(folder: Path, python: str = "/usr/bin/python3") -> Path:
     for args in (
         ["--no-deps", str(bundle.folder / bundle.agent_wheel)],
         ["--requirement", str(bundle.folder / agent_bundle.REQUIREMENTS_FILE)],
+        ["--requirement", str(bundle.folder / agent_bundle.OPTIONAL_FILE)],
     ):
         done = subprocess.run([*pip, *args], capture_output=True, text=True)
         if done.returncode != 0:
