@@ -48,6 +48,7 @@ OPTIONAL_FILE = "agent-optional.txt"
 FOLDER = "agent"
 """The bundle's folder inside the image store's."""
 
+_MANYLINUX = re.compile(r"^manylinux_2_(?P<minor>\d{1,2})_(?P<arch>[a-z0-9_]+)$")
 _TARGET = re.compile(r"^(?P<platform>[a-z0-9_]{3,80}):(?P<python>3\.\d{1,2}(?:\.\d{1,2})?)$")
 
 
@@ -86,6 +87,18 @@ class Target:
 
     def __str__(self) -> str:
         return f"{self.platform}:{self.python}"
+
+    def platforms(self) -> list[str]:
+        """The platform tags pip is asked for: a glibc-versioned Linux tag with
+        every older one its wheels may carry (pip widens a macOS tag and
+        ``manylinux2014`` by itself, not ``manylinux_2_34``: zstandard's wheel is
+        ``manylinux_2_17``)."""
+        m = _MANYLINUX.match(self.platform)
+        if m is None:
+            return [self.platform]
+        glibc, arch = int(m["minor"]), m["arch"]
+        tags = [f"manylinux_2_{minor}_{arch}" for minor in range(glibc, 16, -1)]
+        return tags + ([f"manylinux2014_{arch}"] if glibc >= 17 else [])
 
 
 @dataclass(frozen=True)
@@ -171,8 +184,7 @@ def build_wheelhouse(
                 []
                 if target is None
                 else [
-                    "--platform",
-                    target.platform,
+                    *(arg for tag in target.platforms() for arg in ("--platform", tag)),
                     "--python-version",
                     target.python,
                     "--implementation",

@@ -111,6 +111,18 @@ def test_a_target_names_what_pip_downloads_for() -> None:
     )
 
 
+def test_a_linux_target_asks_pip_for_every_older_glibc_its_wheels_may_carry() -> None:
+    assert agent_bundle.Target.parse("manylinux_2_19_x86_64:3.11").platforms() == [
+        "manylinux_2_19_x86_64",
+        "manylinux_2_18_x86_64",
+        "manylinux_2_17_x86_64",
+        "manylinux2014_x86_64",
+    ]
+    assert agent_bundle.Target.parse("macosx_11_0_arm64:3.9.6").platforms() == [
+        "macosx_11_0_arm64"  # pip widens macOS tags by itself
+    ]
+
+
 def test_install_agent_without_a_bundle_is_told_to_build_one(district: District) -> None:
     with pytest.raises(InvalidInput, match="no agent bundle in .*'orchestrator store agent'"):
         agent_bundle.extravars(district.ctx)
