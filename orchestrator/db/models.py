@@ -768,6 +768,12 @@ class ImageManifest(SQLModel, table=True):
     releasable_id: int = Field(foreign_key="releasable.id", unique=True)
     index_name: str = Field(max_length=120, unique=True, description="under the store's indexes/")
     index_sha256: str = Field(max_length=64)
+    artifact_sha256: str | None = Field(
+        default=None,
+        max_length=64,
+        description="the SHA-256 of the file imported: only while it is the entry's "
+        "artifact are these bytes signed and pulled (None: imported before it was kept)",
+    )
     size: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
     chunks: int
     unique_chunks: int

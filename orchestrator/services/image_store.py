@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -56,6 +57,8 @@ from orchestrator.remote.distribution import sha256_file
 from orchestrator.services import audit, catalog, vault
 from orchestrator.services.context import Context
 from orchestrator.services.refs import building_of, ref_of
+
+log = logging.getLogger(__name__)
 
 SIGNED_STATES = frozenset({State.PUBLISHED, State.DEPRECATED})
 """Released, and not yet at sunset: the states whose manifest is signed."""
@@ -143,17 +146,30 @@ def import_artifact(ctx: Context, actor: Actor, kind: Kind, ref: str, path: Path
         if row.artifact_sha256 != actual:
             raise Conflict(f"{ref_of(row)} changed while it was imported: import it again")
         assert row.id is not None and actor.person_id is not None
-        m = ImageManifest(
-            releasable_id=row.id,
-            index_name=name,
-            index_sha256=hashlib.sha256(index_bytes).hexdigest(),
-            size=report.size,
-            chunks=report.chunks,
-            unique_chunks=len(index.unique_ids()),
-            new_bytes=report.new_stored_bytes,
-            imported_by_id=actor.person_id,
-            imported_at=now,
-        )
+        stale = session.exec(
+            select(ImageManifest).where(ImageManifest.releasable_id == row.id)
+        ).first()
+        fields: dict[str, object] = {
+            "index_name": name,
+            "index_sha256": hashlib.sha256(index_bytes).hexdigest(),
+            "artifact_sha256": actual,
+            "size": report.size,
+            "chunks": report.chunks,
+            "unique_chunks": len(index.unique_ids()),
+            "new_bytes": report.new_stored_bytes,
+            "imported_by_id": actor.person_id,
+            "imported_at": now,
+            # The replaced bytes' signature goes with them; stagings of them are older.
+            "signed": None,
+            "key_id": None,
+            "signed_at": None,
+        }
+        if stale is None:
+            m = ImageManifest.model_validate({"releasable_id": row.id} | fields)
+        else:
+            m = stale
+            for key, value in fields.items():
+                setattr(m, key, value)
         session.add(m)
         session.flush()
         audit.append(
@@ -168,7 +184,8 @@ def import_artifact(ctx: Context, actor: Actor, kind: Kind, ref: str, path: Path
                 "chunks": report.chunks,
                 "new_chunks": report.new_chunks,
                 "new_bytes": report.new_stored_bytes,
-            },
+            }
+            | ({"replaced_an_import_of_another_artifact": True} if stale else {}),
             digest=row.digest,
         )
         signed = False
@@ -195,8 +212,15 @@ def _check_importable(session: Session, row: Releasable) -> None:
         lifecycle.REVISABLE
     ):
         raise Conflict(f"{ref_of(row)} is {row.state}: nothing derived from it is deployed")
-    if session.exec(select(ImageManifest.id).where(ImageManifest.releasable_id == row.id)).first():
+    m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == row.id)).first()
+    if m is not None and m.artifact_sha256 == row.artifact_sha256:
         raise Conflict(f"{ref_of(row)} is in the image store already")
+    # Otherwise the artifact was replaced since its bytes were imported: import it again.
+
+
+def _current(m: ImageManifest, row: Releasable) -> bool:
+    """Whether the stored bytes are the entry's artifact (not one replaced since)."""
+    return m.artifact_sha256 is not None and m.artifact_sha256 == row.artifact_sha256
 
 
 def _manifest_name(session: Session, releasable_id: int) -> str | None:
@@ -264,8 +288,24 @@ def sign_release(session: Session, ctx: Context, row: Releasable) -> bool:
     m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == row.id)).first()
     if m is None:
         return False
+    if not _current(m, row):
+        _unsign(session, m, row)
+        return False
     _sign(session, ctx, row, m)
     return True
+
+
+def _unsign(session: Session, m: ImageManifest, row: Releasable) -> None:
+    """Drop the signature of bytes that are no longer the entry's artifact: its
+    clients are then served the artifact itself until it is imported again."""
+    log.warning(
+        "%s: the image store holds another file than its artifact: not signed; "
+        "import its artifact again",
+        ref_of(row),
+    )
+    m.signed, m.key_id, m.signed_at = None, None, None
+    session.add(m)
+    session.flush()
 
 
 def signed_manifest(ctx: Context, actor: Actor, kind: Kind, ref: str) -> bytes:
@@ -277,10 +317,14 @@ def signed_manifest(ctx: Context, actor: Actor, kind: Kind, ref: str) -> bytes:
         row = catalog.resolve(session, actor, kind, ref)
         m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == row.id)).first()
         if m is None or m.signed is None:
-            raise NotFound(
-                f"{ref_of(row)} has no signed manifest: "
-                + ("it is not in the image store" if m is None else "it is not released yet")
+            why = (
+                "it is not in the image store"
+                if m is None
+                else "it is not released yet"
+                if _current(m, row)
+                else "the image store holds another file than its artifact: import it again"
             )
+            raise NotFound(f"{ref_of(row)} has no signed manifest: {why}")
         return m.signed
 
 
@@ -525,6 +569,9 @@ def keep_signature_current(session: Session, ctx: Context, row: Releasable) -> b
     """
     m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == row.id)).first()
     if m is None or m.signed is None or State(row.state) not in SIGNED_STATES:
+        return False
+    if not _current(m, row):
+        _unsign(session, m, row)
         return False
     signed = signing.Manifest.from_canonical(base64.b64decode(json.loads(m.signed)["manifest"]))
     if signed.sunset == catalog.effective_sunset_of(session, row) and (

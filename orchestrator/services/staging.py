@@ -519,6 +519,8 @@ def pull_sources(
                 col(ImageManifest.releasable_id).in_(sorted(set(ids.values()))),
                 ImageStaging.point_id == point.id,
                 col(ImageManifest.signed).is_not(None),
+                # The stored bytes are still the entry's artifact (not replaced since).
+                col(ImageManifest.artifact_sha256) == col(Releasable.artifact_sha256),
                 *_CURRENT,
             )
         )

@@ -309,3 +309,37 @@ def test_a_sunset_brought_forward_after_release_is_signed_anew_at_the_daily_chec
 
     assert signed_sunset() == district.days(30)
     assert image_store.refresh_signatures(district.ctx) == []  # current now: nothing to do
+
+
+def test_an_artifact_replaced_after_import_is_not_signed_until_its_new_bytes_are_imported(
+    district: District, tmp_path: Path
+) -> None:
+    first = _random_file(tmp_path / "firefox-128.0.pkg", 2 * MIB, seed=7)
+    ref = district.package(platform="mac", installer=str(first))
+    ed = district["edtech.grace"]
+    image_store.import_artifact(district.ctx, ed, Kind.PACKAGE, ref, first)
+    second = _random_file(tmp_path / "firefox-128.0-fixed.pkg", 2 * MIB, seed=8)
+    catalog.revise(
+        district.ctx,
+        ed,
+        Kind.PACKAGE,
+        ref,
+        catalog.Revision(artifact=str(second), reason="the vendor re-signed the installer"),
+    )
+
+    district.walk(Kind.PACKAGE, ref, State.PUBLISHED, author="edtech.grace")
+
+    # The store holds the first file's bytes: signing them as this release would
+    # have the clients pull bytes the chain never judged.
+    with pytest.raises(NotFound, match="not released yet|import"):
+        image_store.signed_manifest(district.ctx, ed, Kind.PACKAGE, ref)
+    made = image_store.import_artifact(district.ctx, ed, Kind.PACKAGE, ref, second)
+    assert made.signed
+    data = image_store.signed_manifest(district.ctx, ed, Kind.PACKAGE, ref)
+    trusted = image_store.public_keys(district.ctx)
+    got = signing.verify(
+        data, trusted, today=district.today, kind="package", scope="district", name="firefox"
+    )
+    (index,) = (district.ctx.image_store_dir / "indexes").glob("*-package-firefox-128.0.caibx")
+    signing.check_index(got, index.read_bytes())
+    assert got.size == second.stat().st_size

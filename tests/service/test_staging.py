@@ -345,6 +345,39 @@ def test_a_manifest_signed_again_is_pulled_from_the_point_only_once_staged_again
     assert given()["package_pull"] is None
 
 
+def test_stored_bytes_that_are_not_the_entrys_artifact_are_never_pulled(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    scratch = release_scratch(district, "3.29", tmp_path)
+    image_store.import_artifact(
+        district.ctx, district["it.ana"], Kind.PACKAGE, scratch, tmp_path / "Scratch-3.29.pkg"
+    )
+    add_point(district, point_host, point)
+    assets = tmp_path / "assets.csv"
+    assets.write_text(
+        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
+        'cart-01,101,cart,mac,"MacBookAir10,1",SN5001,02:00:00:00:05:01,127.0.0.81\n'
+    )
+    inventory.import_clients(district.ctx, district["it.ana"], assets)
+    staging.stage(
+        district.ctx, district["btc.lincoln"], Kind.PACKAGE, scratch, "101",
+        credentials=_credentials(point_host),
+    )  # fmt: skip
+    assert isinstance(
+        _handed(district, point_host, "install_package", package=scratch)["package_pull"], dict
+    )
+    # As for an index imported before the file's digest was kept, or of a file replaced since.
+    with transaction(district.ctx.engine) as s:
+        m = s.exec(select(ImageManifest)).one()
+        m.artifact_sha256 = "0" * 64
+        s.add(m)
+
+    given = _handed(district, point_host, "install_package", package=scratch)
+
+    assert given["package_pull"] is None
+    assert str(given["package_url"]).startswith("http://127.0.0.1:")  # the approved file, hashed
+
+
 def test_staging_a_pc_image_that_carries_nothing_of_its_own_names_its_base(
     district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
 ) -> None:
