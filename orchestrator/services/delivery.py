@@ -61,6 +61,23 @@ class Artifact:
     url: str | None = None
     releasable_id: int | None = None
     """The catalog entry whose artifact this is (what a distribution point holds)."""
+    label: str = ""
+    """Whose and what it is, for messages: "package scratch@3.30: its installer"."""
+
+    def verify(self) -> None:
+        """Check a local file still has the approved SHA-256 (it is read whole).
+
+        Raises: InvalidInput: it changed after it was approved.
+        """
+        if self.path is None:
+            return
+        actual = sha256_file(self.path)
+        if actual != self.sha256:
+            raise InvalidInput(
+                f"{self.label} {self.path} has SHA-256 {actual}, not the approved "
+                f"{self.sha256}: the file changed after it was approved",
+                field="artifact",
+            )
 
     @property
     def served_as(self) -> str:
@@ -83,6 +100,18 @@ class Delivery:
     artifacts: tuple[Artifact, ...] = ()
     variables: Mapping[str, Any] = field(default_factory=dict)
     """Extra variables, with ``{"artifact": i}`` placeholders where URLs go."""
+
+    def verify(self, pulled: Collection[int] = ()) -> None:
+        """Check every local artifact but those (by index) the clients pull from their
+        distribution point: those reach them as the signed manifest's bytes, checked
+        on the client, so the orchestrator's copy is not read (a 20 GiB image would be,
+        whole, before every run).
+
+        Raises: InvalidInput: a file changed after it was approved.
+        """
+        for i, a in enumerate(self.artifacts):
+            if i not in pulled:
+                a.verify()
 
     def served(self, pulled: Collection[int] = ()) -> dict[str, Path]:
         """URL path → local file, for the distribution server: every local artifact
@@ -158,8 +187,8 @@ def prepare(
 
     Raises:
         InvalidInput: a reference missing, unexpected or malformed; an artifact
-            missing or not matching its SHA-256; a package the orchestrator
-            cannot detect. NotFound: no such thing the actor may see.
+            missing (whether each still has its SHA-256 is :meth:`Delivery.verify`'s);
+            a package the orchestrator cannot detect. NotFound: no such thing the actor may see.
         Refused: not released, for another building, or a base image rolled
             out by someone other than IT. SunsetReached: past its sunset.
     """
@@ -187,7 +216,7 @@ def prepare(
     else:
         check_released(session, actor, row, building=building, today=today)
     if row.kind == Kind.PACKAGE.value:
-        artifact = checked_artifact(row)
+        artifact = checked_artifact(row, verify=False)
         return Delivery(ref_of(row), Kind.PACKAGE, row.platform, (artifact,), _package_vars(row, 0))
     return _image(session, playbook, row, building, trial=trial_of is not None)
 
@@ -283,8 +312,10 @@ def check_under_test(session: Session, actor: Actor, row: Releasable, *, today: 
     )
 
 
-def checked_artifact(row: Releasable, *, what: str = "artifact") -> Artifact:
-    """The row's file or URL; a local file is checked against the catalog's SHA-256.
+def checked_artifact(row: Releasable, *, what: str = "artifact", verify: bool = True) -> Artifact:
+    """The row's file or URL; a local file is checked against the catalog's SHA-256
+    (with ``verify``; else later, :meth:`Delivery.verify`, once it is known whether
+    the clients pull it from their point instead).
 
     Raises: InvalidInput.
     """
@@ -298,14 +329,10 @@ def checked_artifact(row: Releasable, *, what: str = "artifact") -> Artifact:
     path = Path(ref.removeprefix("file://"))
     if not path.is_file():
         raise InvalidInput(f"{label}: its {what} {path} is not here any more", field=what)
-    actual = sha256_file(path)
-    if actual != stated:
-        raise InvalidInput(
-            f"{label}: {path} has SHA-256 {actual}, not the approved {stated}: "
-            "the file changed after it was approved",
-            field=what,
-        )
-    return Artifact(stated, name, path=path, releasable_id=row.id)
+    artifact = Artifact(stated, name, path=path, releasable_id=row.id, label=f"{label}: its {what}")
+    if verify:
+        artifact.verify()
+    return artifact
 
 
 def detection(row: Releasable) -> tuple[str, str]:
@@ -379,7 +406,7 @@ def _image(
         os_min = (base.os_version or "").removeprefix("macOS").strip()
         items = []
         for p in packages:
-            artifacts.append(checked_artifact(p, what="installer"))
+            artifacts.append(checked_artifact(p, what="installer", verify=False))
             pv = _package_vars(p, len(artifacts) - 1, prefix="")
             items.append(pv)
         variables |= {
@@ -401,7 +428,7 @@ def _image(
                 "deployments will do both in one go)",
                 field="image",
             )
-        artifacts.append(checked_artifact(base))
+        artifacts.append(checked_artifact(base, verify=False))
         variables |= {
             "image_kind": "wim",
             "image_url": {"artifact": 0},

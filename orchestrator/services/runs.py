@@ -162,6 +162,8 @@ def run_playbook(
         )
         # Artifacts the building's distribution point holds are pulled from it.
         pulls = staging.pull_sources(session, b, shipment.artifacts) if shipment else {}
+        if shipment is not None:
+            shipment.verify(pulled=pulls)  # what the orchestrator serves, not what is pulled
         district_keys = image_store.keys_file(session) if pulls else ""
         q = select(Client).where(Client.building_id == b.id).order_by(col(Client.hostname))
         if room is not None:

@@ -25,7 +25,15 @@ from orchestrator.imagestore.point import PointServer
 from orchestrator.imagestore.store import ImageStore
 from orchestrator.remote.ansible import FakePlaybookRunner
 from orchestrator.remote.points import RateLimit
-from orchestrator.services import deployments, image_store, inventory, runs, staging, windows
+from orchestrator.services import (
+    delivery,
+    deployments,
+    image_store,
+    inventory,
+    runs,
+    staging,
+    windows,
+)
 from orchestrator.services.deployments import DeploymentSpec
 from orchestrator.services.runs import Credentials
 from orchestrator.services.staging import PointSpec
@@ -391,3 +399,42 @@ def test_staging_a_pc_image_that_carries_nothing_of_its_own_names_its_base(
             credentials=_credentials(point_host),
         )  # fmt: skip
     assert staging.stagings(district.ctx, district["btc.lincoln"], "101") == []
+
+
+def test_an_artifact_the_clients_pull_from_the_point_is_not_read_again_before_the_run(
+    district: District,
+    point_host: SSHHost,
+    point: PointServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scratch = release_scratch(district, "3.29", tmp_path)
+    installer = tmp_path / "Scratch-3.29.pkg"
+    image_store.import_artifact(district.ctx, district["it.ana"], Kind.PACKAGE, scratch, installer)
+    add_point(district, point_host, point)
+    assets = tmp_path / "assets.csv"
+    assets.write_text(
+        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
+        'cart-01,101,cart,mac,"MacBookAir10,1",SN5001,02:00:00:00:05:01,127.0.0.81\n'
+    )
+    inventory.import_clients(district.ctx, district["it.ana"], assets)
+    hashed: list[Path] = []
+    real = delivery.sha256_file
+
+    def counting(path: Path) -> str:
+        hashed.append(Path(path))
+        return real(path)
+
+    monkeypatch.setattr(delivery, "sha256_file", counting)
+    served = _handed(district, point_host, "install_package", package=scratch)
+    assert served["package_pull"] is None and hashed == [installer]  # served: checked first
+    staging.stage(
+        district.ctx, district["btc.lincoln"], Kind.PACKAGE, scratch, "101",
+        credentials=_credentials(point_host),
+    )  # fmt: skip
+    hashed.clear()
+
+    pulled = _handed(district, point_host, "install_package", package=scratch)
+
+    assert isinstance(pulled["package_pull"], dict)
+    assert hashed == []  # the client checks the signed manifest's bytes; ours are not read
