@@ -475,6 +475,57 @@ def _phases(phases: Any) -> str:
     return ", ".join(f"{k} {t:.1f} s" for k, t in phases.items())
 
 
+FLEETS = (1, 10, 30)
+"""Clients in each of the three buildings one deployment reaches."""
+
+
+def _fleets(
+    ctx: Any, d: Any, level: str, host: Any, folder: Path, base_name: str
+) -> dict[str, tuple[int, Path]]:
+    """Three buildings of ``level`` with 1, 10 and 30 PCs, an open window each, and a
+    distribution point's folder each (on ``host``) already holding the base's chunks,
+    as an earlier staging would have left them. Returns building → (clients, folder)."""
+    from sqlmodel import Session
+
+    from orchestrator.db.models import Building
+    from orchestrator.services import inventory, windows
+
+    fleets: dict[str, tuple[int, Path]] = {}
+    rows = ["Hostname,Building,Room,Platform,Model,Serial,MAC,IP"]
+    with Session(ctx.engine) as session:
+        for k, n in enumerate(FLEETS):
+            number = f"90{k + 1}"
+            session.add(Building(number=number, name=f"Bench {level} {n}", level=level))
+            fleets[number] = (n, folder / number)
+            for c in range(n):
+                serial = f"{number}{c:03d}"
+                rows.append(
+                    f"pc-{serial},{number},lab,pc,Latitude 3420,SN{serial},"
+                    f"02:00:{k:02x}:00:{c // 256:02x}:{c % 256:02x},127.3.{k}.{c + 1}"
+                )
+        session.commit()
+    assets = folder / "assets.csv"
+    folder.mkdir(parents=True)
+    assets.write_text("\n".join(rows) + "\n")
+    inventory.import_clients(ctx, d["it.ana"], assets)
+    with ImageStore(ctx.image_store_dir) as origin:
+        base_ids = origin.index(base_name).unique_ids()
+        for _n, root in fleets.values():
+            for chunk_id in base_ids:
+                src = origin.chunks.path(chunk_id)
+                dst = root / "chunks" / src.parent.name / src.name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.link(src, dst)
+            (root / "indexes").mkdir()
+            (root / "manifests").mkdir()
+    subprocess.run(["chown", "-R", host.username, str(folder)], check=True)
+    for number in fleets:
+        windows.add_window(
+            ctx, d["it.ana"], building=number, days="mon-sun", start="00:00", end="23:59"
+        )
+    return fleets
+
+
 def distribution(pairs: list[tuple[Pair, Figures]], work: Path, *, with_pull: bool) -> None:
     """Stage each derivative to a building's point, then rebuild it over HTTP, both tools.
 
@@ -504,8 +555,9 @@ def distribution(pairs: list[tuple[Pair, Figures]], work: Path, *, with_pull: bo
             casync_http(pair, work, fig.values)
         return
     from orchestrator.domain.states import Kind
-    from orchestrator.services import bootstrap, image_store, staging
+    from orchestrator.services import bootstrap, deployments, image_store, staging
     from orchestrator.services.context import Context
+    from orchestrator.services.deployments import DeploymentSpec
     from orchestrator.services.runs import Credentials
     from orchestrator.services.staging import PointSpec
     from tests.support.sshd import start_hosts
@@ -534,52 +586,68 @@ def distribution(pairs: list[tuple[Pair, Figures]], work: Path, *, with_pull: bo
                 ref = d.base(level=level, version=version, artifact=str(path))
                 image_store.import_artifact(ctx, d["it.ana"], Kind.BASE_IMAGE, ref, path)
                 refs.append(ref)
-            root = host.root / f"store-{pair.label}"
             with ImageStore(ctx.image_store_dir) as origin:
                 stored = origin.names()
                 base_name = next(x for x in stored if x.endswith(f"{level}-2026.1"))
                 deriv_name = next(x for x in stored if x.endswith(f"{level}-2026.2"))
-                # The point already holds the base's chunks.
-                for chunk_id in origin.index(base_name).unique_ids():
-                    src = origin.chunks.path(chunk_id)
-                    dst = root / "chunks" / src.parent.name / src.name
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    os.link(src, dst)
-            (root / "indexes").mkdir()
-            (root / "manifests").mkdir()
-            subprocess.run(["chown", "-R", host.username, str(root)], check=True)
-            with point.PointServer(root) as server:
-                staging.add_point(
-                    ctx,
-                    d["it.ana"],
-                    PointSpec(
-                        building="101",
-                        address=host.address,
-                        ssh_port=host.port,
-                        ssh_user=host.username,
-                        root=str(root),
-                        url=server.url,
-                    ),
+            fleets = _fleets(ctx, d, level, host, work / f"points-{pair.label}", base_name)
+            with contextlib.ExitStack() as servers:
+                urls = {
+                    b: servers.enter_context(point.PointServer(root)).url
+                    for b, (_n, root) in fleets.items()
+                }
+                for b, (_n, root) in fleets.items():
+                    staging.add_point(
+                        ctx,
+                        d["it.ana"],
+                        PointSpec(
+                            building=b,
+                            address=host.address,
+                            ssh_port=host.port,
+                            ssh_user=host.username,
+                            root=str(root),
+                            url=urls[b],
+                        ),
+                    )
+                # One deployment of the derivative to the three buildings; the
+                # scheduler's pre-staging, as it runs before their windows.
+                deployments.create(
+                    ctx, d["it.ana"], DeploymentSpec(image=refs[1], buildings=tuple(fleets))
                 )
                 started = time.perf_counter()
-                first = staging.stage(
-                    ctx, d["btc.lincoln"], Kind.BASE_IMAGE, refs[1], "101", credentials=creds
-                )
+                made = staging.prestage_due(ctx, credentials=creds)
                 v["staging_s"] = time.perf_counter() - started
+                by_building = {m.building: m for m in made}
+                assert sorted(by_building) == sorted(fleets), made
+                assert len(made) == len(fleets), "one staging per building"
+                v["origin_bytes"] = {
+                    n: by_building[b].bytes_sent for b, (n, _root) in fleets.items()
+                }
+                v["staging_chunks"] = {
+                    n: by_building[b].chunks_sent for b, (n, _root) in fleets.items()
+                }
+                v["prestage_again"] = len(staging.prestage_due(ctx, credentials=creds))
+                first_building = next(iter(fleets))
                 again = staging.stage(
-                    ctx, d["btc.lincoln"], Kind.BASE_IMAGE, refs[1], "101", credentials=creds
+                    ctx, d["it.ana"], Kind.BASE_IMAGE, refs[1], first_building, credentials=creds
                 )
-                v["staging_chunks"] = first.chunks_sent
-                v["origin_bytes"] = {n: first.bytes_sent for n in (1, 10, 30)}
                 v["staging_again_bytes"] = again.bytes_sent
                 v["origin_source"] = (
-                    "measured: one services.staging.stage to the point, N not involved"
+                    "measured: one deployment to three buildings of 1, 10 and 30 clients, "
+                    "staged by staging.prestage_due"
                 )
                 print(
-                    f"[{pair.label}] staging {v['staging_s']:.1f} s, {first.bytes_sent} bytes "
-                    f"({first.chunks_sent} chunks); again {again.bytes_sent} bytes",
+                    f"[{pair.label}] pre-staging to 3 buildings {v['staging_s']:.1f} s: "
+                    + ", ".join(
+                        f"{n} clients {v['origin_bytes'][n]} bytes "
+                        f"({v['staging_chunks'][n]} chunks)"
+                        for n in v["origin_bytes"]
+                    )
+                    + f"; again {v['prestage_again']} stagings; "
+                    f"stage once more {again.bytes_sent} bytes",
                     file=sys.stderr,
                 )
+                server_url = urls[first_building]
                 # 3. Rebuilding the derivative over HTTP on loopback, the base as seed.
                 casync_http(pair, work, v)
                 if fetch is not None:
@@ -596,7 +664,7 @@ def distribution(pairs: list[tuple[Pair, Figures]], work: Path, *, with_pull: bo
                         "today": ctx.today(),
                     }
                     plain, plain_ok = ours_pull(
-                        fetch, server.url, deriv_name, pair, work, **pull_kw
+                        fetch, server_url, deriv_name, pair, work, **pull_kw
                     )
                     v["ours_http_noidx_s"] = plain.seconds
                     v["ours_http_noidx_ok"] = plain_ok
@@ -607,7 +675,7 @@ def distribution(pairs: list[tuple[Pair, Figures]], work: Path, *, with_pull: bo
                         file=sys.stderr,
                     )
                     rep, ok = ours_pull(
-                        fetch, server.url, deriv_name, pair, work, seed_index=saved, **pull_kw
+                        fetch, server_url, deriv_name, pair, work, seed_index=saved, **pull_kw
                     )
                     v["ours_http_seed_by"] = rep.seed_by
                     v["ours_http_phases"] = dict(rep.phases)
@@ -624,7 +692,7 @@ def distribution(pairs: list[tuple[Pair, Figures]], work: Path, *, with_pull: bo
                         file=sys.stderr,
                     )
             engine.dispose()
-            shutil.rmtree(root)
+            shutil.rmtree(work / f"points-{pair.label}")
             shutil.rmtree(work / f"casync-{pair.label}")
 
 
