@@ -58,6 +58,9 @@ class HostProgress:
         self._cancel = threading.Event()
         self._live: Live | None = None
         self._previous_handler: Any = None
+        self._titled = False
+        """Whether the title line was printed (in a pipe or a log: at the first event,
+        so a run refused before it starts prints only its refusal)."""
 
     # -- the run's callbacks ------------------------------------------------
 
@@ -71,6 +74,10 @@ class HostProgress:
         if self._live is not None:
             self._live.update(self.table())
             return
+        with self._lock:
+            title, self._titled = not self._titled, True
+        if title:
+            self.console.print(f"{self.title} (Ctrl-C cancels the run)", highlight=False)
         line = f"  {event.host}: [{STYLE.get(event.result, 'white')}]{event.result}[/] "
         line += escape(event.task)
         if event.result in ("failed", "unreachable") and event.message:
@@ -121,8 +128,6 @@ class HostProgress:
         if not self.quiet and self.console.is_terminal:
             self._live = Live(self.table(), console=self.console, refresh_per_second=4)
             self._live.__enter__()
-        elif not self.quiet:
-            self.console.print(f"{self.title} (Ctrl-C cancels the run)", highlight=False)
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGINT, self._on_interrupt)
         return self

@@ -890,20 +890,10 @@ def _assemble(
         except OSError as exc:
             raise StoreError(f"seed {seed}: cannot read: {exc}") from exc
         phases["seed_copy"] = time.monotonic() - at
-    fetched = point.fetch_many(
-        to_fetch,
-        cache,
-        progress,
-        digest=index.digest,
-        max_size=index.sizes.max,
-        deliver=put,
-        record=output.record,
-    )
-    phases["fetch"] = fetched.seconds
-    if mismatched:
-        log.info("%d chunks of the seed changed since it was indexed: fetched", len(mismatched))
-        again = point.fetch_many(
-            mismatched,
+
+    def fetch(ids: list[bytes]) -> FetchReport:
+        return point.fetch_many(
+            ids,
             cache,
             progress,
             digest=index.digest,
@@ -911,7 +901,12 @@ def _assemble(
             deliver=put,
             record=output.record,
         )
-        fetched = _combined(fetched, again)
+
+    fetched = fetch(to_fetch)
+    phases["fetch"] = fetched.seconds
+    if mismatched:
+        log.info("%d chunks of the seed changed since it was indexed: fetched", len(mismatched))
+        fetched = _combined(fetched, fetch(mismatched))
     phases["fetch_and_copy"] = time.monotonic() - started
     sourced = set(to_fetch).union(mismatched)
     seed_bytes = source_bytes = 0

@@ -73,6 +73,11 @@ def test_store_agent_builds_the_bundle_install_agent_hands_the_clients(
     orchestrator: Invoke, tmp_path: Path
 ) -> None:
     wheels = str(agent_wheels())
+    early = orchestrator(
+        "--as", "btc.lincoln", "run", "install_agent", "--building", "101", expect=2
+    )
+    assert "images/agent: build it first with 'orchestrator store agent'" in early.stderr
+    assert "Ctrl-C" not in early.stdout  # refused before the run: no run's header
     refused = orchestrator(
         "--as", "btc.lincoln", "store", "agent", "--find-links", wheels, "--no-index", expect=3
     )

@@ -357,18 +357,25 @@ def test_a_chunk_missing_on_the_point_fails_the_pull_leaving_no_image(
     assert not (images.client / "lab.img").exists()
 
 
-def test_an_interrupted_pull_leaves_no_image_and_the_next_fetches_only_the_rest(
-    point: PointServer, images: Point
-) -> None:
-    class Interrupted(Exception):
-        pass
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt_after_five_chunks(url: str, images: Point) -> None:
+    """A pull with no seed stopped by its progress callback once five chunks came."""
 
     def stop_after_five(done: int, total: int, downloaded: int) -> None:
         if done >= 5:
             raise Interrupted
 
     with pytest.raises(Interrupted):
-        _pull(point.url, images, seed=None, workers=2, progress=stop_after_five)
+        _pull(url, images, seed=None, workers=2, progress=stop_after_five)
+
+
+def test_an_interrupted_pull_leaves_no_image_and_the_next_fetches_only_the_rest(
+    point: PointServer, images: Point
+) -> None:
+    _interrupt_after_five_chunks(point.url, images)
     assert not (images.client / "lab.img").exists()
     fetched_before = point.counts["chunk"]
 
@@ -386,15 +393,7 @@ def test_an_interrupted_pull_leaves_no_image_and_the_next_fetches_only_the_rest(
 def test_a_recorded_chunk_damaged_in_the_partial_output_is_fetched_again_on_resume(
     point: PointServer, images: Point
 ) -> None:
-    class Interrupted(Exception):
-        pass
-
-    def stop_after_five(done: int, total: int, downloaded: int) -> None:
-        if done >= 5:
-            raise Interrupted
-
-    with pytest.raises(Interrupted):
-        _pull(point.url, images, seed=None, workers=2, progress=stop_after_five)
+    _interrupt_after_five_chunks(point.url, images)
     recorded = journaled(images)
     assert len(recorded) >= 5
     (partial,) = [p for p in partial_files(images) if not p.endswith(JOURNAL_SUFFIX)]

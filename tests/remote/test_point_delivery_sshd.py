@@ -234,6 +234,19 @@ def _agent_of(h: SSHHost) -> Path:
     return h.root / "var/orchestrator/agent/current"
 
 
+def _assert_each_mac_pulls_and_installs(
+    d: District, hosts: list[SSHHost], tmp_path: Path, version: str, *, seed: int
+) -> None:
+    """A package released, staged and installed: each Mac pulled it whole and right."""
+    ref, installer = _released_pkg(d, tmp_path, version, _payload(seed))
+    _stage(d, hosts, ref)
+    installed = _install(d, hosts, ref)
+    assert installed.status == "successful", installed
+    for h in hosts[:2]:
+        pulled = h.root / "var/orchestrator/store/files" / f"{RECEIPT}.pkg"
+        assert pulled.read_bytes() == installer.read_bytes()
+
+
 def test_install_agent_puts_the_bundle_on_each_mac_and_the_pulls_use_it(
     agentless_cart: District, hosts: list[SSHHost], tmp_path: Path
 ) -> None:
@@ -253,13 +266,7 @@ def test_install_agent_puts_the_bundle_on_each_mac_and_the_pulls_use_it(
     assert {h.status for h in again.hosts} == {"ok"}  # the Macs run this bundle already
 
     # No orchestrator_pull in the Macs' variables: the pulls find the installed agent.
-    ref, installer = _released_pkg(agentless_cart, tmp_path, "3.31", _payload(5))
-    _stage(agentless_cart, hosts, ref)
-    installed = _install(agentless_cart, hosts, ref)
-    assert installed.status == "successful", installed
-    for h in hosts[:2]:
-        pulled = h.root / "var/orchestrator/store/files" / f"{RECEIPT}.pkg"
-        assert pulled.read_bytes() == installer.read_bytes()
+    _assert_each_mac_pulls_and_installs(agentless_cart, hosts, tmp_path, "3.31", seed=5)
 
 
 def test_a_bundle_without_the_chunker_installs_and_its_agent_pulls(
@@ -277,13 +284,7 @@ def test_a_bundle_without_the_chunker_installs_and_its_agent_pulls(
     for h in hosts[:2]:
         python = _agent_of(h) / "venv/bin/python"
         assert subprocess.run([python, "-c", "import fastcdc"], capture_output=True).returncode
-    ref, installer = _released_pkg(agentless_cart, tmp_path, "3.32", _payload(6))
-    _stage(agentless_cart, hosts, ref)
-    installed = _install(agentless_cart, hosts, ref)
-    assert installed.status == "successful", installed
-    for h in hosts[:2]:
-        pulled = h.root / "var/orchestrator/store/files" / f"{RECEIPT}.pkg"
-        assert pulled.read_bytes() == installer.read_bytes()
+    _assert_each_mac_pulls_and_installs(agentless_cart, hosts, tmp_path, "3.32", seed=6)
 
 
 def test_a_bundle_that_fails_to_install_leaves_the_agent_the_mac_had(

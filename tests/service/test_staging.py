@@ -317,20 +317,29 @@ def test_a_pc_images_wim_is_staged_from_its_base_and_the_run_hands_clients_the_p
     assert given["district_keys"].splitlines() == keys and keys
 
 
-def test_a_manifest_signed_again_is_pulled_from_the_point_only_once_staged_again(
-    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
-) -> None:
-    scratch = release_scratch(district, "3.29", tmp_path)
+def _stored_scratch_and_a_mac(
+    d: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> str:
+    """Scratch 3.29 released and in the store (``tmp_path/Scratch-3.29.pkg``), building
+    101's point added, and one Mac there to install it on; returns its ref."""
+    scratch = release_scratch(d, "3.29", tmp_path)
     image_store.import_artifact(
-        district.ctx, district["it.ana"], Kind.PACKAGE, scratch, tmp_path / "Scratch-3.29.pkg"
+        d.ctx, d["it.ana"], Kind.PACKAGE, scratch, tmp_path / "Scratch-3.29.pkg"
     )
-    add_point(district, point_host, point)
+    add_point(d, point_host, point)
     assets = tmp_path / "assets.csv"
     assets.write_text(
         "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
         'cart-01,101,cart,mac,"MacBookAir10,1",SN5001,02:00:00:00:05:01,127.0.0.81\n'
     )
-    inventory.import_clients(district.ctx, district["it.ana"], assets)
+    inventory.import_clients(d.ctx, d["it.ana"], assets)
+    return scratch
+
+
+def test_a_manifest_signed_again_is_pulled_from_the_point_only_once_staged_again(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    scratch = _stored_scratch_and_a_mac(district, point_host, point, tmp_path)
 
     def given() -> dict[str, object]:
         return _handed(district, point_host, "install_package", package=scratch)
@@ -356,17 +365,7 @@ def test_a_manifest_signed_again_is_pulled_from_the_point_only_once_staged_again
 def test_stored_bytes_that_are_not_the_entrys_artifact_are_never_pulled(
     district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
 ) -> None:
-    scratch = release_scratch(district, "3.29", tmp_path)
-    image_store.import_artifact(
-        district.ctx, district["it.ana"], Kind.PACKAGE, scratch, tmp_path / "Scratch-3.29.pkg"
-    )
-    add_point(district, point_host, point)
-    assets = tmp_path / "assets.csv"
-    assets.write_text(
-        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
-        'cart-01,101,cart,mac,"MacBookAir10,1",SN5001,02:00:00:00:05:01,127.0.0.81\n'
-    )
-    inventory.import_clients(district.ctx, district["it.ana"], assets)
+    scratch = _stored_scratch_and_a_mac(district, point_host, point, tmp_path)
     staging.stage(
         district.ctx, district["btc.lincoln"], Kind.PACKAGE, scratch, "101",
         credentials=_credentials(point_host),
@@ -408,16 +407,8 @@ def test_an_artifact_the_clients_pull_from_the_point_is_not_read_again_before_th
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    scratch = release_scratch(district, "3.29", tmp_path)
+    scratch = _stored_scratch_and_a_mac(district, point_host, point, tmp_path)
     installer = tmp_path / "Scratch-3.29.pkg"
-    image_store.import_artifact(district.ctx, district["it.ana"], Kind.PACKAGE, scratch, installer)
-    add_point(district, point_host, point)
-    assets = tmp_path / "assets.csv"
-    assets.write_text(
-        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
-        'cart-01,101,cart,mac,"MacBookAir10,1",SN5001,02:00:00:00:05:01,127.0.0.81\n'
-    )
-    inventory.import_clients(district.ctx, district["it.ana"], assets)
     hashed: list[Path] = []
     real = delivery.sha256_file
 
