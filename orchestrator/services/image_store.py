@@ -142,13 +142,10 @@ def import_artifact(ctx: Context, actor: Actor, kind: Kind, ref: str, path: Path
     now = ctx.now()
     with transaction(ctx.engine) as session:
         row = catalog.resolve(session, actor, kind, ref)
-        _check_importable(session, row)
+        stale = _check_importable(session, row)
         if row.artifact_sha256 != actual:
             raise Conflict(f"{ref_of(row)} changed while it was imported: import it again")
         assert row.id is not None and actor.person_id is not None
-        stale = session.exec(
-            select(ImageManifest).where(ImageManifest.releasable_id == row.id)
-        ).first()
         fields: dict[str, object] = {
             "index_name": name,
             "index_sha256": hashlib.sha256(index_bytes).hexdigest(),
@@ -207,15 +204,17 @@ def import_artifact(ctx: Context, actor: Actor, kind: Kind, ref: str, path: Path
         )
 
 
-def _check_importable(session: Session, row: Releasable) -> None:
+def _check_importable(session: Session, row: Releasable) -> ImageManifest | None:
+    """Raise when ``row`` may not be imported; return its stored bytes' row when they
+    are another file than its artifact (replaced since: this import replaces them)."""
     if State(row.state) not in lifecycle.DEPLOYABLE and State(row.state) not in (
         lifecycle.REVISABLE
     ):
         raise Conflict(f"{ref_of(row)} is {row.state}: nothing derived from it is deployed")
     m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == row.id)).first()
-    if m is not None and m.artifact_sha256 == row.artifact_sha256:
+    if m is not None and _current(m, row):
         raise Conflict(f"{ref_of(row)} is in the image store already")
-    # Otherwise the artifact was replaced since its bytes were imported: import it again.
+    return m
 
 
 def _current(m: ImageManifest, row: Releasable) -> bool:

@@ -343,3 +343,21 @@ def test_an_artifact_replaced_after_import_is_not_signed_until_its_new_bytes_are
     (index,) = (district.ctx.image_store_dir / "indexes").glob("*-package-firefox-128.0.caibx")
     signing.check_index(got, index.read_bytes())
     assert got.size == second.stat().st_size
+
+
+def test_bytes_stored_before_their_file_digest_was_kept_are_not_signed_until_imported_again(
+    district: District, stored_base: str, base_file: Path
+) -> None:
+    it = district["it.ana"]
+    with transaction(district.ctx.engine) as s:
+        m = s.exec(select(ImageManifest)).one()
+        m.artifact_sha256 = None  # as a row from before migration 0017 has it
+        s.add(m)
+    sunset.run_daily_check(district.ctx)  # re-checks every release's signature
+
+    with pytest.raises(NotFound, match="another file than its artifact: import it again"):
+        image_store.signed_manifest(district.ctx, it, Kind.BASE_IMAGE, stored_base)
+    again = image_store.import_artifact(district.ctx, it, Kind.BASE_IMAGE, stored_base, base_file)
+
+    assert again.signed and again.new_chunks == 0
+    assert image_store.signed_manifest(district.ctx, it, Kind.BASE_IMAGE, stored_base)
