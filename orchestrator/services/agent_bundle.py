@@ -48,6 +48,8 @@ OPTIONAL_FILE = "agent-optional.txt"
 FOLDER = "agent"
 """The bundle's folder inside the image store's."""
 
+_FROM_VERSIONS = re.compile(r" \(from versions: [^)]*\)")
+"""pip's list of every version it found, dropped from its reason: dozens of them."""
 _MANYLINUX = re.compile(r"^manylinux_2_(?P<minor>\d{1,2})_(?P<arch>[a-z0-9_]+)$")
 _TARGET = re.compile(r"^(?P<platform>[a-z0-9_]{3,80}):(?P<python>3\.\d{1,2}(?:\.\d{1,2})?)$")
 
@@ -258,7 +260,7 @@ def _pip(*args: str, what: str) -> None:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
         # pip's own reason, without its warnings and its list of versions it ignored.
         errors = [
-            line.removeprefix("ERROR: ")
+            _FROM_VERSIONS.sub("", line.removeprefix("ERROR: "))
             for line in lines
             if line.startswith("ERROR:") and not line.startswith("ERROR: Ignored")
         ]
