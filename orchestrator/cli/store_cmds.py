@@ -151,12 +151,22 @@ def gc_cmd(
     ] = 24,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go.")] = False,
 ) -> None:
-    """Remove chunks no stored image references, past the protection window (IT)."""
+    """Remove chunks no stored image references, and the bytes of entries retired
+    before the protection window that nothing delivers any more (IT)."""
     r = image_store.gc(state.ctx, state.actor(), protect_hours=protect_hours, dry_run=dry_run)
     verb = "would remove" if r.dry_run else "removed"
+    if r.reclaimed:
+        n = len(r.reclaimed)
+        console.print(
+            f"{'would let go of' if r.dry_run else 'let go of'} the bytes of {n} retired "
+            f"{'entry' if n == 1 else 'entries'} nothing delivers any more: "
+            + ", ".join(r.reclaimed),
+            highlight=False,
+            markup=False,
+        )
     console.print(
         f"{verb} {r.removed_chunks} chunks ({size(r.removed_bytes)}) and "
-        f"{len(r.removed_indexes)} indexes no catalog entry owns; {r.referenced} chunks in "
+        f"{len(r.removed_indexes)} index files; {r.referenced} chunks in "
         f"use kept, {r.young} younger than {protect_hours} h kept",
         highlight=False,
         markup=False,

@@ -90,3 +90,11 @@ class PointUnavailable(StoreError):
     code = "point_unavailable"
     http_status = 502
     exit_code = 8
+
+
+class StoreBusy(StoreError):
+    """Another process has the store open, so a clean-up that needs it alone cannot run."""
+
+    code = "image_store_busy"
+    http_status = 409
+    exit_code = 5

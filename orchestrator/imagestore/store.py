@@ -54,6 +54,7 @@ from orchestrator.imagestore.errors import (
     ChunkCorrupt,
     ChunkMissing,
     MalformedIndex,
+    StoreBusy,
     StoreError,
     UnsafeName,
 )
@@ -505,6 +506,30 @@ class ImageStore:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
                         self.cleaned += 1
+        finally:
+            fcntl.flock(self._lock, fcntl.LOCK_SH)
+
+    @contextlib.contextmanager
+    def alone(self) -> Iterator[None]:
+        """Hold the store alone for a clean-up: no other process has it open, and
+        none opens it until the block ends (their opening waits).
+
+        An import skips the chunks the store holds already, so a clean-up running
+        beside it could remove a chunk its index is about to name.
+
+        Raises: StoreBusy (another process has it open).
+        """
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreError(f"cannot lock {self.root}: {exc}") from exc
+            raise StoreBusy(
+                f"the image store at {self.root} is in use by another process (an import, "
+                "a staging or a check): try again when it is done"
+            ) from None
+        try:
+            yield
         finally:
             fcntl.flock(self._lock, fcntl.LOCK_SH)
 

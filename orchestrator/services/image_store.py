@@ -37,16 +37,25 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlmodel import Session, col, select
 
-from orchestrator.db.models import ImageManifest, Releasable, SigningKey
+from orchestrator.db.models import (
+    Deployment,
+    ImageManifest,
+    ImagePackage,
+    ImageStaging,
+    Releasable,
+    SigningKey,
+)
 from orchestrator.db.session import transaction
 from orchestrator.domain import lifecycle
 from orchestrator.domain.policy import Action, Actor, authorize, may
+from orchestrator.domain.rollout import DEPLOYMENT_TERMINAL
 from orchestrator.domain.states import Kind, State
 from orchestrator.errors import Conflict, InvalidInput, NotFound
 from orchestrator.imagestore import artifacts, names
@@ -489,39 +498,101 @@ class GcReport:
     young: int
     """Unreferenced chunks inside the protection window, kept (an import may be writing them)."""
     dry_run: bool
+    reclaimed: list[str] = field(default_factory=list)
+    """Retired entries whose bytes were let go: nothing can deliver them again."""
 
 
 MAX_PROTECT_HOURS = 24 * 365
 
 
+def _reclaimable(session: Session, retired_before: datetime) -> list[tuple[ImageManifest, str]]:
+    """The stored entries nothing can deliver again, with their refs.
+
+    An entry is still needed while it is not retired, while a deployment that is not
+    over targets it, or while such an entry delivers it: a customized image lays down
+    its base's WIM and a Mac image installs the packages it carries. Retirement is
+    terminal, so what is let go is never asked for again. Like everything gc removes,
+    it waits out the protection window: an entry retired inside it still counts as
+    live, and so do what it delivers.
+    """
+    retired = State.RETIRED.value
+    live = set(
+        session.exec(
+            select(Releasable.id).where(
+                sa.or_(
+                    col(Releasable.state) != retired, col(Releasable.updated_at) >= retired_before
+                )
+            )
+        ).all()
+    )
+    live |= set(
+        session.exec(
+            select(Deployment.releasable_id).where(
+                col(Deployment.state).not_in([s.value for s in DEPLOYMENT_TERMINAL])
+            )
+        ).all()
+    )
+    needed = set(live)
+    needed |= {
+        base
+        for base in session.exec(
+            select(Releasable.base_id).where(col(Releasable.id).in_(live))
+        ).all()
+        if base is not None
+    }
+    needed |= set(
+        session.exec(
+            select(ImagePackage.package_id).where(col(ImagePackage.image_id).in_(live))
+        ).all()
+    )
+    rows = session.exec(
+        select(ImageManifest, Releasable)
+        .where(col(ImageManifest.releasable_id) == col(Releasable.id))
+        .where(Releasable.state == retired)
+        .order_by(col(Releasable.id))
+    ).all()
+    return [(m, ref_of(r)) for m, r in rows if r.id not in needed]
+
+
 def gc(ctx: Context, actor: Actor, *, protect_hours: int = 24, dry_run: bool = False) -> GcReport:
-    """Remove the chunks no stored image's index references, and index files no
-    catalog entry owns, once they are older than ``protect_hours``. IT only.
+    """Let go of retired entries' bytes, then remove the chunks no stored image's
+    index references and index files no catalog entry owns, once they are older
+    than ``protect_hours``. IT only.
 
     Every image a deployment can use has its index in the database, so its chunks
-    are referenced and stay; what goes is what an interrupted or replaced import
-    left behind. The window keeps what an import in progress has written before
-    its index (its chunks come first).
+    are referenced and stay. What goes is what an interrupted or replaced import
+    left behind, and the bytes of entries retired longer ago than the window that
+    nothing still delivers (:func:`_reclaimable`): their manifest and staging rows
+    are deleted, with an audit entry on each, and their chunks go unless another
+    image shares them. It runs with the store to itself (:meth:`ImageStore.alone`):
+    an import skips the chunks the store holds, so a chunk it is about to name must
+    not go under it. The window keeps what a killed import wrote before its index.
 
-    Raises: Refused, InvalidInput (a window out of range).
+    Raises: Refused, InvalidInput (a window out of range), StoreBusy (another
+    process has the store open: nothing is changed).
     """
     authorize(actor, Action.MANAGE_IMAGE_STORE, building=None)
     if not 0 <= protect_hours <= MAX_PROTECT_HOURS:
         raise InvalidInput(f"must be 0 to {MAX_PROTECT_HOURS} hours", field="protect_hours")
-    with transaction(ctx.engine) as session:
-        owned = set(session.exec(select(ImageManifest.index_name)).all())
     # File times are the host's wall clock, whatever clock the context runs on.
     cutoff = time.time() - protect_hours * 3600
     removed = removed_bytes = young = 0
     removed_indexes: list[str] = []
-    with open_store(ctx) as store:
+    with open_store(ctx) as store, store.alone():
+        with transaction(ctx.engine) as session:
+            reclaim = _reclaimable(session, ctx.now() - timedelta(hours=protect_hours))
+            let_go = {m.index_name for m, _ in reclaim}
+            if not dry_run:
+                _let_go(session, ctx, actor, reclaim)
+            owned = set(session.exec(select(ImageManifest.index_name)).all()) - let_go
         referenced: set[bytes] = set()
         for name in store.names():
             if name in owned:
                 referenced |= store.index(name).unique_ids()
                 continue
             path = store.index_path(name)
-            if path.stat().st_mtime < cutoff:
+            # A let-go entry's index goes whatever its age: the database decided.
+            if name in let_go or path.stat().st_mtime < cutoff:
                 removed_indexes.append(name)
                 if not dry_run:
                     path.unlink(missing_ok=True)
@@ -556,7 +627,40 @@ def gc(ctx: Context, actor: Actor, *, protect_hours: int = 24, dry_run: bool = F
                     "indexes": removed_indexes[:50],
                 },
             )
-    return GcReport(len(referenced), removed, removed_bytes, removed_indexes, young, dry_run)
+    return GcReport(
+        len(referenced),
+        removed,
+        removed_bytes,
+        removed_indexes,
+        young,
+        dry_run,
+        [ref for _, ref in reclaim],
+    )
+
+
+def _let_go(
+    session: Session, ctx: Context, actor: Actor, reclaim: list[tuple[ImageManifest, str]]
+) -> None:
+    """Delete the rows of retired entries' stored bytes, audited on each entry. The
+    files go after the commit: a crash in between leaves index files no entry owns,
+    which the next gc removes."""
+    for m, _ in reclaim:
+        row = session.get(Releasable, m.releasable_id)
+        assert row is not None
+        for s in session.exec(select(ImageStaging).where(ImageStaging.manifest_id == m.id)):
+            session.delete(s)
+        session.flush()
+        audit.append(
+            session,
+            at=ctx.now(),
+            actor=actor,
+            action=f"{row.kind}.reclaim",
+            subject=catalog.subject(row),
+            before={"index": m.index_name, "size": m.size, "signed": m.signed is not None},
+            digest=row.digest,
+        )
+        session.delete(m)
+    session.flush()
 
 
 def keep_signature_current(session: Session, ctx: Context, row: Releasable) -> bool:

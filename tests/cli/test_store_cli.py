@@ -59,6 +59,32 @@ def test_import_refuses_other_bytes_and_verify_is_it_s(
     assert "the store is empty" in orchestrator("--as", "it.rivera", "store", "stats").stdout
 
 
+def test_gc_lets_go_of_a_discarded_drafts_bytes_and_says_whose(
+    orchestrator: Invoke, tmp_path: Path
+) -> None:
+    artifact = tmp_path / "pc-middle-2027.1.img"
+    artifact.write_bytes(random.Random(2).randbytes(2 * MIB))
+    orchestrator(
+        "--as", "it.rivera", "base", "create", "--platform", "pc", "--level", "middle",
+        "--version", "2027.1", "--os", "Windows 11 25H2", "--sunset", "2029-09-01",
+        "--artifact", str(artifact), "--model", "Dell:Latitude 3420",
+    )  # fmt: skip
+    orchestrator("--as", "it.rivera", "image", "import", str(artifact), "pc-middle@2027.1")
+    orchestrator("--as", "it.rivera", "base", "retire", "pc-middle@2027.1", "-r", "wrong build")
+
+    kept = orchestrator("--as", "it.rivera", "store", "gc").stdout
+    dry = orchestrator("--as", "it.rivera", "store", "gc", "--protect-hours", "0", "--dry-run")
+    still = orchestrator("--as", "it.rivera", "store", "stats").stdout
+    done = orchestrator("--as", "it.rivera", "store", "gc", "--protect-hours", "0").stdout
+
+    assert "let go of" not in kept  # retired inside the default 24 hours
+    assert "would let go of the bytes of 1 retired entry" in dry.stdout
+    assert "pc-middle@2027.1" in dry.stdout and "pc-middle@2027.1" in still
+    assert "let go of the bytes of 1 retired entry nothing delivers any more: " in done
+    assert "pc-middle@2027.1" in done and "and 1 index files" in done
+    assert "the store is empty" in orchestrator("--as", "it.rivera", "store", "stats").stdout
+
+
 def test_a_staging_that_cannot_start_prints_only_the_reason(orchestrator: Invoke) -> None:
     no_point = orchestrator(
         "--as", "btc.lincoln", "store", "stage", "pc-middle@2026.1", "--building", "101",

@@ -6,20 +6,35 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from sqlmodel import select
 
+from orchestrator.clock import FixedClock
 from orchestrator.db.models import ImageManifest, SigningKey
 from orchestrator.db.session import transaction
 from orchestrator.domain.states import Kind, State
 from orchestrator.errors import Conflict, InvalidInput, NotFound, Refused
 from orchestrator.imagestore import manifest as signing
 from orchestrator.imagestore.artifacts import UnsafeArtifact
+from orchestrator.imagestore.errors import StoreBusy
 from orchestrator.imagestore.store import ImageStore
-from orchestrator.services import audit, catalog, chain, image_store, sunset, vault
+from orchestrator.services import (
+    audit,
+    catalog,
+    chain,
+    deployments,
+    image_store,
+    inventory,
+    sunset,
+    vault,
+    windows,
+)
+from orchestrator.services.deployments import DeploymentSpec
 from tests.factories import District
 
 MIB = 2**20
@@ -277,6 +292,132 @@ def test_gc_removes_only_what_no_stored_image_references_once_past_the_window(
         image_store.gc(district.ctx, district["btc.lincoln"])
     with pytest.raises(InvalidInput, match="hours"):
         image_store.gc(district.ctx, district["it.ana"], protect_hours=-1)
+
+
+def test_gc_refuses_while_another_process_has_the_store_open_and_changes_nothing(
+    district: District, stored_base: str, tmp_path: Path
+) -> None:
+    root = district.ctx.image_store_dir
+    with ImageStore(root) as store:
+        store.import_file("left-by-a-crash", _random_file(tmp_path / "x", MIB, 7))
+    _age(root, 48)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    # An import elsewhere: it skips the chunks the store has, which gc must not take.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_STORE, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        with pytest.raises(StoreBusy, match="in use by another process"):
+            image_store.gc(district.ctx, district["it.ana"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p for p in root.rglob("*") if p.is_file()) == files
+
+    assert image_store.gc(district.ctx, district["it.ana"]).removed_indexes == ["left-by-a-crash"]
+
+
+HOLD_STORE = """
+import sys, time
+from orchestrator.imagestore.store import ImageStore
+with ImageStore(sys.argv[1]):
+    print("open", flush=True)
+    time.sleep(60)
+"""
+
+
+def _stored_package(d: District, tmp_path: Path, name: str, seed: int) -> str:
+    installer = _random_file(tmp_path / f"{name}-1.0.pkg", MIB, seed)
+    ref = d.package(name, "1.0", platform="mac", installer=str(installer), to=State.PUBLISHED)
+    image_store.import_artifact(d.ctx, d["edtech.grace"], Kind.PACKAGE, ref, installer)
+    return ref
+
+
+def _retire(d: District, kind: Kind, ref: str, by: str) -> None:
+    chain.deprecate(d.ctx, d[by], kind, ref, "superseded")
+    chain.retire(d.ctx, d[by], kind, ref, "withdrawn")
+
+
+def _stored_refs(d: District) -> list[str]:
+    return sorted(i.ref for i in image_store.stats(d.ctx, d["it.ana"]).images)
+
+
+def test_gc_lets_go_of_a_retired_packages_bytes_once_it_was_retired_past_the_window(
+    district: District, stored_base: str, clock: FixedClock, tmp_path: Path
+) -> None:
+    root = district.ctx.image_store_dir
+    with ImageStore(root) as store:
+        before = set(store.names())
+    old = _stored_package(district, tmp_path, "scratch", seed=11)
+    with ImageStore(root) as store:
+        (name,) = set(store.names()) - before
+        own_chunks = len(store.index(name).unique_ids())
+    _retire(district, Kind.PACKAGE, old, by="edtech.grace")
+    _age(root, 48)
+
+    assert image_store.gc(district.ctx, district["it.ana"]).reclaimed == []  # retired just now
+    clock.advance(hours=25)
+    dry = image_store.gc(district.ctx, district["it.ana"], dry_run=True)
+    assert (dry.reclaimed, dry.removed_indexes, dry.removed_chunks) == ([old], [name], own_chunks)
+    assert _stored_refs(district) == sorted([stored_base, old])  # a dry run changes nothing
+
+    done = image_store.gc(district.ctx, district["it.ana"])
+
+    assert (done.reclaimed, done.removed_indexes) == ([old], [name])
+    assert done.removed_chunks == own_chunks > 0  # random bytes: nothing shared with the base
+    assert _stored_refs(district) == [stored_base]
+    assert not (root / "indexes" / f"{name}.caibx").exists()
+    assert image_store.verify(district.ctx, district["it.ana"]).ok
+    entries = audit.entries(district.ctx, district["it.ana"])
+    (reclaim,) = [e for e in entries if e.action == "package.reclaim"]
+    assert reclaim.object_ref == old
+    again = image_store.gc(district.ctx, district["it.ana"])
+    assert (again.reclaimed, again.removed_chunks, again.removed_indexes) == ([], 0, [])
+
+
+def test_gc_keeps_a_retired_entry_while_a_live_image_or_an_unfinished_deployment_delivers_it(
+    district: District, clock: FixedClock, tmp_path: Path
+) -> None:
+    base_file = _random_file(tmp_path / "mac-elementary-2026.1.dmg", 2 * MIB, seed=21)
+    base = district.base(platform="mac", artifact=str(base_file))
+    image_store.import_artifact(district.ctx, district["it.ana"], Kind.BASE_IMAGE, base, base_file)
+    carried = _stored_package(district, tmp_path, "firefox", seed=22)
+    deployed = _stored_package(district, tmp_path, "scratch", seed=23)
+    cart = district.custom(base=base, packages=[carried])  # a draft: live, not retired
+    assets = tmp_path / "assets.csv"
+    assets.write_text(
+        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
+        'cart-01,101,cart,mac,"MacBookAir10,1",SN5001,02:00:00:00:05:01,127.0.0.81\n'
+    )
+    inventory.import_clients(district.ctx, district["it.ana"], assets)
+    windows.add_window(
+        district.ctx, district["btc.lincoln"], building="101", days="mon-fri", start="18:00",
+        end="06:00",
+    )  # fmt: skip
+    deployment = deployments.create(
+        district.ctx, district["btc.lincoln"], DeploymentSpec(package=deployed, buildings=("101",))
+    )
+    _retire(district, Kind.BASE_IMAGE, base, by="it.ana")
+    _retire(district, Kind.PACKAGE, carried, by="edtech.grace")
+    _retire(district, Kind.PACKAGE, deployed, by="edtech.grace")
+    clock.advance(hours=25)
+    _age(district.ctx.image_store_dir, 48)
+
+    kept = image_store.gc(district.ctx, district["it.ana"])
+
+    assert (kept.reclaimed, kept.removed_chunks) == ([], 0)
+    assert _stored_refs(district) == sorted([base, carried, deployed])
+
+    deployments.cancel(district.ctx, district["btc.lincoln"], deployment.id, reason="withdrawn")
+    chain.retire(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, cart, "not needed")
+    # The customized image was retired just now: what it delivers waits out the window.
+    assert image_store.gc(district.ctx, district["it.ana"]).reclaimed == [deployed]
+    clock.advance(hours=25)
+    assert sorted(image_store.gc(district.ctx, district["it.ana"]).reclaimed) == sorted(
+        [base, carried]
+    )
+    assert _stored_refs(district) == []
 
 
 def test_a_sunset_brought_forward_after_release_is_signed_anew_at_the_daily_check(

@@ -6,7 +6,9 @@ an image that rebuilds byte for byte."""
 
 from __future__ import annotations
 
+import os
 import random
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
+from orchestrator.clock import FixedClock
 from orchestrator.db.models import ImageManifest
 from orchestrator.db.session import transaction
 from orchestrator.domain.states import Kind, State
@@ -26,6 +29,7 @@ from orchestrator.imagestore.store import ImageStore
 from orchestrator.remote.ansible import FakePlaybookRunner
 from orchestrator.remote.points import RateLimit
 from orchestrator.services import (
+    chain,
     delivery,
     deployments,
     image_store,
@@ -115,6 +119,33 @@ def test_a_released_image_is_staged_once_and_the_point_serves_it_whole(
 
     assert again.chunks_total == again.chunks_sent == 0
     assert again.bytes_sent < 64 * 1024
+
+
+def test_gc_lets_go_of_a_staged_image_once_retired_and_its_stagings_with_it(
+    district: District,
+    point_host: SSHHost,
+    point: PointServer,
+    clock: FixedClock,
+    tmp_path: Path,
+) -> None:
+    ref = _released_base(district, tmp_path, "2026.1", random.Random(3).randbytes(2 * MIB))
+    add_point(district, point_host, point)
+    assert _stage(district, point_host, ref).state == "staged"
+    chain.deprecate(district.ctx, district["it.ana"], Kind.BASE_IMAGE, ref, "superseded")
+    chain.retire(district.ctx, district["it.ana"], Kind.BASE_IMAGE, ref, "withdrawn")
+    clock.advance(hours=25)
+    old = time.time() - 48 * 3600
+    for path in district.ctx.image_store_dir.rglob("*"):
+        os.utime(path, (old, old))
+
+    done = image_store.gc(district.ctx, district["it.ana"])
+
+    assert done.reclaimed == [ref] and done.removed_chunks > 0
+    assert staging.stagings(district.ctx, district["it.ana"], "101") == []
+    with transaction(district.ctx.engine) as session:
+        assert session.exec(select(ImageManifest)).all() == []
+    with pytest.raises(Conflict):
+        _stage(district, point_host, ref)
 
 
 def test_a_new_version_sends_only_the_chunks_the_point_lacks(
