@@ -310,6 +310,22 @@ def stage_cmd(
     )
 
 
+@store_app.command("prune")
+def prune_cmd(
+    building: Annotated[str, typer.Option(help="The building whose point is pruned.")],
+) -> None:
+    """Take off a building's point the images 'store gc' let go of (IT)."""
+    credentials = vault.credentials_from_settings(state.ctx, state.settings)
+    r = staging.prune(state.ctx, state.actor(), building, credentials=credentials)
+    console.print(
+        f"pruned building {r.building}'s point: {len(r.removed_images)} images and "
+        f"{r.removed_chunks} chunks removed, {r.kept_images} images kept"
+        + (f" ({', '.join(r.removed_images)})" if r.removed_images else ""),
+        highlight=False,
+        markup=False,
+    )
+
+
 @store_app.command("staged")
 def staged_cmd(
     building: Annotated[str, typer.Option(help="The building.")],

@@ -42,7 +42,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -462,6 +462,40 @@ class PinnedSession:
                 f.set_pipelined(True)
                 f.write(bytes(data))
             sftp.posix_rename(tmp, remote)
+
+    def list_names(self, remote: str) -> list[str]:
+        """The names in the remote folder; none when it does not exist.
+
+        Raises: AccessDenied, RemoteError.
+        """
+        with self._translated_sftp(remote):
+            try:
+                return sorted(self._sftp_client().listdir(remote))
+            except FileNotFoundError:
+                return []
+
+    def read(self, remote: str, *, limit: int) -> bytes:
+        """The remote file's bytes, refused past ``limit`` bytes.
+
+        Raises: AccessDenied, RemoteError (no such file, too large, any other failure).
+        """
+        with self._translated_sftp(remote), self._sftp_client().open(remote, "rb") as f:
+            f.prefetch()
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise RemoteError(
+                f"{remote} is larger than the {limit} bytes expected",
+                host=_where(self.address, self.port),
+            )
+        return data
+
+    def remove(self, remote: str) -> None:
+        """Remove the remote file; one already gone is fine.
+
+        Raises: AccessDenied, RemoteError.
+        """
+        with self._translated_sftp(remote), suppress(FileNotFoundError):
+            self._sftp_client().remove(remote)
 
     def _make_dirs(self, sftp: paramiko.SFTPClient, folder: PurePosixPath) -> None:
         known = self._known_dirs

@@ -46,6 +46,9 @@ from orchestrator.domain.policy import SYSTEM_ACTOR, Action, Actor, authorize, m
 from orchestrator.domain.rollout import DeploymentState
 from orchestrator.domain.states import Kind
 from orchestrator.errors import Conflict, InvalidInput, NotFound, OrchestratorError
+from orchestrator.imagestore import names
+from orchestrator.imagestore.caibx import Index, decode
+from orchestrator.imagestore.errors import UnsafeName
 from orchestrator.remote import points, ssh
 from orchestrator.services import audit, catalog, delivery, deployments, image_store
 from orchestrator.services.context import Context
@@ -399,6 +402,122 @@ def _finish(
             reason=(failed or "")[:2000],
         )
         return _staging_view(row, plan.ref, plan.building)
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    building: str
+    removed_images: list[str]
+    """Index names of the images taken off the point."""
+    removed_chunks: int
+    kept_images: int
+
+
+MAX_POINT_INDEX = 1 << 30
+"""The largest index file read back from a point (the store writes none larger)."""
+
+
+def prune(
+    ctx: Context,
+    actor: Actor,
+    building: str,
+    *,
+    credentials: Credentials,
+    connect: Callable[..., ssh.PinnedSession] = ssh.connect,
+) -> PruneReport:
+    """Take off a building's point the images the orchestrator's store no longer
+    holds (``store gc`` let go of them), with the chunks nothing else needs:
+    another image on the point, or any image in the store, which a staging may
+    send it later. IT only.
+
+    It runs with the store to itself, as gc does, so no staging sends the point
+    a chunk while it is removed. On the point the signed manifest goes first, so
+    the point stops offering the image; then the chunks; the index last, so a
+    prune cut short is run again and finishes.
+
+    Raises:
+        Refused, NotFound (no such building, or it has no point), InvalidInput
+        (no SSH key), StoreBusy, and the point's own errors (HostUnreachable,
+        HostKeyChanged, AuthenticationFailed, AccessDenied, RemoteError).
+    """
+    authorize(actor, Action.MANAGE_IMAGE_STORE, building=None)
+    number = validation.building_number(building)
+    with transaction(ctx.engine) as session:
+        point = _point_of(session, visible_building_row(session, actor, number))
+        if point is None:
+            raise NotFound(
+                f"building {number} has no distribution point (see 'orchestrator points add')"
+            )
+        session.expunge(point)
+    if not credentials.ssh_key:
+        raise InvalidInput(
+            "no SSH key to log in to the distribution point with (see 'orchestrator "
+            "credentials set ssh-key')",
+            field="credentials",
+        )
+    root = point.root
+    removed_names: list[str] = []
+    removed: set[bytes] = set()
+    with image_store.open_store(ctx) as store, store.alone():
+        with transaction(ctx.engine) as session:
+            owned = set(session.exec(select(ImageManifest.index_name)).all())
+        needed: set[bytes] = set()
+        for name in owned:
+            if store.has_index(name):
+                needed |= store.index(name).unique_ids()
+        with connect(
+            point.address,
+            point.ssh_port,
+            host_key=point.host_key,
+            username=point.ssh_user,
+            private_key=credentials.ssh_key,
+        ) as session:
+            on_point = _point_index_names(session.list_names(f"{root}/indexes"))
+            kept = [n for n in on_point if n in owned]
+            for name in kept:
+                needed |= _point_index(session, root, name).unique_ids()
+            for name in on_point:
+                if name in owned:
+                    continue
+                index = _point_index(session, root, name)
+                session.remove(f"{root}/manifests/{name}.json")
+                for chunk_id in sorted(index.unique_ids() - needed - removed):
+                    hexid = chunk_id.hex()
+                    session.remove(f"{root}/chunks/{hexid[:4]}/{hexid}.cacnk")
+                    removed.add(chunk_id)
+                session.remove(f"{root}/indexes/{name}.caibx")
+                removed_names.append(name)
+    if removed_names:
+        with transaction(ctx.engine) as session:
+            audit.append(
+                session,
+                at=ctx.now(),
+                actor=actor,
+                action="distribution_point.prune",
+                subject=audit.Subject("distribution_point", f"point of {number}", point.id, number),
+                after={"images": removed_names[:50], "chunks": len(removed)},
+            )
+    return PruneReport(number, removed_names, len(removed), len(kept))
+
+
+def _point_index_names(files: Sequence[str]) -> list[str]:
+    """The image names among a point's index files; temporaries and anything outside
+    the allow-list are left alone."""
+    found = []
+    for f in files:
+        stem = f.removesuffix(".caibx")
+        if stem == f or f.startswith("."):
+            continue
+        try:
+            found.append(names.image_name(stem))
+        except UnsafeName:
+            log.warning("left alone on a point: index file %r is outside the allow-list", f)
+    return found
+
+
+def _point_index(session: ssh.PinnedSession, root: str, name: str) -> Index:
+    path = f"{root}/indexes/{name}.caibx"
+    return decode(session.read(path, limit=MAX_POINT_INDEX), source=path)
 
 
 def stagings(ctx: Context, actor: Actor, building: str) -> list[StagingView]:

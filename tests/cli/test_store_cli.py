@@ -95,6 +95,16 @@ def test_a_staging_that_cannot_start_prints_only_the_reason(orchestrator: Invoke
     assert no_point.stdout == ""  # no progress bar left behind in a pipe or a log
 
 
+def test_prune_is_it_s_and_names_a_building_without_a_point(orchestrator: Invoke) -> None:
+    refused = orchestrator("--as", "btc.lincoln", "store", "prune", "--building", "101", expect=3)
+    no_point = orchestrator("--as", "it.rivera", "store", "prune", "--building", "101", expect=4)
+    unknown = orchestrator("--as", "it.rivera", "store", "prune", "--building", "999", expect=4)
+
+    assert "BTC cannot manage the image store" in refused.stderr
+    assert "building 101 has no distribution point" in no_point.stderr
+    assert "999" in unknown.stderr
+
+
 def test_store_agent_builds_the_bundle_install_agent_hands_the_clients(
     orchestrator: Invoke, tmp_path: Path
 ) -> None:

@@ -29,6 +29,7 @@ from orchestrator.imagestore.store import ImageStore
 from orchestrator.remote.ansible import FakePlaybookRunner
 from orchestrator.remote.points import RateLimit
 from orchestrator.services import (
+    audit,
     chain,
     delivery,
     deployments,
@@ -164,6 +165,59 @@ def test_a_new_version_sends_only_the_chunks_the_point_lacks(
 
     assert 0 < delta.chunks_sent < whole.chunks_sent / 4
     assert delta.bytes_sent < whole.bytes_sent / 4
+
+
+def test_prune_takes_a_let_go_image_off_the_point_and_keeps_what_the_next_version_shares(
+    district: District,
+    point_host: SSHHost,
+    point: PointServer,
+    clock: FixedClock,
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(4)
+    old = rng.randbytes(4 * MIB)
+    new = bytearray(old)
+    new[MIB : MIB + 300_000] = rng.randbytes(300_000)
+    first = _released_base(district, tmp_path, "2026.1", old)
+    second = _released_base(district, tmp_path, "2026.2", bytes(new))
+    add_point(district, point_host, point)
+    _stage(district, point_host, first)
+    _stage(district, point_host, second)
+    on_point = ImageStore(point.root)
+    gone, stays = sorted(on_point.names())  # ids: 2026.1 was registered first
+    only_gone = on_point.index(gone).unique_ids() - on_point.index(stays).unique_ids()
+    it = district["it.ana"]
+    credentials = _credentials(point_host)
+    assert staging.prune(district.ctx, it, "101", credentials=credentials).removed_images == []
+    chain.retire(district.ctx, it, Kind.BASE_IMAGE, first, "withdrawn")  # 2026.2 deprecated it
+    clock.advance(hours=25)
+    old_time = time.time() - 48 * 3600
+    for path in district.ctx.image_store_dir.rglob("*"):
+        os.utime(path, (old_time, old_time))
+    assert image_store.gc(district.ctx, it).reclaimed == [first]
+
+    done = staging.prune(district.ctx, it, "101", credentials=credentials)
+
+    assert (done.removed_images, done.kept_images) == ([gone], 1)
+    assert done.removed_chunks == len(only_gone) > 0
+    assert on_point.names() == [stays]
+    assert not (point.root / "manifests" / f"{gone}.json").exists()
+    assert on_point.verify().ok  # every chunk the kept image needs is still there
+    rebuilt = tmp_path / "rebuilt.img"
+    extract(on_point.index(stays), on_point.chunks, rebuilt)
+    assert rebuilt.read_bytes() == bytes(new)
+    again = staging.prune(district.ctx, it, "101", credentials=credentials)
+    assert (again.removed_images, again.removed_chunks) == ([], 0)
+    (entry,) = [
+        e for e in audit.entries(district.ctx, it) if e.action == "distribution_point.prune"
+    ]
+    assert entry.building == "101"
+    with pytest.raises(Refused):
+        staging.prune(district.ctx, district["btc.lincoln"], "101", credentials=credentials)
+    with pytest.raises(NotFound, match="no distribution point"):
+        staging.prune(district.ctx, it, "102", credentials=credentials)
+    with pytest.raises(InvalidInput, match="SSH key"):
+        staging.prune(district.ctx, it, "101", credentials=Credentials(ssh_user="x"))
 
 
 def test_only_released_images_go_to_a_point_and_only_for_the_buildings_people(
