@@ -292,12 +292,7 @@ def stage(
         says ``failed`` with the reason, and a new staging sends what is left.
     """
     plan = _plan(ctx, actor, kind, ref, building)
-    if not credentials.ssh_key:
-        raise InvalidInput(
-            "no SSH key to log in to the distribution point with (see 'orchestrator "
-            "credentials set ssh-key')",
-            field="credentials",
-        )
+    ssh_key = _ssh_key(credentials)
     name = plan.manifest.index_name
     with image_store.open_store(ctx) as store:
         index = store.index(name)
@@ -308,13 +303,7 @@ def stage(
         limit = points.RateLimit(plan.point.bandwidth_kib * 1024)
         sent = sent_bytes = 0
         try:
-            with connect(
-                plan.point.address,
-                plan.point.ssh_port,
-                host_key=plan.point.host_key,
-                username=plan.point.ssh_user,
-                private_key=credentials.ssh_key,
-            ) as session:
+            with _login(connect, plan.point, ssh_key) as session:
                 for chunk_id in wanted:
                     if chunk_id not in lacking:
                         continue
@@ -347,6 +336,32 @@ def stage(
     if progress:
         progress(done)
     return done
+
+
+def _ssh_key(credentials: Credentials) -> str:
+    """The key the orchestrator logs in to points with.
+
+    Raises: InvalidInput (none set)."""
+    if not credentials.ssh_key:
+        raise InvalidInput(
+            "no SSH key to log in to the distribution point with (see 'orchestrator "
+            "credentials set ssh-key')",
+            field="credentials",
+        )
+    return credentials.ssh_key
+
+
+def _login(
+    connect: Callable[..., ssh.PinnedSession], point: DistributionPoint, ssh_key: str
+) -> ssh.PinnedSession:
+    """A session on the point, its host key the one pinned when IT added it."""
+    return connect(
+        point.address,
+        point.ssh_port,
+        host_key=point.host_key,
+        username=point.ssh_user,
+        private_key=ssh_key,
+    )
 
 
 def _start(ctx: Context, plan: _Plan, total: int) -> int:
@@ -449,12 +464,7 @@ def prune(
                 f"building {number} has no distribution point (see 'orchestrator points add')"
             )
         session.expunge(point)
-    if not credentials.ssh_key:
-        raise InvalidInput(
-            "no SSH key to log in to the distribution point with (see 'orchestrator "
-            "credentials set ssh-key')",
-            field="credentials",
-        )
+    ssh_key = _ssh_key(credentials)
     root = point.root
     removed_names: list[str] = []
     removed: set[bytes] = set()
@@ -465,13 +475,7 @@ def prune(
         for name in owned:
             if store.has_index(name):
                 needed |= store.index(name).unique_ids()
-        with connect(
-            point.address,
-            point.ssh_port,
-            host_key=point.host_key,
-            username=point.ssh_user,
-            private_key=credentials.ssh_key,
-        ) as session:
+        with _login(connect, point, ssh_key) as session:
             on_point = _point_index_names(session.list_names(f"{root}/indexes"))
             kept = [n for n in on_point if n in owned]
             for name in kept:

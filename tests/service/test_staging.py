@@ -74,6 +74,26 @@ def _released_base(d: District, folder: Path, version: str, data: bytes) -> str:
     return ref
 
 
+def _two_versions(d: District, folder: Path, seed: int, changed: int) -> tuple[str, str, bytes]:
+    """Released bases 2026.1 and 2026.2, the second with ``changed`` bytes rewritten."""
+    rng = random.Random(seed)
+    old = rng.randbytes(4 * MIB)
+    new = bytearray(old)
+    new[MIB : MIB + changed] = rng.randbytes(changed)
+    first = _released_base(d, folder, "2026.1", old)
+    return first, _released_base(d, folder, "2026.2", bytes(new)), bytes(new)
+
+
+def _retired_past_the_window(d: District, clock: FixedClock, ref: str) -> None:
+    """Retire ``ref`` (deprecated by now) and let the protection window pass over it
+    and over every file of the store."""
+    chain.retire(d.ctx, d["it.ana"], Kind.BASE_IMAGE, ref, "withdrawn")
+    clock.advance(hours=25)
+    old = time.time() - 48 * 3600
+    for path in d.ctx.image_store_dir.rglob("*"):
+        os.utime(path, (old, old))
+
+
 def _stage(d: District, host: SSHHost, ref: str, who: str = "btc.lincoln") -> staging.StagingView:
     return staging.stage(d.ctx, d[who], Kind.BASE_IMAGE, ref, "101", credentials=_credentials(host))
 
@@ -133,11 +153,7 @@ def test_gc_lets_go_of_a_staged_image_once_retired_and_its_stagings_with_it(
     add_point(district, point_host, point)
     assert _stage(district, point_host, ref).state == "staged"
     chain.deprecate(district.ctx, district["it.ana"], Kind.BASE_IMAGE, ref, "superseded")
-    chain.retire(district.ctx, district["it.ana"], Kind.BASE_IMAGE, ref, "withdrawn")
-    clock.advance(hours=25)
-    old = time.time() - 48 * 3600
-    for path in district.ctx.image_store_dir.rglob("*"):
-        os.utime(path, (old, old))
+    _retired_past_the_window(district, clock, ref)
 
     done = image_store.gc(district.ctx, district["it.ana"])
 
@@ -152,12 +168,7 @@ def test_gc_lets_go_of_a_staged_image_once_retired_and_its_stagings_with_it(
 def test_a_new_version_sends_only_the_chunks_the_point_lacks(
     district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
 ) -> None:
-    rng = random.Random(2)
-    old = rng.randbytes(4 * MIB)
-    new = bytearray(old)
-    new[MIB : MIB + 200_000] = rng.randbytes(200_000)
-    first = _released_base(district, tmp_path, "2026.1", old)
-    second = _released_base(district, tmp_path, "2026.2", bytes(new))
+    first, second, _ = _two_versions(district, tmp_path, seed=2, changed=200_000)
     add_point(district, point_host, point)
     whole = _stage(district, point_host, first)
 
@@ -174,12 +185,7 @@ def test_prune_takes_a_let_go_image_off_the_point_and_keeps_what_the_next_versio
     clock: FixedClock,
     tmp_path: Path,
 ) -> None:
-    rng = random.Random(4)
-    old = rng.randbytes(4 * MIB)
-    new = bytearray(old)
-    new[MIB : MIB + 300_000] = rng.randbytes(300_000)
-    first = _released_base(district, tmp_path, "2026.1", old)
-    second = _released_base(district, tmp_path, "2026.2", bytes(new))
+    first, second, new = _two_versions(district, tmp_path, seed=4, changed=300_000)
     add_point(district, point_host, point)
     _stage(district, point_host, first)
     _stage(district, point_host, second)
@@ -189,11 +195,7 @@ def test_prune_takes_a_let_go_image_off_the_point_and_keeps_what_the_next_versio
     it = district["it.ana"]
     credentials = _credentials(point_host)
     assert staging.prune(district.ctx, it, "101", credentials=credentials).removed_images == []
-    chain.retire(district.ctx, it, Kind.BASE_IMAGE, first, "withdrawn")  # 2026.2 deprecated it
-    clock.advance(hours=25)
-    old_time = time.time() - 48 * 3600
-    for path in district.ctx.image_store_dir.rglob("*"):
-        os.utime(path, (old_time, old_time))
+    _retired_past_the_window(district, clock, first)  # 2026.2 deprecated it
     assert image_store.gc(district.ctx, it).reclaimed == [first]
 
     done = staging.prune(district.ctx, it, "101", credentials=credentials)
@@ -205,7 +207,7 @@ def test_prune_takes_a_let_go_image_off_the_point_and_keeps_what_the_next_versio
     assert on_point.verify().ok  # every chunk the kept image needs is still there
     rebuilt = tmp_path / "rebuilt.img"
     extract(on_point.index(stays), on_point.chunks, rebuilt)
-    assert rebuilt.read_bytes() == bytes(new)
+    assert rebuilt.read_bytes() == new
     again = staging.prune(district.ctx, it, "101", credentials=credentials)
     assert (again.removed_images, again.removed_chunks) == ([], 0)
     (entry,) = [
