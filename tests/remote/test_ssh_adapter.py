@@ -259,6 +259,40 @@ def test_sftp_refusals_and_missing_files_are_translated(
             session.put(tmp_path / "absent", str(host.root / "absent"))
 
 
+def test_sftp_lists_reads_within_a_limit_and_removes_on_the_host(
+    ssh_hosts: list[SSHHost],  # noqa: F811
+) -> None:
+    host = ssh_hosts[3]
+    folder = str(host.root / "var" / "listing")
+    with _login(host) as session:
+        assert session.list_names(folder) == []  # no folder yet
+        session.write_atomic(f"{folder}/b.caibx", b"bee")
+        session.write_atomic(f"{folder}/a.caibx", b"a" * 100)
+
+        assert session.list_names(folder) == ["a.caibx", "b.caibx"]
+        assert session.read(f"{folder}/b.caibx", limit=3) == b"bee"
+        with pytest.raises(RemoteError, match="larger than the 99 bytes expected"):
+            session.read(f"{folder}/a.caibx", limit=99)
+        with pytest.raises(RemoteError, match="no such file"):
+            session.read(f"{folder}/c.caibx", limit=99)
+        session.remove(f"{folder}/a.caibx")
+        session.remove(f"{folder}/a.caibx")  # gone already: fine
+        assert session.list_names(folder) == ["b.caibx"]
+        with pytest.raises(AccessDenied, match="may not do that to /etc/hostname"):
+            session.remove("/etc/hostname")
+
+
+def test_a_session_sends_small_requests_at_once_instead_of_waiting_on_an_ack(
+    own_host: SSHHost,
+) -> None:
+    # With Nagle's algorithm on, each SFTP close or rename waited for the host's
+    # delayed ACK: a chunk written to a distribution point cost ~40 ms.
+    with _login(own_host) as session:
+        transport = session._client.get_transport()
+        assert transport is not None
+        assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
 def test_the_wrong_key_or_password_is_authentication_failed(
     ssh_hosts: list[SSHHost],  # noqa: F811
 ) -> None:
