@@ -505,8 +505,10 @@ class GcReport:
 MAX_PROTECT_HOURS = 24 * 365
 
 
-def _reclaimable(session: Session, retired_before: datetime) -> list[tuple[ImageManifest, str]]:
-    """The stored entries nothing can deliver again, with their refs.
+def _reclaimable(
+    session: Session, retired_before: datetime
+) -> list[tuple[ImageManifest, Releasable]]:
+    """The stored entries nothing can deliver again, with their catalog rows.
 
     An entry is still needed while it is not retired, while a deployment that is not
     over targets it, or while such an entry delivers it: a customized image lays down
@@ -551,7 +553,7 @@ def _reclaimable(session: Session, retired_before: datetime) -> list[tuple[Image
         .where(Releasable.state == retired)
         .order_by(col(Releasable.id))
     ).all()
-    return [(m, ref_of(r)) for m, r in rows if r.id not in needed]
+    return [(m, r) for m, r in rows if r.id not in needed]
 
 
 def gc(ctx: Context, actor: Actor, *, protect_hours: int = 24, dry_run: bool = False) -> GcReport:
@@ -634,19 +636,17 @@ def gc(ctx: Context, actor: Actor, *, protect_hours: int = 24, dry_run: bool = F
         removed_indexes,
         young,
         dry_run,
-        [ref for _, ref in reclaim],
+        [ref_of(r) for _, r in reclaim],
     )
 
 
 def _let_go(
-    session: Session, ctx: Context, actor: Actor, reclaim: list[tuple[ImageManifest, str]]
+    session: Session, ctx: Context, actor: Actor, reclaim: list[tuple[ImageManifest, Releasable]]
 ) -> None:
     """Delete the rows of retired entries' stored bytes, audited on each entry. The
     files go after the commit: a crash in between leaves index files no entry owns,
     which the next gc removes."""
-    for m, _ in reclaim:
-        row = session.get(Releasable, m.releasable_id)
-        assert row is not None
+    for m, row in reclaim:
         for s in session.exec(select(ImageStaging).where(ImageStaging.manifest_id == m.id)):
             session.delete(s)
         session.flush()

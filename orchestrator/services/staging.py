@@ -161,10 +161,14 @@ def add_point(
             at=ctx.now(),
             actor=actor,
             action="distribution_point.add",
-            subject=audit.Subject("distribution_point", f"point of {number}", row.id, number),
+            subject=_point_subject(row, number),
             after={"address": row.address, "url": row.url, "fingerprint": ssh.fingerprint(key)},
         )
         return _point_view(row, number)
+
+
+def _point_subject(point: DistributionPoint, building: str) -> audit.Subject:
+    return audit.Subject("distribution_point", f"point of {building}", point.id, building)
 
 
 def _point_of(session: Session, building: Building) -> DistributionPoint | None:
@@ -498,7 +502,7 @@ def prune(
                 at=ctx.now(),
                 actor=actor,
                 action="distribution_point.prune",
-                subject=audit.Subject("distribution_point", f"point of {number}", point.id, number),
+                subject=_point_subject(point, number),
                 after={"images": removed_names[:50], "chunks": len(removed)},
             )
     return PruneReport(number, removed_names, len(removed), len(kept))
