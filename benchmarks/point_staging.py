@@ -5,8 +5,10 @@ building 101's point, with the project's point server over its folder:
 
 1. a random base image of ``--mib`` MiB and a derivative with 5% of it
    rewritten in 64 KiB runs are imported and released;
-2. ``staging.stage`` sends the point the base, then the derivative (only what
-   the point lacks);
+2. ``staging.stage`` sends the point the base the way a host without
+   ``python3`` gets it (each chunk its own SFTP file), the point is emptied, then
+   it sends the base the usual way (one stream to the point's receiver), then the
+   derivative (only what the point lacks);
 3. the reference: OpenSSH's ``rsync -a`` of the same stored chunk files the
    base staging sent, over ``ssh`` to a fresh folder on the same host;
 4. the base is retired, the protection window passes (the clock and the store's
@@ -34,6 +36,7 @@ from orchestrator.clock import FixedClock
 from orchestrator.db.session import make_engine
 from orchestrator.domain.states import Kind
 from orchestrator.imagestore.store import ImageStore
+from orchestrator.remote import points
 from orchestrator.services import bootstrap, chain, image_store, staging
 from orchestrator.services.context import Context
 from orchestrator.services.runs import Credentials
@@ -112,6 +115,17 @@ def main() -> None:
         with start_hosts(1) as [host], serving_point(host) as point:
             add_point(d, host, point)
             credentials = Credentials(ssh_user=host.username, ssh_key=host.key_file.read_text())
+            started = time.monotonic()
+            python, points.RECEIVER_PYTHON = points.RECEIVER_PYTHON, "no-python-here"
+            try:
+                staging.stage(
+                    ctx, d["btc.lincoln"], Kind.BASE_IMAGE, refs[0], "101", credentials=credentials
+                )
+            finally:
+                points.RECEIVER_PYTHON = python
+            figures["stage_base_file_by_file_sftp"] = round(time.monotonic() - started, 2)
+            for folder in ("chunks", "indexes", "manifests"):
+                shutil.rmtree(point.root / folder)
             for label, ref in zip(("base", "derivative"), refs, strict=True):
                 started = time.monotonic()
                 view = staging.stage(

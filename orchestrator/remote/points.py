@@ -1,27 +1,44 @@
 """Talking to a building's distribution point: what it lacks (over its HTTP(S)
-``POST /missing``), and a bandwidth limit for what the orchestrator sends it.
+``POST /missing``), sending it chunks (one stream over SSH), and a bandwidth
+limit for what the orchestrator sends it.
 
 The point itself (:mod:`orchestrator.imagestore.point`) serves its store
 read-only to the building's clients; the orchestrator writes into that store
-over SSH (:meth:`orchestrator.remote.ssh.PinnedSession.write_atomic`), chunks
-first and the index and signed manifest last, so a point never offers an
-image whose chunks it does not hold.
+over SSH: the chunks first (:func:`send_chunks`), then the index and signed
+manifest (:meth:`orchestrator.remote.ssh.PinnedSession.write_atomic`), so a
+point never offers an image whose chunks it does not hold.
 """
 
 from __future__ import annotations
 
+import functools
 import http.client
+import logging
+import shlex
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from orchestrator.errors import HostUnreachable, InvalidInput, RemoteError
+from orchestrator.remote import point_receiver
+
+if TYPE_CHECKING:
+    from orchestrator.remote.ssh import CommandResult
+
+log = logging.getLogger("orchestrator.points")
 
 ID_SIZE = 32
 MAX_IDS = 2_000_000
 """The most ids one ``POST /missing`` carries (the point's own bound)."""
+
+RECEIVER_PYTHON = "python3"
+"""The point host's Python, which runs :mod:`orchestrator.remote.point_receiver`."""
+NOT_FOUND = 127
+"""A POSIX shell's exit code for a command it cannot find."""
 
 
 def _connection(url: str, *, timeout: float, ca_file: str | None) -> http.client.HTTPConnection:
@@ -112,3 +129,117 @@ class RateLimit:
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
         if wait:
             self._sleep(wait)
+
+
+class Session(Protocol):
+    """What :func:`send_chunks` needs of an SSH session (a ``PinnedSession``)."""
+
+    def feed(
+        self,
+        command: str,
+        pieces: Iterable[bytes],
+        *,
+        on_line: Callable[[str], None],
+        timeout: float,
+    ) -> CommandResult: ...
+
+    def write_atomic(self, remote: str, data: bytes | memoryview) -> None: ...
+
+
+class Tally:
+    """Chunks and bytes the point has confirmed in place."""
+
+    def __init__(self) -> None:
+        self.chunks = 0
+        self.bytes = 0
+
+
+def chunk_path(root: str, chunk_id: bytes) -> str:
+    """Where a chunk lives in a point's store (casync's layout)."""
+    hexid = chunk_id.hex()
+    return f"{root}/chunks/{hexid[:4]}/{hexid}.cacnk"
+
+
+def send_chunks(
+    session: Session,
+    root: str,
+    chunks: Sequence[tuple[bytes, Path]],
+    *,
+    limit: RateLimit,
+    tally: Tally,
+    host: str,
+    progress: Callable[[], None] | None = None,
+    timeout: float = 120.0,
+) -> None:
+    """Put each ``(chunk id, local stored file)`` into the point's store under
+    ``root``, within ``limit``; ``tally`` counts those the point has confirmed in
+    place, and ``progress`` is called each time it grows. ``host`` names the
+    point in errors.
+
+    The chunks go as one stream to the receiver run on the point's host
+    (:mod:`orchestrator.remote.point_receiver`, by its ``python3``); a host without
+    ``python3`` gets each chunk as its own SFTP file instead, which is several
+    times slower. Either way each chunk appears whole or not at all.
+
+    Raises: RemoteError (the receiver refused the stream or failed, the
+    connection was lost), RemoteTimeout, AccessDenied (SFTP).
+    """
+    sizes = [0]
+    for _, local in chunks:
+        sizes.append(sizes[-1] + local.stat().st_size)
+
+    def pieces() -> Iterator[bytes]:
+        for chunk_id, local in chunks:
+            data = local.read_bytes()
+            limit.take(len(data))
+            yield chunk_id + len(data).to_bytes(4, "big") + data
+
+    def on_line(line: str) -> None:
+        word, _, count = line.partition(" ")
+        if word in ("in-place", "done") and count.isdigit() and int(count) <= len(chunks):
+            tally.chunks, tally.bytes = int(count), sizes[int(count)]
+            if progress is not None:
+                progress()
+
+    if not chunks:
+        return
+    command = f"{RECEIVER_PYTHON} -c {shlex.quote(_receiver_source())} {shlex.quote(root)}"
+    result = session.feed(command, pieces(), on_line=on_line, timeout=timeout)
+    if result.exit_code == NOT_FOUND and tally.chunks == 0:
+        log.info("no %s on the point's host: sending each chunk over SFTP", RECEIVER_PYTHON)
+        _send_each(session, root, chunks, limit=limit, tally=tally, progress=progress)
+        return
+    if result.exit_code != 0 or tally.chunks != len(chunks):
+        said = result.stderr.strip().splitlines()
+        raise RemoteError(
+            f"the point's receiver stopped after {tally.chunks} of {len(chunks)} chunks "
+            f"(exit {result.exit_code}: {said[-1] if said else 'no reason given'})",
+            host=host,
+        )
+
+
+def _send_each(
+    session: Session,
+    root: str,
+    chunks: Sequence[tuple[bytes, Path]],
+    *,
+    limit: RateLimit,
+    tally: Tally,
+    progress: Callable[[], None] | None,
+    every: float = 0.5,
+) -> None:
+    last = time.monotonic()
+    for chunk_id, local in chunks:
+        data = local.read_bytes()
+        limit.take(len(data))
+        session.write_atomic(chunk_path(root, chunk_id), data)
+        tally.chunks += 1
+        tally.bytes += len(data)
+        if progress is not None and time.monotonic() - last >= every:
+            progress()
+            last = time.monotonic()
+
+
+@functools.cache
+def _receiver_source() -> str:
+    return Path(point_receiver.__file__).read_text(encoding="utf-8")

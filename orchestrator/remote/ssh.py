@@ -41,7 +41,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -410,6 +410,83 @@ class PinnedSession:
         return CommandResult(
             code, out.decode("utf-8", errors="replace"), err.decode("utf-8", errors="replace")
         )
+
+    def feed(
+        self,
+        command: str,
+        pieces: Iterable[bytes],
+        *,
+        on_line: Callable[[str], None],
+        timeout: float,
+    ) -> CommandResult:
+        """Run ``command`` with ``pieces`` written to its standard input one after
+        the other, then end of input; each line of its standard output is handed to
+        ``on_line`` as it arrives, and its exit code and standard error returned.
+
+        ``timeout`` bounds each wait on the host (a piece accepted, a line, the
+        exit), not the whole. A command that exits before reading everything ends
+        the feeding: its exit code and standard error say why.
+
+        Raises: RemoteTimeout (the host stopped reading or answering), RemoteError
+        (the connection was lost).
+        """
+        if timeout <= 0:
+            raise InvalidInput("a command timeout is a positive number of seconds", field="timeout")
+        where = _where(self.address, self.port)
+        with _translated(self.address, self.port, timeout=timeout):
+            transport = self._client.get_transport()
+            if transport is None or not transport.is_active():
+                raise RemoteError("the session is closed", host=where)
+            channel = transport.open_session(timeout=timeout)
+            try:
+                channel.settimeout(timeout)
+                channel.exec_command(command)
+                out, err = bytearray(), bytearray()
+
+                def drain() -> None:
+                    while channel.recv_ready():
+                        out.extend(channel.recv(_READ))
+                    while channel.recv_stderr_ready():
+                        err.extend(channel.recv_stderr(_READ))
+                    *lines, rest = out.split(b"\n")
+                    out[:] = rest
+                    for line in lines:
+                        on_line(line.decode("utf-8", errors="replace"))
+
+                for piece in pieces:
+                    if channel.exit_status_ready() or channel.closed:
+                        break
+                    try:
+                        channel.sendall(piece)
+                    except TimeoutError:
+                        raise
+                    except OSError:  # the command closed its input: its exit says why
+                        if not transport.is_active():
+                            raise RemoteError(
+                                "the host closed the connection", host=where
+                            ) from None
+                        break
+                    drain()
+                else:
+                    channel.shutdown_write()
+                deadline = time.monotonic() + timeout
+                while not (channel.exit_status_ready() and channel.eof_received):
+                    drain()
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise RemoteTimeout(
+                            f"no answer within {timeout:g}s after the input", host=where
+                        )
+                    select.select([channel], [], [], min(left, 0.5))
+                while channel.recv_ready() or channel.recv_stderr_ready():
+                    drain()
+                if out:
+                    out.extend(b"\n")
+                    drain()
+                code = channel.recv_exit_status()
+            finally:
+                channel.close()
+        return CommandResult(code, "", err.decode("utf-8", errors="replace"))
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         with self._lock:

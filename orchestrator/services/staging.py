@@ -11,10 +11,12 @@ what it lacks, once per building whatever the number of clients:
    (:mod:`orchestrator.services.image_store`), so a point never holds bytes the
    chain did not approve;
 2. the point says which of the image's chunks it lacks (``POST /missing``);
-3. those chunks go as they are stored (compressed, named by their digest),
-   each written whole or not at all (temp file + rename), within the point's
-   bandwidth limit; then the index, then the signed manifest, so a point never
-   offers an image whose chunks it does not hold;
+3. those chunks go as they are stored (compressed, named by their digest), in
+   one stream to a receiver run on the point's host (SFTP file by file where
+   the host has no ``python3``), each written whole or not at all (temp file,
+   flushed, renamed), within the point's bandwidth limit; then the index, then
+   the signed manifest, so a point never offers an image whose chunks it does
+   not hold;
 4. the staging row counts chunks and bytes as they go (``store staged``
    shows it), ends ``staged`` or ``failed`` with the reason; a failed staging
    is simply run again and sends only what is still missing.
@@ -57,9 +59,6 @@ from orchestrator.services.directory import visible_building_row
 from orchestrator.services.refs import building_of, ref_of
 
 log = logging.getLogger("orchestrator.staging")
-
-PROGRESS_EVERY = 64
-"""Chunks between two progress writes to the staging row."""
 
 _ROOT = re.compile(r"/[A-Za-z0-9._/-]{0,400}")
 
@@ -305,24 +304,25 @@ def stage(
         lacking = points.missing(plan.point.url, wanted, ca_file=ca_file)
         row = _start(ctx, plan, len(lacking))
         limit = points.RateLimit(plan.point.bandwidth_kib * 1024)
-        sent = sent_bytes = 0
+        tally = points.Tally()
+
+        def report() -> None:
+            view = _progress(ctx, row, plan, tally.chunks, tally.bytes)
+            if progress:
+                progress(view)
+
         try:
             with _login(connect, plan.point, ssh_key) as session:
-                for chunk_id in wanted:
-                    if chunk_id not in lacking:
-                        continue
-                    data = store.chunks.path(chunk_id).read_bytes()
-                    limit.take(len(data))
-                    hexid = chunk_id.hex()
-                    session.write_atomic(
-                        f"{plan.point.root}/chunks/{hexid[:4]}/{hexid}.cacnk", data
-                    )
-                    sent += 1
-                    sent_bytes += len(data)
-                    if sent % PROGRESS_EVERY == 0:
-                        view = _progress(ctx, row, plan, sent, sent_bytes)
-                        if progress:
-                            progress(view)
+                points.send_chunks(
+                    session,
+                    plan.point.root,
+                    [(c, store.chunks.path(c)) for c in wanted if c in lacking],
+                    limit=limit,
+                    tally=tally,
+                    host=f"{plan.point.address}:{plan.point.ssh_port}",
+                    progress=report,
+                )
+                sent, sent_bytes = tally.chunks, tally.bytes
                 # Last, so the point never offers an image whose chunks it lacks.
                 for part in (index_bytes, plan.manifest.signed):
                     assert part is not None
@@ -334,7 +334,7 @@ def stage(
                     f"{plan.point.root}/manifests/{name}.json", plan.manifest.signed
                 )
         except (OrchestratorError, OSError) as exc:
-            _finish(ctx, actor, row, plan, sent, sent_bytes, failed=str(exc))
+            _finish(ctx, actor, row, plan, tally.chunks, tally.bytes, failed=str(exc))
             raise
     done = _finish(ctx, actor, row, plan, sent, sent_bytes, failed=None)
     if progress:
@@ -490,8 +490,7 @@ def prune(
                 index = _point_index(session, root, name)
                 session.remove(f"{root}/manifests/{name}.json")
                 for chunk_id in sorted(index.unique_ids() - needed - removed):
-                    hexid = chunk_id.hex()
-                    session.remove(f"{root}/chunks/{hexid[:4]}/{hexid}.cacnk")
+                    session.remove(points.chunk_path(root, chunk_id))
                     removed.add(chunk_id)
                 session.remove(f"{root}/indexes/{name}.caibx")
                 removed_names.append(name)

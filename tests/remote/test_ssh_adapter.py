@@ -293,6 +293,31 @@ def test_a_session_sends_small_requests_at_once_instead_of_waiting_on_an_ack(
         assert transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
 
 
+def test_feeding_a_command_hands_over_its_lines_as_they_come_and_its_exit(
+    own_host: SSHHost,
+) -> None:
+    lines: list[str] = []
+    pieces = (f"piece {i}\n".encode() for i in range(5000))
+
+    with _login(own_host) as session:
+        done = session.feed(
+            "wc -l; echo to-stderr >&2; printf 'no newline'; exit 3",
+            pieces,
+            on_line=lines.append,
+            timeout=10,
+        )
+        early = session.feed(
+            "head -c 10 >/dev/null; echo read-ten; exit 4",
+            (b"x" * 65536 for _ in range(2000)),  # 128 MiB it never reads
+            on_line=lines.append,
+            timeout=10,
+        )
+
+    assert (done.exit_code, done.stderr) == (3, "to-stderr\n")
+    assert (early.exit_code, early.stderr) == (4, "")
+    assert lines == ["5000", "no newline", "read-ten"]
+
+
 def test_the_wrong_key_or_password_is_authentication_failed(
     ssh_hosts: list[SSHHost],  # noqa: F811
 ) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,19 @@ from orchestrator.clock import FixedClock
 from orchestrator.db.models import ImageManifest
 from orchestrator.db.session import transaction
 from orchestrator.domain.states import Kind, State
-from orchestrator.errors import Conflict, HostKeyChanged, InvalidInput, NotFound, Refused
+from orchestrator.errors import (
+    Conflict,
+    HostKeyChanged,
+    InvalidInput,
+    NotFound,
+    Refused,
+    RemoteError,
+)
 from orchestrator.imagestore import manifest as signing
 from orchestrator.imagestore.assemble import extract
 from orchestrator.imagestore.point import PointServer
 from orchestrator.imagestore.store import ImageStore
+from orchestrator.remote import point_receiver, points, ssh
 from orchestrator.remote.ansible import FakePlaybookRunner
 from orchestrator.remote.points import RateLimit
 from orchestrator.services import (
@@ -165,6 +175,27 @@ def test_gc_lets_go_of_a_staged_image_once_retired_and_its_stagings_with_it(
         _stage(district, point_host, ref)
 
 
+def test_a_point_host_without_python_gets_each_chunk_over_sftp_and_serves_it_whole(
+    district: District,
+    point_host: SSHHost,
+    point: PointServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = random.Random(7).randbytes(3 * MIB)
+    ref = _released_base(district, tmp_path, "2026.1", data)
+    add_point(district, point_host, point)
+    monkeypatch.setattr(points, "RECEIVER_PYTHON", "python3-not-on-this-host")
+
+    done = _stage(district, point_host, ref)
+
+    assert done.state == "staged" and done.chunks_sent == done.chunks_total > 10
+    on_point = ImageStore(point.root)
+    out = tmp_path / "rebuilt.img"
+    extract(on_point.index(on_point.names()[0]), on_point.chunks, out)
+    assert out.read_bytes() == data
+
+
 def test_a_new_version_sends_only_the_chunks_the_point_lacks(
     district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
 ) -> None:
@@ -241,6 +272,95 @@ def test_only_released_images_go_to_a_point_and_only_for_the_buildings_people(
         _stage(district, point_host, draft, who="principal.lincoln")
     assert not (point.root / "chunks").exists()
     assert staging.stagings(district.ctx, district["it.ana"], "101") == []
+
+
+def _kill_receiver(root: Path) -> None:
+    """SIGKILL the point host's receiver writing into ``root`` (the host is loopback)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with suppress(OSError):
+            args = cmdline.read_bytes().split(b"\0")
+            if b"-c" in args and str(root).encode() in args:
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+                return
+    raise AssertionError("no receiver running on the point")
+
+
+class _ReceiverDiesAfter:
+    """A real session to the point whose receiver is killed once ``chunks`` chunks
+    have gone into its stream and ``placed`` says yes."""
+
+    def __init__(
+        self, session: ssh.PinnedSession, chunks: int, placed: Callable[[], bool], root: Path
+    ) -> None:
+        self._session, self._chunks, self._placed, self._root = session, chunks, placed, root
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+    def __enter__(self) -> _ReceiverDiesAfter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._session.close()
+
+    def feed(self, command: str, pieces: Iterable[bytes], **kw: Any) -> ssh.CommandResult:
+        def cut() -> Iterator[bytes]:
+            for n, piece in enumerate(pieces):
+                if n == self._chunks:
+                    deadline = time.monotonic() + 30
+                    while not self._placed():
+                        assert time.monotonic() < deadline, "the receiver placed nothing"
+                        time.sleep(0.05)
+                    _kill_receiver(self._root)
+                yield piece
+
+        return self._session.feed(command, cut(), **kw)
+
+
+def test_a_staging_whose_receiver_dies_leaves_whole_chunks_and_the_next_sends_the_rest(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    data = random.Random(6).randbytes(24 * MIB)
+    ref = _released_base(district, tmp_path, "2026.1", data)
+    add_point(district, point_host, point)
+    batch = point_receiver.BATCH
+
+    def dying(*args: Any, **kw: Any) -> _ReceiverDiesAfter:
+        def first_batch_placed() -> bool:
+            return len(list(point.root.rglob("*.cacnk"))) >= batch
+
+        return _ReceiverDiesAfter(
+            ssh.connect(*args, **kw), batch + 50, first_batch_placed, point.root
+        )
+
+    with pytest.raises(RemoteError, match="receiver stopped after"):
+        staging.stage(
+            district.ctx,
+            district["btc.lincoln"],
+            Kind.BASE_IMAGE,
+            ref,
+            "101",
+            credentials=_credentials(point_host),
+            connect=dying,  # type: ignore[arg-type]
+        )
+
+    (failed,) = staging.stagings(district.ctx, district["it.ana"], "101")
+    arrived = list(point.root.rglob("*.cacnk"))
+    assert failed.state == "failed" and failed.message
+    assert batch <= failed.chunks_sent <= len(arrived) <= batch + 50 < failed.chunks_total
+    local = district.ctx.image_store_dir / "chunks"
+    for chunk in arrived:  # each whole, as stored
+        assert chunk.read_bytes() == (local / chunk.parent.name / chunk.name).read_bytes()
+    assert not list(point.root.rglob("*.caibx"))  # the point does not offer the image
+
+    rest = _stage(district, point_host, ref)
+
+    assert rest.state == "staged"
+    assert rest.chunks_sent == failed.chunks_total - len(arrived)
+    on_point = ImageStore(point.root)
+    out = tmp_path / "rebuilt.img"
+    extract(on_point.index(on_point.names()[0]), on_point.chunks, out)
+    assert out.read_bytes() == data
 
 
 def test_a_point_that_changed_its_host_key_is_refused_and_the_staging_says_so(

@@ -1,0 +1,123 @@
+"""The receiving end of a staging: run on a distribution point's host, it writes
+the chunks the orchestrator streams to it into the point's store.
+
+Sending each chunk as its own SFTP file costs several round trips and, in
+paramiko, a few milliseconds of the orchestrator's processor; one stream of
+chunks over one SSH command costs neither. The orchestrator runs this file's
+source with the host's ``python3 -c`` (so the point needs nothing installed
+beyond the Python its point server runs on), with the store's folder as the
+one argument, and writes to its standard input, for each chunk::
+
+    32 bytes   the chunk's id
+     4 bytes   the length of its stored (compressed) bytes, big-endian
+     n bytes   those bytes
+
+then closes it. Each chunk goes into a ``.tmp-`` file beside its final name;
+every :data:`BATCH` chunks (and at the end) the files are flushed to disk with
+one ``sync``, then renamed into place, and the count of chunks in place so
+far is written to standard output as ``in-place N``. So a chunk is never
+visible partial, one seen in place survives a power cut, and a stream cut
+short leaves only ``.tmp-`` files, which the store removes when next opened.
+At the end ``done N`` is written and the exit code is 0; on malformed input
+the reason goes to standard error, with exit code 2.
+
+Standard library only, and no imports from the project: the point's host runs
+the source as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from typing import BinaryIO, TextIO
+
+ID_SIZE = 32
+MAX_CHUNK = 64 << 20
+"""Larger than any stored chunk (the chunker's maximum is 256 KiB uncompressed)."""
+BATCH = 256
+TEMP_PREFIX = ".tmp-"
+
+
+def _read(stream: BinaryIO, n: int) -> bytes:
+    data = stream.read(n)
+    while 0 < len(data) < n:
+        more = stream.read(n - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _commit(pending: list[tuple[str, str]], placed: int, out: TextIO) -> int:
+    if not pending:
+        return placed
+    os.sync()
+    for tmp, final in pending:
+        os.replace(tmp, final)
+    placed += len(pending)
+    pending.clear()
+    out.write(f"in-place {placed}\n")
+    out.flush()
+    return placed
+
+
+def receive(root: str, stream: BinaryIO, out: TextIO) -> int:
+    """Write the chunks read from ``stream`` under ``root``/chunks; the number placed."""
+    chunks = os.path.join(root, "chunks")
+    pending: list[tuple[str, str]] = []
+    placed = 0
+    made: set[str] = set()
+    try:
+        while True:
+            header = _read(stream, ID_SIZE + 4)
+            if not header:
+                break
+            if len(header) < ID_SIZE + 4:
+                raise ValueError("the stream ended inside a chunk's header")
+            hexid = header[:ID_SIZE].hex()
+            size = int.from_bytes(header[ID_SIZE:], "big")
+            if not 0 < size <= MAX_CHUNK:
+                raise ValueError(f"chunk {hexid} claims {size} bytes")
+            data = _read(stream, size)
+            if len(data) < size:
+                raise ValueError(f"the stream ended inside chunk {hexid}")
+            folder = os.path.join(chunks, hexid[:4])
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".partial", dir=folder)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+            pending.append((tmp, os.path.join(folder, hexid + ".cacnk")))
+            if len(pending) >= BATCH:
+                placed = _commit(pending, placed, out)
+        placed = _commit(pending, placed, out)
+    finally:
+        for tmp, _ in pending:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    return placed
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or not os.path.isabs(argv[1]) or not os.path.isdir(argv[1]):
+        sys.stderr.write("usage: point_receiver.py STORE-FOLDER (an absolute path that exists)\n")
+        return 2
+    try:
+        placed = receive(argv[1], sys.stdin.buffer, sys.stdout)
+    except ValueError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 2
+    sys.stdout.write(f"done {placed}\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
