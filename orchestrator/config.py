@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     sunset_check_time: str = Field(
         default="02:00", description="Local time (HH:MM) of the scheduler's daily sunset check."
     )
+    store_housekeeping_time: str = Field(
+        default="03:30",
+        description="Local time (HH:MM) of the service's daily 'store gc' and prune of every "
+        "building's point; 'off' for none.",
+    )
     user: str = Field(default="", description="Who the CLI acts as when --as is not given.")
     ssh_user: str = Field(default="orchestrator", description="Login on Macs (SSH).")
     ssh_key_file: Path | None = Field(
@@ -150,6 +155,11 @@ class Settings(BaseSettings):
         if isinstance(value, list) and any(not isinstance(d, int) or d <= 0 for d in value):
             raise ValueError("lead days must be positive whole numbers")
         return value
+
+    @field_validator("store_housekeeping_time")
+    @classmethod
+    def _hh_mm_or_off(cls, value: str) -> str:
+        return value if value == "off" else cls._hh_mm(value)
 
     @field_validator("sunset_check_time")
     @classmethod

@@ -14,6 +14,10 @@
 * Every 10 minutes, :func:`orchestrator.services.staging.prestage_due` stages
   each live deployment's image to the distribution point of every building
   whose window opens within ``staging_lead_hours``, once per building.
+* Every day at ``store_housekeeping_time`` (unless "off"),
+  :func:`orchestrator.services.staging.housekeeping`: ``store gc``, then the
+  prune of every building's point; put off by half an hour while another
+  process has the store open.
 * At start, before any job fires, :func:`rollout_runner.reconcile` settles
   what a crash left in flight: nothing stays "running".
 """
@@ -36,11 +40,21 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from orchestrator.config import Settings
+from orchestrator.domain.policy import SYSTEM_ACTOR
 from orchestrator.errors import OrchestratorError
-from orchestrator.services import deployments, rollout_runner, runs, staging, sunset, vault
+from orchestrator.services import (
+    deployments,
+    image_store,
+    rollout_runner,
+    runs,
+    staging,
+    sunset,
+    vault,
+)
 from orchestrator.services.context import Context
 from orchestrator.services.runs import PlaybookRunner
 
@@ -49,6 +63,10 @@ log = logging.getLogger("orchestrator.scheduler")
 SUNSET_JOB = "sunset-daily-check"
 SWEEP_JOB = "deployments-sweep"
 PRESTAGE_JOB = "images-prestage"
+HOUSEKEEPING_JOB = "store-housekeeping"
+HOUSEKEEPING_RETRY_JOB = "store-housekeeping-retry"
+HOUSEKEEPING_RETRY = timedelta(minutes=30)
+"""How long housekeeping waits when the store is busy (an import, a staging)."""
 PRESTAGE_EVERY = timedelta(minutes=10)
 """How often the scheduler looks for images to stage to buildings' points before windows."""
 SWEEP_EVERY = timedelta(seconds=15)
@@ -208,6 +226,49 @@ def prestage(ctx: Context, settings: Settings) -> list[staging.StagingView]:
     return made
 
 
+def store_housekeeping(
+    ctx: Context, settings: Settings, scheduler: BaseScheduler | None = None
+) -> staging.Housekeeping | None:
+    """Let go of what gc may, then prune every building's point; with the store busy,
+    try again in :data:`HOUSEKEEPING_RETRY` (when a scheduler is given)."""
+    try:
+        credentials = vault.credentials_from_settings(ctx, settings)
+        done = staging.housekeeping(ctx, SYSTEM_ACTOR, credentials=credentials)
+    except image_store.StoreBusy as exc:
+        log.warning("store housekeeping put off %s: %s", HOUSEKEEPING_RETRY, exc)
+        if scheduler is not None:
+            scheduler.add_job(
+                store_housekeeping,
+                DateTrigger(run_date=ctx.now() + HOUSEKEEPING_RETRY),
+                args=[ctx, settings, scheduler],
+                id=HOUSEKEEPING_RETRY_JOB,
+                replace_existing=True,
+            )
+        return None
+    except OrchestratorError as exc:
+        log.warning("store housekeeping skipped: %s", exc)
+        return None
+    gc = done.gc
+    log.info(
+        "store housekeeping: let go of %d retired entries (%s); removed %d chunks, %d bytes",
+        len(gc.reclaimed),
+        ", ".join(gc.reclaimed) or "-",
+        gc.removed_chunks,
+        gc.removed_bytes,
+    )
+    for p in done.pruned:
+        if p.removed_images:
+            log.info(
+                "pruned building %s's point: %d images, %d chunks",
+                p.building,
+                len(p.removed_images),
+                p.removed_chunks,
+            )
+    for building, reason in done.failed.items():
+        log.warning("could not prune building %s's point: %s", building, reason)
+    return done
+
+
 def daily_sunset_check(ctx: Context) -> sunset.DailyCheck:
     result = sunset.run_daily_check(ctx)
     log.info(
@@ -258,6 +319,18 @@ def build_scheduler(ctx: Context, settings: Settings) -> BackgroundScheduler:
         # A check missed while the service was down runs when it comes back.
         misfire_grace_time=6 * 3600,
     )
+    if settings.store_housekeeping_time != "off":
+        hour, minute = (int(p) for p in settings.store_housekeeping_time.split(":"))
+        scheduler.add_job(
+            store_housekeeping,
+            CronTrigger(hour=hour, minute=minute, timezone=settings.zone),
+            args=[ctx, settings, scheduler],
+            id=HOUSEKEEPING_JOB,
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=6 * 3600,
+        )
     return scheduler
 
 

@@ -61,6 +61,7 @@ from orchestrator.errors import Conflict, InvalidInput, NotFound
 from orchestrator.imagestore import artifacts, names
 from orchestrator.imagestore import manifest as signing
 from orchestrator.imagestore.caibx import Index, decode
+from orchestrator.imagestore.errors import StoreBusy as StoreBusy  # gc's refusal, for callers
 from orchestrator.imagestore.store import ImageStore, VerifyReport
 from orchestrator.remote.distribution import sha256_file
 from orchestrator.services import audit, catalog, vault
@@ -502,6 +503,8 @@ class GcReport:
     """Retired entries whose bytes were let go: nothing can deliver them again."""
 
 
+PROTECT_HOURS = 24
+"""How old a chunk, index or retirement must be before gc lets it go, by default."""
 MAX_PROTECT_HOURS = 24 * 365
 
 
@@ -556,7 +559,9 @@ def _reclaimable(
     return [(m, r) for m, r in rows if r.id not in needed]
 
 
-def gc(ctx: Context, actor: Actor, *, protect_hours: int = 24, dry_run: bool = False) -> GcReport:
+def gc(
+    ctx: Context, actor: Actor, *, protect_hours: int = PROTECT_HOURS, dry_run: bool = False
+) -> GcReport:
     """Let go of retired entries' bytes, then remove the chunks no stored image's
     index references and index files no catalog entry owns, once they are older
     than ``protect_hours``. IT only.

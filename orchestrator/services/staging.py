@@ -51,6 +51,7 @@ from orchestrator.errors import Conflict, InvalidInput, NotFound, OrchestratorEr
 from orchestrator.imagestore import names
 from orchestrator.imagestore.caibx import Index, decode
 from orchestrator.imagestore.errors import UnsafeName
+from orchestrator.imagestore.store import ImageStore
 from orchestrator.remote import points, ssh
 from orchestrator.services import audit, catalog, delivery, deployments, image_store
 from orchestrator.services.context import Context
@@ -475,18 +476,15 @@ def prune(
     with image_store.open_store(ctx) as store, store.alone():
         with transaction(ctx.engine) as session:
             owned = set(session.exec(select(ImageManifest.index_name)).all())
-        needed: set[bytes] = set()
-        for name in owned:
-            if store.has_index(name):
-                needed |= store.index(name).unique_ids()
         with _login(connect, point, ssh_key) as session:
             on_point = _point_index_names(session.list_names(f"{root}/indexes"))
             kept = [n for n in on_point if n in owned]
-            for name in kept:
-                needed |= _point_index(session, root, name).unique_ids()
-            for name in on_point:
-                if name in owned:
-                    continue
+            going = [n for n in on_point if n not in owned]
+            if going:  # else nothing to read: the point holds only what the store does
+                needed = _needed(store, owned)
+                for name in kept:
+                    needed |= _point_index(session, root, name).unique_ids()
+            for name in going:
                 index = _point_index(session, root, name)
                 session.remove(f"{root}/manifests/{name}.json")
                 for chunk_id in sorted(index.unique_ids() - needed - removed):
@@ -505,6 +503,53 @@ def prune(
                 after={"images": removed_names[:50], "chunks": len(removed)},
             )
     return PruneReport(number, removed_names, len(removed), len(kept))
+
+
+@dataclass(frozen=True)
+class Housekeeping:
+    gc: image_store.GcReport
+    pruned: list[PruneReport]
+    failed: dict[str, str]
+    """Buildings whose point could not be pruned, and why; the next run tries again."""
+
+
+def housekeeping(
+    ctx: Context,
+    actor: Actor,
+    *,
+    credentials: Credentials,
+    protect_hours: int = image_store.PROTECT_HOURS,
+    connect: Callable[..., ssh.PinnedSession] = ssh.connect,
+) -> Housekeeping:
+    """What IT would run by hand once retired images are past the window: ``store
+    gc``, then ``store prune`` of every building's point. The service runs it daily.
+
+    A point that cannot be pruned (unreachable, its key changed, the store taken
+    meanwhile) is reported in ``failed`` and the others are pruned.
+
+    Raises: Refused, StoreBusy (another process has the store open: nothing is
+    changed, as with gc).
+    """
+    report = image_store.gc(ctx, actor, protect_hours=protect_hours)
+    pruned: list[PruneReport] = []
+    failed: dict[str, str] = {}
+    for view in list_points(ctx, actor):
+        try:
+            pruned.append(
+                prune(ctx, actor, view.building, credentials=credentials, connect=connect)
+            )
+        except OrchestratorError as exc:
+            failed[view.building] = str(exc)
+    return Housekeeping(report, pruned, failed)
+
+
+def _needed(store: ImageStore, owned: set[str]) -> set[bytes]:
+    """The chunks of every image the store holds an index of."""
+    needed: set[bytes] = set()
+    for name in owned:
+        if store.has_index(name):
+            needed |= store.index(name).unique_ids()
+    return needed
 
 
 def _point_index_names(files: Sequence[str]) -> list[str]:

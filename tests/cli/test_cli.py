@@ -299,6 +299,7 @@ def test_malformed_options_are_refused_without_a_traceback(orchestrator: Invoke)
         ('colour = "blue"', "invalid setting colour: Extra inputs are not permitted"),
         ("user = ", "not valid TOML"),
         ('sunset_check_time = "25:00"', "invalid setting sunset_check_time"),
+        ('store_housekeeping_time = "never"', "'never' is not a time of day HH:MM"),
     ],
 )
 def test_a_bad_settings_file_is_named_in_a_clear_error(

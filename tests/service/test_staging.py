@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
@@ -20,8 +23,10 @@ import pytest
 from sqlmodel import select
 
 from orchestrator.clock import FixedClock
+from orchestrator.config import Settings
 from orchestrator.db.models import ImageManifest
 from orchestrator.db.session import transaction
+from orchestrator.domain.policy import SYSTEM_ACTOR
 from orchestrator.domain.states import Kind, State
 from orchestrator.errors import (
     Conflict,
@@ -38,6 +43,7 @@ from orchestrator.imagestore.store import ImageStore
 from orchestrator.remote import point_receiver, points, ssh
 from orchestrator.remote.ansible import FakePlaybookRunner
 from orchestrator.remote.points import RateLimit
+from orchestrator.scheduler import service
 from orchestrator.services import (
     audit,
     chain,
@@ -53,6 +59,7 @@ from orchestrator.services.deployments import DeploymentSpec
 from orchestrator.services.runs import Credentials
 from orchestrator.services.staging import PointSpec
 from tests.factories import District
+from tests.service.test_image_store import HOLD_STORE
 from tests.support.fixtures import release_scratch
 from tests.support.points import add_point, serving_point
 from tests.support.sshd import SSHHost, restart_with_new_host_key, start_hosts
@@ -251,6 +258,87 @@ def test_prune_takes_a_let_go_image_off_the_point_and_keeps_what_the_next_versio
         staging.prune(district.ctx, it, "102", credentials=credentials)
     with pytest.raises(InvalidInput, match="SSH key"):
         staging.prune(district.ctx, it, "101", credentials=Credentials(ssh_user="x"))
+
+
+def test_housekeeping_lets_go_prunes_each_point_and_names_the_one_it_could_not_reach(
+    district: District,
+    point_host: SSHHost,
+    point: PointServer,
+    clock: FixedClock,
+    tmp_path: Path,
+) -> None:
+    first, second, _ = _two_versions(district, tmp_path, seed=8, changed=300_000)
+    add_point(district, point_host, point)
+    add_point(
+        district,
+        point_host,
+        point,
+        building="102",
+        ssh_port=_closed_port(),
+        host_key=point_host.host_key,
+    )
+    _stage(district, point_host, first)
+    _stage(district, point_host, second)
+    _retired_past_the_window(district, clock, first)
+
+    done = staging.housekeeping(district.ctx, SYSTEM_ACTOR, credentials=_credentials(point_host))
+
+    assert done.gc.reclaimed == [first]
+    ((pruned),) = done.pruned
+    assert (pruned.building, len(pruned.removed_images), pruned.kept_images) == ("101", 1, 1)
+    assert list(done.failed) == ["102"] and "refused" in done.failed["102"]
+    assert len(ImageStore(point.root).names()) == 1
+    with pytest.raises(Refused):
+        staging.housekeeping(
+            district.ctx, district["btc.lincoln"], credentials=_credentials(point_host)
+        )
+
+
+def test_the_service_puts_housekeeping_off_while_the_store_is_busy_then_does_it(
+    district: District, clock: FixedClock, tmp_path: Path
+) -> None:
+    first, _, _ = _two_versions(district, tmp_path, seed=9, changed=100_000)
+    _retired_past_the_window(district, clock, first)
+    settings = Settings(data_dir=tmp_path, ssh_key_file=None, store_housekeeping_time="04:15")
+    scheduler = service.build_scheduler(district.ctx, settings)
+    assert "hour='4', minute='15'" in str(scheduler.get_job(service.HOUSEKEEPING_JOB).trigger)
+    scheduler.start(paused=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_STORE, str(district.ctx.image_store_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+
+        assert service.store_housekeeping(district.ctx, settings, scheduler) is None
+
+        retry = scheduler.get_job(service.HOUSEKEEPING_RETRY_JOB)
+        assert retry.next_run_time == clock.now + service.HOUSEKEEPING_RETRY
+        assert first in _stored_refs(district)  # nothing let go meanwhile
+    finally:
+        holder.kill()
+        holder.wait()
+        scheduler.shutdown(wait=False)
+
+    done = service.store_housekeeping(district.ctx, settings)
+
+    assert done is not None and done.gc.reclaimed == [first] and done.pruned == []
+    assert first not in _stored_refs(district)
+    off = service.build_scheduler(
+        district.ctx, settings.model_copy(update={"store_housekeeping_time": "off"})
+    )
+    assert off.get_job(service.HOUSEKEEPING_JOB) is None
+
+
+def _stored_refs(d: District) -> list[str]:
+    return [e.ref for e in image_store.stats(d.ctx, d["it.ana"]).images]
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_only_released_images_go_to_a_point_and_only_for_the_buildings_people(
