@@ -106,8 +106,11 @@ def receive(root: str, stream: BinaryIO, out: TextIO) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not os.path.isabs(argv[1]) or not os.path.isdir(argv[1]):
-        sys.stderr.write("usage: point_receiver.py STORE-FOLDER (an absolute path that exists)\n")
+    if len(argv) != 2 or not os.path.isabs(argv[1]):
+        sys.stderr.write("usage: point_receiver.py STORE-FOLDER (an absolute path)\n")
+        return 2
+    if not os.path.isdir(argv[1]):
+        sys.stderr.write(f"no folder {argv[1]} on the point's host\n")
         return 2
     try:
         placed = receive(argv[1], sys.stdin.buffer, sys.stdout)

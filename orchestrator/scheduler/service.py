@@ -250,11 +250,12 @@ def store_housekeeping(
         return None
     gc = done.gc
     log.info(
-        "store housekeeping: let go of %d retired entries (%s); removed %d chunks, %d bytes",
-        len(gc.reclaimed),
-        ", ".join(gc.reclaimed) or "-",
+        "store housekeeping: %s; %d chunks (%d bytes) removed; %d of %d points pruned",
+        f"let go of {', '.join(gc.reclaimed)}" if gc.reclaimed else "no retired entry to let go of",
         gc.removed_chunks,
         gc.removed_bytes,
+        len(done.pruned),
+        len(done.pruned) + len(done.failed),
     )
     for p in done.pruned:
         if p.removed_images:

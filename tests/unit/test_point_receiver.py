@@ -108,3 +108,10 @@ def test_run_as_its_source_alone_it_receives_and_says_done(tmp_path: Path) -> No
         check=False,
     )
     assert refused.returncode == 2 and b"absolute path" in refused.stderr
+    absent = subprocess.run(
+        [sys.executable, "-I", "-c", source, str(tmp_path / "absent")],
+        input=b"",
+        capture_output=True,
+        check=False,
+    )
+    assert absent.returncode == 2 and b"no folder" in absent.stderr
