@@ -76,11 +76,8 @@ def credentials_rotate_key() -> None:
     accounts); the old key file is replaced and reads nothing afterwards."""
     view = vault.rotate_key(state.ctx, state.actor())
     console.print(
-        f"key rotated: {_n(view.credentials, 'credential')} and "
-        f"{_n(view.test_accounts, 'test account')} re-encrypted; {view.key_file} replaced",
+        f"key rotated: {render.counted(view.credentials, 'credential')} and "
+        f"{render.counted(view.test_accounts, 'test account')} re-encrypted; "
+        f"{view.key_file} replaced",
         highlight=False,
     )
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")

@@ -268,3 +268,8 @@ def _change(e: AuditEntry) -> str:
     if e.reason:
         change = f"{change}: {e.reason}" if change else e.reason
     return change
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 chunk``, ``2 chunks``: the count and the noun, plural unless one."""
+    return f"{count} {noun}" + ("" if count == 1 else "s")

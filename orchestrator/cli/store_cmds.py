@@ -314,13 +314,18 @@ def stage_cmd(
 def prune_cmd(
     building: Annotated[str, typer.Option(help="The building whose point is pruned.")],
 ) -> None:
-    """Take off a building's point the images 'store gc' let go of (IT)."""
+    """Take off a building's point the images 'store gc' let go of, and what a staging
+    cut short left there (IT)."""
     credentials = vault.credentials_from_settings(state.ctx, state.settings)
     r = staging.prune(state.ctx, state.actor(), building, credentials=credentials)
+    n = render.counted
+    strays = [n(r.strays, "chunk") + " no index names"] if r.strays else []
+    strays += [n(r.temporaries, "temporary file")] if r.temporaries else []
     console.print(
-        f"pruned building {r.building}'s point: {len(r.removed_images)} images and "
-        f"{r.removed_chunks} chunks removed, {r.kept_images} images kept"
-        + (f" ({', '.join(r.removed_images)})" if r.removed_images else ""),
+        f"pruned building {r.building}'s point: {n(len(r.removed_images), 'image')} and "
+        f"{n(r.removed_chunks, 'chunk')} removed, {n(r.kept_images, 'image')} kept"
+        + (f" ({', '.join(r.removed_images)})" if r.removed_images else "")
+        + (f"; also removed {' and '.join(strays)}" if strays else ""),
         highlight=False,
         markup=False,
     )

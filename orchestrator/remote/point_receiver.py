@@ -17,9 +17,15 @@ every :data:`BATCH` chunks (and at the end) the files are flushed to disk with
 one ``sync``, then renamed into place, and the count of chunks in place so
 far is written to standard output as ``in-place N``. So a chunk is never
 visible partial, one seen in place survives a power cut, and a stream cut
-short leaves only ``.tmp-`` files, which the store removes when next opened.
+short leaves only ``.tmp-`` files, which the next prune of the point removes.
 At the end ``done N`` is written and the exit code is 0; on malformed input
 the reason goes to standard error, with exit code 2.
+
+Run with ``--list STORE-FOLDER`` instead, it writes what the store holds, one
+line each: ``index <name> <sha256 hex>`` for an index file, ``chunk <64 hex>``
+for a chunk, ``tmp <4 hex>/<name>`` for a temporary file in a chunk folder,
+then ``listed N`` (the chunks). A prune uses it to find chunks no index names
+any more, reading only the indexes that differ from the orchestrator's.
 
 Standard library only, and no imports from the project: the point's host runs
 the source as it is.
@@ -28,6 +34,7 @@ the source as it is.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 import tempfile
@@ -105,15 +112,53 @@ def receive(root: str, stream: BinaryIO, out: TextIO) -> int:
     return placed
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 2 or not os.path.isabs(argv[1]):
-        sys.stderr.write("usage: point_receiver.py STORE-FOLDER (an absolute path)\n")
-        return 2
-    if not os.path.isdir(argv[1]):
-        sys.stderr.write(f"no folder {argv[1]} on the point's host\n")
-        return 2
+def inventory(root: str, out: TextIO) -> int:
+    """Write a line for each chunk and each temporary in the store; the chunks' count."""
+    hexdigits = set("0123456789abcdef")
+    count = 0
     try:
-        placed = receive(argv[1], sys.stdin.buffer, sys.stdout)
+        indexes = sorted(os.scandir(os.path.join(root, "indexes")), key=lambda e: e.name)
+    except FileNotFoundError:
+        indexes = []
+    for entry in indexes:
+        if entry.name.endswith(".caibx") and not entry.name.startswith(".") and entry.is_file():
+            digest = hashlib.sha256()
+            with open(entry.path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            out.write(f"index {entry.name[: -len('.caibx')]} {digest.hexdigest()}\n")
+    try:
+        folders = sorted(os.scandir(os.path.join(root, "chunks")), key=lambda e: e.name)
+    except FileNotFoundError:
+        return 0
+    for folder in folders:
+        if len(folder.name) != 4 or not set(folder.name) <= hexdigits or not folder.is_dir():
+            continue
+        for entry in os.scandir(folder.path):
+            name = entry.name
+            if name.startswith(TEMP_PREFIX):
+                out.write(f"tmp {folder.name}/{name}\n")
+            elif name.endswith(".cacnk") and len(name) == 70 and set(name[:64]) <= hexdigits:
+                out.write(f"chunk {name[:64]}\n")
+                count += 1
+    return count
+
+
+def main(argv: list[str]) -> int:
+    listing = len(argv) == 3 and argv[1] == "--list"
+    root = argv[-1]
+    if not (len(argv) == 2 or listing) or not os.path.isabs(root):
+        sys.stderr.write("usage: point_receiver.py [--list] STORE-FOLDER (an absolute path)\n")
+        return 2
+    if not os.path.isdir(root):
+        sys.stderr.write(f"no folder {root} on the point's host\n")
+        return 2
+    if listing:
+        sys.stdout.write(f"listed {inventory(root, sys.stdout)}\n")
+        sys.stdout.flush()
+        return 0
+    try:
+        placed = receive(root, sys.stdin.buffer, sys.stdout)
     except ValueError as exc:
         sys.stderr.write(f"{exc}\n")
         return 2

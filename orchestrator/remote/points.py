@@ -14,11 +14,13 @@ from __future__ import annotations
 import functools
 import http.client
 import logging
+import re
 import shlex
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
@@ -238,6 +240,63 @@ def _send_each(
         if progress is not None and time.monotonic() - last >= every:
             progress()
             last = time.monotonic()
+
+
+_LISTED_TMP = re.compile(r"[0-9a-f]{4}/\.tmp-[A-Za-z0-9_.-]{1,100}")
+_LISTED_INDEX = re.compile(r"([^/]{1,300}) ([0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What a point's store holds, as its receiver listed it."""
+
+    indexes: dict[str, str]
+    """Each index file's name (without ``.caibx``) and the SHA-256 of its bytes."""
+    chunks: set[bytes]
+    temporaries: list[str]
+    """Paths under ``<root>/chunks`` of files a cut-short staging left."""
+
+
+def holdings(session: Session, root: str, *, host: str, timeout: float = 600.0) -> Holdings | None:
+    """Every chunk and temporary file in the point's store, listed by its receiver;
+    None where the host has no ``python3`` (listing each folder over SFTP would
+    take one round trip per folder).
+
+    Raises: RemoteError (the listing failed or was not one), RemoteTimeout.
+    """
+    indexes: dict[str, str] = {}
+    chunks: set[bytes] = set()
+    temporaries: list[str] = []
+    said: list[int] = []
+    strange: list[str] = []
+
+    def on_line(line: str) -> None:
+        word, _, rest = line.partition(" ")
+        if word == "chunk" and len(rest) == 2 * ID_SIZE:
+            try:
+                chunks.add(bytes.fromhex(rest))
+                return
+            except ValueError:
+                pass
+        elif word == "index" and (m := _LISTED_INDEX.fullmatch(rest)):
+            indexes[m.group(1)] = m.group(2)
+            return
+        elif word == "tmp" and _LISTED_TMP.fullmatch(rest):
+            temporaries.append(rest)
+            return
+        elif word == "listed" and rest.isdigit():
+            said.append(int(rest))
+            return
+        strange.append(line[:200])
+
+    command = f"{RECEIVER_PYTHON} -c {shlex.quote(_receiver_source())} --list {shlex.quote(root)}"
+    result = session.feed(command, (), on_line=on_line, timeout=timeout)
+    if result.exit_code == NOT_FOUND:
+        return None
+    if result.exit_code != 0 or strange or said != [len(chunks)]:
+        reason = (result.stderr.strip().splitlines() or strange or ["an incomplete listing"])[-1]
+        raise RemoteError(f"the point's store could not be listed ({reason})", host=host)
+    return Holdings(indexes, chunks, temporaries)
 
 
 @functools.cache

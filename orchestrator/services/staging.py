@@ -430,7 +430,12 @@ class PruneReport:
     removed_images: list[str]
     """Index names of the images taken off the point."""
     removed_chunks: int
+    """Chunks of those images that nothing else on the point or in the store names."""
     kept_images: int
+    strays: int = 0
+    """Chunks no index names (a staging cut short), removed."""
+    temporaries: int = 0
+    """Temporary files a staging cut short left, removed."""
 
 
 MAX_POINT_INDEX = 1 << 30
@@ -449,6 +454,12 @@ def prune(
     holds (``store gc`` let go of them), with the chunks nothing else needs:
     another image on the point, or any image in the store, which a staging may
     send it later. IT only.
+
+    Then, where the point's host has ``python3`` (its receiver lists the store),
+    it sweeps what no index names: chunks a staging cut short sent for an image
+    whose index never arrived, and the temporary files such a staging left. Its
+    own indexes are read only where they differ from the store's. Any index file
+    outside the allow-list stops the sweep: what it names is unknown.
 
     It runs with the store to itself, as gc does, so no staging sends the point
     a chunk while it is removed. On the point the signed manifest goes first, so
@@ -470,19 +481,27 @@ def prune(
             )
         session.expunge(point)
     ssh_key = _ssh_key(credentials)
-    root = point.root
+    root, where = point.root, f"{point.address}:{point.ssh_port}"
     removed_names: list[str] = []
     removed: set[bytes] = set()
+    strays = temporaries = 0
     with image_store.open_store(ctx) as store, store.alone():
         with transaction(ctx.engine) as session:
-            owned = set(session.exec(select(ImageManifest.index_name)).all())
+            rows = session.exec(select(ImageManifest.index_name, ImageManifest.index_sha256))
+            owned = {name: digest for name, digest in rows}
         with _login(connect, point, ssh_key) as session:
-            on_point = _point_index_names(session.list_names(f"{root}/indexes"))
+            held = points.holdings(session, root, host=where)
+            if held is None:  # no python3 on the point: its indexes, but no sweep
+                log.info("point of %s has no python3: pruned without a sweep for strays", number)
+                files = session.list_names(f"{root}/indexes")
+            else:
+                files = [f"{n}.caibx" for n in held.indexes]
+            on_point, all_named = _point_index_names(files)
             kept = [n for n in on_point if n in owned]
             going = [n for n in on_point if n not in owned]
-            if going:  # else nothing to read: the point holds only what the store does
-                needed = _needed(store, owned)
-                for name in kept:
+            needed = _needed(store, set(owned))
+            for name in kept:
+                if held is None or held.indexes.get(name) != owned[name]:
                     needed |= _point_index(session, root, name).unique_ids()
             for name in going:
                 index = _point_index(session, root, name)
@@ -492,7 +511,16 @@ def prune(
                     removed.add(chunk_id)
                 session.remove(f"{root}/indexes/{name}.caibx")
                 removed_names.append(name)
-    if removed_names:
+            if held is not None and all_named:
+                # What no index names: sent by a staging cut short, or left by
+                # an image taken off the point by hand. No staging runs now.
+                for chunk_id in sorted(held.chunks - needed - removed):
+                    session.remove(points.chunk_path(root, chunk_id))
+                    strays += 1
+                for tmp in held.temporaries:
+                    session.remove(f"{root}/chunks/{tmp}")
+                    temporaries += 1
+    if removed_names or strays or temporaries:
         with transaction(ctx.engine) as session:
             audit.append(
                 session,
@@ -500,9 +528,14 @@ def prune(
                 actor=actor,
                 action="distribution_point.prune",
                 subject=_point_subject(point, number),
-                after={"images": removed_names[:50], "chunks": len(removed)},
+                after={
+                    "images": removed_names[:50],
+                    "chunks": len(removed),
+                    "strays": strays,
+                    "temporaries": temporaries,
+                },
             )
-    return PruneReport(number, removed_names, len(removed), len(kept))
+    return PruneReport(number, removed_names, len(removed), len(kept), strays, temporaries)
 
 
 @dataclass(frozen=True)
@@ -552,10 +585,10 @@ def _needed(store: ImageStore, owned: set[str]) -> set[bytes]:
     return needed
 
 
-def _point_index_names(files: Sequence[str]) -> list[str]:
-    """The image names among a point's index files; temporaries and anything outside
-    the allow-list are left alone."""
-    found = []
+def _point_index_names(files: Sequence[str]) -> tuple[list[str], bool]:
+    """The image names among a point's index files, and whether every index file
+    had one; temporaries are skipped, anything outside the allow-list left alone."""
+    found, all_named = [], True
     for f in files:
         stem = f.removesuffix(".caibx")
         if stem == f or f.startswith("."):
@@ -564,7 +597,8 @@ def _point_index_names(files: Sequence[str]) -> list[str]:
             found.append(names.image_name(stem))
         except UnsafeName:
             log.warning("left alone on a point: index file %r is outside the allow-list", f)
-    return found
+            all_named = False
+    return found, all_named
 
 
 def _point_index(session: ssh.PinnedSession, root: str, name: str) -> Index:

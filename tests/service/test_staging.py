@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -91,10 +92,13 @@ def _released_base(d: District, folder: Path, version: str, data: bytes) -> str:
     return ref
 
 
-def _two_versions(d: District, folder: Path, seed: int, changed: int) -> tuple[str, str, bytes]:
-    """Released bases 2026.1 and 2026.2, the second with ``changed`` bytes rewritten."""
+def _two_versions(
+    d: District, folder: Path, seed: int, changed: int, size: int = 4 * MIB
+) -> tuple[str, str, bytes]:
+    """Released bases 2026.1 and 2026.2 of ``size`` bytes, the second with
+    ``changed`` bytes rewritten."""
     rng = random.Random(seed)
-    old = rng.randbytes(4 * MIB)
+    old = rng.randbytes(size)
     new = bytearray(old)
     new[MIB : MIB + changed] = rng.randbytes(changed)
     first = _released_base(d, folder, "2026.1", old)
@@ -201,6 +205,30 @@ def test_a_point_host_without_python_gets_each_chunk_over_sftp_and_serves_it_who
     out = tmp_path / "rebuilt.img"
     extract(on_point.index(on_point.names()[0]), on_point.chunks, out)
     assert out.read_bytes() == data
+
+
+def test_a_point_host_without_python_is_still_pruned_of_let_go_images(
+    district: District,
+    point_host: SSHHost,
+    point: PointServer,
+    clock: FixedClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second, _ = _two_versions(district, tmp_path, seed=11, changed=300_000)
+    add_point(district, point_host, point)
+    monkeypatch.setattr(points, "RECEIVER_PYTHON", "python3-not-on-this-host")
+    _stage(district, point_host, first)
+    _stage(district, point_host, second)
+    _retired_past_the_window(district, clock, first)
+    image_store.gc(district.ctx, district["it.ana"])
+
+    done = staging.prune(
+        district.ctx, district["it.ana"], "101", credentials=_credentials(point_host)
+    )
+
+    assert (len(done.removed_images), done.kept_images, done.strays) == (1, 1, 0)
+    assert done.removed_chunks > 0 and ImageStore(point.root).verify().ok
 
 
 def test_a_new_version_sends_only_the_chunks_the_point_lacks(
@@ -405,12 +433,9 @@ class _ReceiverDiesAfter:
         return self._session.feed(command, cut(), **kw)
 
 
-def test_a_staging_whose_receiver_dies_leaves_whole_chunks_and_the_next_sends_the_rest(
-    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
-) -> None:
-    data = random.Random(6).randbytes(24 * MIB)
-    ref = _released_base(district, tmp_path, "2026.1", data)
-    add_point(district, point_host, point)
+def _stage_cut_short(d: District, host: SSHHost, point: PointServer, ref: str) -> None:
+    """Stage ``ref`` to building 101, its receiver killed once the first batch is in
+    place and 50 more chunks have gone into the stream."""
     batch = point_receiver.BATCH
 
     def dying(*args: Any, **kw: Any) -> _ReceiverDiesAfter:
@@ -423,14 +448,64 @@ def test_a_staging_whose_receiver_dies_leaves_whole_chunks_and_the_next_sends_th
 
     with pytest.raises(RemoteError, match="receiver stopped after"):
         staging.stage(
-            district.ctx,
-            district["btc.lincoln"],
+            d.ctx,
+            d["btc.lincoln"],
             Kind.BASE_IMAGE,
             ref,
             "101",
-            credentials=_credentials(point_host),
+            credentials=_credentials(host),
             connect=dying,  # type: ignore[arg-type]
         )
+
+
+def test_prune_sweeps_what_a_cut_short_staging_left_once_nothing_names_it(
+    district: District,
+    point_host: SSHHost,
+    point: PointServer,
+    clock: FixedClock,
+    tmp_path: Path,
+) -> None:
+    first, second, _ = _two_versions(district, tmp_path, seed=10, changed=2 * MIB, size=24 * MIB)
+    add_point(district, point_host, point)
+    _stage_cut_short(district, point_host, point, first)
+    it, credentials = district["it.ana"], _credentials(point_host)
+    arrived = {bytes.fromhex(p.stem) for p in point.root.rglob("*.cacnk")}
+    left = list(point.root.rglob(".tmp-*"))  # the killed receiver's unfinished batch
+
+    still_wanted = staging.prune(district.ctx, it, "101", credentials=credentials)
+
+    assert (still_wanted.strays, still_wanted.temporaries) == (0, len(left)) and left
+    assert {bytes.fromhex(p.stem) for p in point.root.rglob("*.cacnk")} == arrived
+    assert not list(point.root.rglob(".tmp-*"))
+    _retired_past_the_window(district, clock, first)
+    assert image_store.gc(district.ctx, it).reclaimed == [first]
+    with ImageStore(district.ctx.image_store_dir) as store:
+        shared = arrived & store.index(store.names()[0]).unique_ids()  # 2026.2's
+    unknown = point.root / "indexes" / "Not An Image.caibx"
+    unknown.parent.mkdir()
+    shutil.chown(unknown.parent, user=point_host.username)
+    unknown.write_bytes(b"?")
+
+    assert staging.prune(district.ctx, it, "101", credentials=credentials).strays == 0
+
+    unknown.unlink()
+    swept = staging.prune(district.ctx, it, "101", credentials=credentials)
+
+    assert swept.removed_images == [] and swept.strays == len(arrived - shared) > 0
+    assert {bytes.fromhex(p.stem) for p in point.root.rglob("*.cacnk")} == shared
+    assert _stage(district, point_host, second).state == "staged"
+    assert ImageStore(point.root).verify().ok
+
+
+def test_a_staging_whose_receiver_dies_leaves_whole_chunks_and_the_next_sends_the_rest(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    data = random.Random(6).randbytes(24 * MIB)
+    ref = _released_base(district, tmp_path, "2026.1", data)
+    add_point(district, point_host, point)
+    batch = point_receiver.BATCH
+
+    _stage_cut_short(district, point_host, point, ref)
 
     (failed,) = staging.stagings(district.ctx, district["it.ana"], "101")
     arrived = list(point.root.rglob("*.cacnk"))

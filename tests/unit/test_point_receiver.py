@@ -4,6 +4,7 @@ leaves only whole chunks in place and no temporaries."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import subprocess
@@ -115,3 +116,27 @@ def test_run_as_its_source_alone_it_receives_and_says_done(tmp_path: Path) -> No
         check=False,
     )
     assert absent.returncode == 2 and b"no folder" in absent.stderr
+
+
+def test_listing_names_each_index_with_its_digest_each_chunk_and_each_temporary(
+    tmp_path: Path,
+) -> None:
+    chunks = _chunks(3)
+    receive(str(tmp_path), io.BytesIO(_stream(chunks)), io.StringIO())
+    (tmp_path / "indexes").mkdir()
+    (tmp_path / "indexes" / "1-base-image-pc-high-2026.1.caibx").write_bytes(b"index")
+    (tmp_path / "indexes" / ".tmp-2.caibx").write_bytes(b"half")
+    folder = tmp_path / "chunks" / chunks[0][0].hex()[:4]
+    (folder / ".tmp-abc.partial").write_bytes(b"cut")
+    (folder / "notes.txt").write_bytes(b"not a chunk")
+    out = io.StringIO()
+
+    count = point_receiver.inventory(str(tmp_path), out)
+
+    lines = out.getvalue().splitlines()
+    assert count == 3
+    assert lines[0] == f"index 1-base-image-pc-high-2026.1 {hashlib.sha256(b'index').hexdigest()}"
+    assert sorted(lines[1:]) == sorted(
+        [f"chunk {cid.hex()}" for cid, _ in chunks] + [f"tmp {folder.name}/.tmp-abc.partial"]
+    )
+    assert point_receiver.inventory(str(tmp_path / "empty"), io.StringIO()) == 0
