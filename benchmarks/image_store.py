@@ -29,9 +29,9 @@ On each pair, in one run:
    served by ``python -m http.server``;
 4. origin bytes per building: ``services.staging.stage`` of the released
    derivative to a point that already holds the base's chunks (a real sshd on
-   loopback as the point's host, written over SFTP); staging is once per
-   building whatever the number of clients, so that one staging's bytes are
-   the figure for N = 1, 10 and 30 (without the point module, the missing
+   loopback as the point's host, its chunks streamed to the point's receiver);
+   staging is once per building whatever the number of clients, so that one
+   staging's bytes are the figure for N = 1, 10 and 30 (without the point module, the missing
    unique bytes computed from the store, labelled so);
 5. peak memory (the child's maximum RSS) of importing and extracting the
    20 GiB image, each in a process of its own.

@@ -371,15 +371,10 @@ class PinnedSession:
                 the session stays usable).
             RemoteError: the connection was lost.
         """
-        if timeout <= 0:
-            raise InvalidInput("a command timeout is a positive number of seconds", field="timeout")
         program = command.split(maxsplit=1)[0] if command.strip() else "''"
         where = _where(self.address, self.port)
         with _translated(self.address, self.port, timeout=timeout):
-            transport = self._client.get_transport()
-            if transport is None or not transport.is_active():
-                raise RemoteError("the session is closed", host=where)
-            channel = transport.open_session(timeout=timeout)
+            channel, _ = self._open_channel(timeout)
             try:
                 channel.exec_command(command)
                 out, err = bytearray(), bytearray()
@@ -430,14 +425,9 @@ class PinnedSession:
         Raises: RemoteTimeout (the host stopped reading or answering), RemoteError
         (the connection was lost).
         """
-        if timeout <= 0:
-            raise InvalidInput("a command timeout is a positive number of seconds", field="timeout")
         where = _where(self.address, self.port)
         with _translated(self.address, self.port, timeout=timeout):
-            transport = self._client.get_transport()
-            if transport is None or not transport.is_active():
-                raise RemoteError("the session is closed", host=where)
-            channel = transport.open_session(timeout=timeout)
+            channel, transport = self._open_channel(timeout)
             try:
                 channel.settimeout(timeout)
                 channel.exec_command(command)
@@ -487,6 +477,17 @@ class PinnedSession:
             finally:
                 channel.close()
         return CommandResult(code, "", err.decode("utf-8", errors="replace"))
+
+    def _open_channel(self, timeout: float) -> tuple[paramiko.Channel, paramiko.Transport]:
+        """A new channel for one command, and the transport it runs on.
+
+        Raises: InvalidInput (a timeout that is not positive), RemoteError (closed)."""
+        if timeout <= 0:
+            raise InvalidInput("a command timeout is a positive number of seconds", field="timeout")
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError("the session is closed", host=_where(self.address, self.port))
+        return transport.open_session(timeout=timeout), transport
 
     def _sftp_client(self) -> paramiko.SFTPClient:
         with self._lock:
