@@ -500,8 +500,9 @@ def prune(
             kept = [n for n in on_point if n in owned]
             going = [n for n in on_point if n not in owned]
             needed = _needed(store, set(owned))
-            for name in kept:
-                if held is None or held.indexes.get(name) != owned[name]:
+            for name in kept:  # the point's copy, unless the store holds the same
+                same = held is not None and held.indexes.get(name) == owned[name]
+                if not (same and store.has_index(name)):
                     needed |= _point_index(session, root, name).unique_ids()
             for name in going:
                 index = _point_index(session, root, name)

@@ -207,6 +207,24 @@ def test_a_point_host_without_python_gets_each_chunk_over_sftp_and_serves_it_who
     assert out.read_bytes() == data
 
 
+def test_prune_keeps_a_kept_images_chunks_even_when_the_store_lost_its_index(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    ref = _released_base(district, tmp_path, "2026.1", random.Random(12).randbytes(2 * MIB))
+    add_point(district, point_host, point)
+    _stage(district, point_host, ref)
+    with ImageStore(district.ctx.image_store_dir) as store:
+        (name,) = store.names()
+        store.index_path(name).unlink()  # a damaged store: `store verify` would say so
+
+    done = staging.prune(
+        district.ctx, district["it.ana"], "101", credentials=_credentials(point_host)
+    )
+
+    assert (done.kept_images, done.strays) == (1, 0)
+    assert ImageStore(point.root).verify().ok
+
+
 def test_a_point_host_without_python_is_still_pruned_of_let_go_images(
     district: District,
     point_host: SSHHost,
