@@ -318,6 +318,20 @@ def test_feeding_a_command_hands_over_its_lines_as_they_come_and_its_exit(
     assert lines == ["5000", "no newline", "read-ten"]
 
 
+def test_feeding_a_command_that_stops_reading_is_remote_timeout_and_the_session_stays_usable(
+    own_host: SSHHost,
+) -> None:
+    with _login(own_host) as session:
+        with pytest.raises(RemoteTimeout):
+            session.feed(
+                "sleep 30",
+                (b"x" * 65536 for _ in range(1000)),  # more than the channel's window
+                on_line=lambda _line: None,
+                timeout=1,
+            )
+        assert session.run("echo still here", timeout=5).stdout == "still here\n"
+
+
 def test_the_wrong_key_or_password_is_authentication_failed(
     ssh_hosts: list[SSHHost],  # noqa: F811
 ) -> None:
