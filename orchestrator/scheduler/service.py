@@ -235,7 +235,8 @@ def store_housekeeping(
         credentials = vault.credentials_from_settings(ctx, settings)
         done = staging.housekeeping(ctx, SYSTEM_ACTOR, credentials=credentials)
     except image_store.StoreBusy as exc:
-        log.warning("store housekeeping put off %s: %s", HOUSEKEEPING_RETRY, exc)
+        minutes = int(HOUSEKEEPING_RETRY.total_seconds() // 60)
+        log.warning("store housekeeping put off %d minutes: %s", minutes, exc)
         if scheduler is not None:
             scheduler.add_job(
                 store_housekeeping,
@@ -258,12 +259,15 @@ def store_housekeeping(
         len(done.pruned) + len(done.failed),
     )
     for p in done.pruned:
-        if p.removed_images:
+        if p.removed_images or p.strays or p.temporaries:
             log.info(
-                "pruned building %s's point: %d images, %d chunks",
+                "pruned building %s's point: %d images with %d chunks; %d chunks no index "
+                "named and %d temporary files",
                 p.building,
                 len(p.removed_images),
                 p.removed_chunks,
+                p.strays,
+                p.temporaries,
             )
     for building, reason in done.failed.items():
         log.warning("could not prune building %s's point: %s", building, reason)

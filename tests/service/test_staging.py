@@ -6,6 +6,7 @@ an image that rebuilds byte for byte."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -341,8 +342,9 @@ def test_housekeeping_lets_go_prunes_each_point_and_names_the_one_it_could_not_r
 
 
 def test_the_service_puts_housekeeping_off_while_the_store_is_busy_then_does_it(
-    district: District, clock: FixedClock, tmp_path: Path
+    district: District, clock: FixedClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator.scheduler")
     first, _, _ = _two_versions(district, tmp_path, seed=9, changed=100_000)
     _retired_past_the_window(district, clock, first)
     settings = Settings(data_dir=tmp_path, ssh_key_file=None, store_housekeeping_time="04:15")
@@ -367,9 +369,12 @@ def test_the_service_puts_housekeeping_off_while_the_store_is_busy_then_does_it(
         holder.wait()
         scheduler.shutdown(wait=False)
 
+    assert "store housekeeping put off 30 minutes: the image store" in caplog.text
+
     done = service.store_housekeeping(district.ctx, settings)
 
     assert done is not None and done.gc.reclaimed == [first] and done.pruned == []
+    assert f"store housekeeping: let go of {first};" in caplog.text
     assert first not in _stored_refs(district)
     off = service.build_scheduler(
         district.ctx, settings.model_copy(update={"store_housekeeping_time": "off"})
