@@ -106,6 +106,15 @@ def _two_versions(
     return first, _released_base(d, folder, "2026.2", bytes(new)), bytes(new)
 
 
+def _rebuilt_from(point: PointServer, folder: Path) -> bytes:
+    """The bytes of the one image on the point, rebuilt from its index and chunks."""
+    on_point = ImageStore(point.root)
+    (name,) = on_point.names()
+    out = folder / "rebuilt.img"
+    extract(on_point.index(name), on_point.chunks, out)
+    return out.read_bytes()
+
+
 def _retired_past_the_window(d: District, clock: FixedClock, ref: str) -> None:
     """Retire ``ref`` (deprecated by now) and let the protection window pass over it
     and over every file of the store."""
@@ -202,10 +211,7 @@ def test_a_point_host_without_python_gets_each_chunk_over_sftp_and_serves_it_who
     done = _stage(district, point_host, ref)
 
     assert done.state == "staged" and done.chunks_sent == done.chunks_total > 10
-    on_point = ImageStore(point.root)
-    out = tmp_path / "rebuilt.img"
-    extract(on_point.index(on_point.names()[0]), on_point.chunks, out)
-    assert out.read_bytes() == data
+    assert _rebuilt_from(point, tmp_path) == data
 
 
 def test_prune_keeps_a_kept_images_chunks_even_when_the_store_lost_its_index(
@@ -543,10 +549,7 @@ def test_a_staging_whose_receiver_dies_leaves_whole_chunks_and_the_next_sends_th
 
     assert rest.state == "staged"
     assert rest.chunks_sent == failed.chunks_total - len(arrived)
-    on_point = ImageStore(point.root)
-    out = tmp_path / "rebuilt.img"
-    extract(on_point.index(on_point.names()[0]), on_point.chunks, out)
-    assert out.read_bytes() == data
+    assert _rebuilt_from(point, tmp_path) == data
 
 
 def test_a_point_that_changed_its_host_key_is_refused_and_the_staging_says_so(
