@@ -186,20 +186,20 @@ def send_chunks(
     Raises: RemoteError (the receiver refused the stream or failed, the
     connection was lost), RemoteTimeout, AccessDenied (SFTP).
     """
-    sizes = [0]
-    for _, local in chunks:
-        sizes.append(sizes[-1] + local.stat().st_size)
+    sent = [0]
+    """Bytes of the first N chunks sent, for each N so far."""
 
     def pieces() -> Iterator[bytes]:
         for chunk_id, local in chunks:
             data = local.read_bytes()
             limit.take(len(data))
+            sent.append(sent[-1] + len(data))
             yield chunk_id + len(data).to_bytes(4, "big") + data
 
     def on_line(line: str) -> None:
         word, _, count = line.partition(" ")
-        if word in ("in-place", "done") and count.isdigit() and int(count) <= len(chunks):
-            tally.chunks, tally.bytes = int(count), sizes[int(count)]
+        if word in ("in-place", "done") and count.isdigit() and int(count) < len(sent):
+            tally.chunks, tally.bytes = int(count), sent[int(count)]
             if progress is not None:
                 progress()
 

@@ -473,6 +473,13 @@ def prune(
     """
     authorize(actor, Action.MANAGE_IMAGE_STORE, building=None)
     number = validation.building_number(building)
+    point = _point_to_prune(ctx, actor, number)
+    ssh_key = _ssh_key(credentials)
+    with image_store.open_store(ctx) as store, store.alone():
+        return _prune(ctx, actor, number, point, _Known.read(ctx, store), ssh_key, connect)
+
+
+def _point_to_prune(ctx: Context, actor: Actor, number: str) -> DistributionPoint:
     with transaction(ctx.engine) as session:
         point = _point_of(session, visible_building_row(session, actor, number))
         if point is None:
@@ -480,47 +487,78 @@ def prune(
                 f"building {number} has no distribution point (see 'orchestrator points add')"
             )
         session.expunge(point)
-    ssh_key = _ssh_key(credentials)
-    root, where = point.root, f"{point.address}:{point.ssh_port}"
-    removed_names: list[str] = []
-    removed: set[bytes] = set()
-    strays = temporaries = 0
-    with image_store.open_store(ctx) as store, store.alone():
+        return point
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What the orchestrator's store holds, read once for any number of prunes
+    (the store held alone meanwhile, so it does not change)."""
+
+    store: ImageStore
+    owned: dict[str, str]
+    """Each stored image's index name and the SHA-256 of its index."""
+    needed: frozenset[bytes]
+    """The chunks of every image the store holds an index of."""
+
+    @classmethod
+    def read(cls, ctx: Context, store: ImageStore) -> _Known:
         with transaction(ctx.engine) as session:
             rows = session.exec(select(ImageManifest.index_name, ImageManifest.index_sha256))
             owned = {name: digest for name, digest in rows}
-        with _login(connect, point, ssh_key) as session:
-            held = points.holdings(session, root, host=where)
-            if held is None:  # no python3 on the point: its indexes, but no sweep
-                log.info("point of %s has no python3: pruned without a sweep for strays", number)
-                files = session.list_names(f"{root}/indexes")
-            else:
-                files = [f"{n}.caibx" for n in held.indexes]
-            on_point, all_named = _point_index_names(files)
-            kept = [n for n in on_point if n in owned]
-            going = [n for n in on_point if n not in owned]
-            needed = _needed(store, set(owned))
-            for name in kept:  # the point's copy, unless the store holds the same
-                same = held is not None and held.indexes.get(name) == owned[name]
-                if not (same and store.has_index(name)):
-                    needed |= _point_index(session, root, name).unique_ids()
-            for name in going:
-                index = _point_index(session, root, name)
-                session.remove(f"{root}/manifests/{name}.json")
-                for chunk_id in sorted(index.unique_ids() - needed - removed):
-                    session.remove(points.chunk_path(root, chunk_id))
-                    removed.add(chunk_id)
-                session.remove(f"{root}/indexes/{name}.caibx")
-                removed_names.append(name)
-            if held is not None and all_named:
-                # What no index names: sent by a staging cut short, or left by
-                # an image taken off the point by hand. No staging runs now.
-                for chunk_id in sorted(held.chunks - needed - removed):
-                    session.remove(points.chunk_path(root, chunk_id))
-                    strays += 1
-                for tmp in held.temporaries:
-                    session.remove(f"{root}/chunks/{tmp}")
-                    temporaries += 1
+        needed: set[bytes] = set()
+        for name in owned:
+            if store.has_index(name):
+                needed |= store.index(name).unique_ids()
+        return cls(store, owned, frozenset(needed))
+
+
+def _prune(
+    ctx: Context,
+    actor: Actor,
+    number: str,
+    point: DistributionPoint,
+    known: _Known,
+    ssh_key: str,
+    connect: Callable[..., ssh.PinnedSession],
+) -> PruneReport:
+    root, where = point.root, f"{point.address}:{point.ssh_port}"
+    owned = known.owned
+    removed_names: list[str] = []
+    removed: set[bytes] = set()
+    strays = temporaries = 0
+    with _login(connect, point, ssh_key) as session:
+        held = points.holdings(session, root, host=where)
+        if held is None:  # no python3 on the point: its indexes, but no sweep
+            log.info("point of %s has no python3: pruned without a sweep for strays", number)
+            files = session.list_names(f"{root}/indexes")
+        else:
+            files = [f"{n}.caibx" for n in held.indexes]
+        on_point, all_named = _point_index_names(files)
+        kept = [n for n in on_point if n in owned]
+        going = [n for n in on_point if n not in owned]
+        needed = set(known.needed)
+        for name in kept:  # the point's copy, unless the store holds the same
+            same = held is not None and held.indexes.get(name) == owned[name]
+            if not (same and known.store.has_index(name)):
+                needed |= _point_index(session, root, name).unique_ids()
+        for name in going:
+            index = _point_index(session, root, name)
+            session.remove(f"{root}/manifests/{name}.json")
+            for chunk_id in sorted(index.unique_ids() - needed - removed):
+                session.remove(points.chunk_path(root, chunk_id))
+                removed.add(chunk_id)
+            session.remove(f"{root}/indexes/{name}.caibx")
+            removed_names.append(name)
+        if held is not None and all_named:
+            # What no index names: sent by a staging cut short, or left by
+            # an image taken off the point by hand. No staging runs now.
+            for chunk_id in sorted(held.chunks - needed - removed):
+                session.remove(points.chunk_path(root, chunk_id))
+                strays += 1
+            for tmp in held.temporaries:
+                session.remove(f"{root}/chunks/{tmp}")
+                temporaries += 1
     if removed_names or strays or temporaries:
         with transaction(ctx.engine) as session:
             audit.append(
@@ -558,32 +596,39 @@ def housekeeping(
     """What IT would run by hand once retired images are past the window: ``store
     gc``, then ``store prune`` of every building's point. The service runs it daily.
 
-    A point that cannot be pruned (unreachable, its key changed, the store taken
-    meanwhile) is reported in ``failed`` and the others are pruned.
+    The store is read once for all the points, and held alone while they are
+    pruned. A point that cannot be pruned (unreachable, its key changed, no SSH
+    key) is reported in ``failed`` and the others are pruned.
 
-    Raises: Refused, StoreBusy (another process has the store open: nothing is
-    changed, as with gc).
+    Raises: Refused, StoreBusy (another process has the store open: gc changes
+    nothing then; taken between gc and the prunes, no point is pruned, and the
+    next run does both).
     """
     report = image_store.gc(ctx, actor, protect_hours=protect_hours)
     pruned: list[PruneReport] = []
     failed: dict[str, str] = {}
-    for view in list_points(ctx, actor):
-        try:
-            pruned.append(
-                prune(ctx, actor, view.building, credentials=credentials, connect=connect)
-            )
-        except OrchestratorError as exc:
-            failed[view.building] = str(exc)
+    views = list_points(ctx, actor)
+    if not views:
+        return Housekeeping(report, pruned, failed)
+    with image_store.open_store(ctx) as store, store.alone():
+        known = _Known.read(ctx, store)
+        for view in views:
+            try:
+                point = _point_to_prune(ctx, actor, view.building)
+                pruned.append(
+                    _prune(
+                        ctx,
+                        actor,
+                        view.building,
+                        point,
+                        known,
+                        _ssh_key(credentials),
+                        connect,
+                    )
+                )
+            except OrchestratorError as exc:
+                failed[view.building] = str(exc)
     return Housekeeping(report, pruned, failed)
-
-
-def _needed(store: ImageStore, owned: set[str]) -> set[bytes]:
-    """The chunks of every image the store holds an index of."""
-    needed: set[bytes] = set()
-    for name in owned:
-        if store.has_index(name):
-            needed |= store.index(name).unique_ids()
-    return needed
 
 
 def _point_index_names(files: Sequence[str]) -> tuple[list[str], bool]:
