@@ -7,7 +7,9 @@ import io
 import subprocess
 import sys
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import fastcdc
 import pytest
@@ -67,6 +69,32 @@ def test_chunk_ids_are_the_digest_of_the_uncompressed_bytes() -> None:
         for c in chunker.chunks(io.BytesIO(data), digest=digest):
             expected = hashlib.new(digest.hashlib_name, data[c.offset : c.offset + c.length])
             assert c.id == expected.digest()
+
+
+@pytest.mark.parametrize("spare", [1, 3])
+def test_ids_hashed_beside_the_caller_are_each_chunks_own_digest_in_order(
+    spare: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = random_bytes(11 * MiB, 7) + bytes(MiB) + random_bytes(3 * MiB, 8)
+    submitted: list[int] = []
+    with ThreadPoolExecutor(max_workers=spare) as helpers:
+        real_submit = helpers.submit
+
+        def counted(fn: Any, group: list[memoryview]) -> Any:
+            submitted.append(len(group))
+            return real_submit(fn, group)
+
+        monkeypatch.setattr(helpers, "submit", counted)
+        monkeypatch.setattr(chunker, "_helpers", lambda: (helpers, spare))
+        found = [
+            (c.offset, c.length, c.id) for c in chunker.chunks(io.BytesIO(data), block=MiB * 4)
+        ]
+    assert submitted, "no chunk was hashed on a helper thread"
+    assert max(submitted) > 1
+    assert [i for _, _, i in found] == [
+        hashlib.new("sha512_256", data[o : o + n]).digest() for o, n, _ in found
+    ]
+    assert sum(n for _, n, _ in found) == len(data)
 
 
 def test_a_zero_run_is_cut_into_identical_max_size_chunks_on_the_fast_path() -> None:
