@@ -518,7 +518,9 @@ class HttpStore:
                         )
                         if record is None:
                             assert into is not None
-                            fresh = into.stage(chunk_id, data, digest=digest, compressed=compressed)
+                            fresh = into.stage(
+                                chunk_id, data, digest=digest, compressed=compressed, hashed=True
+                            )
                     if deliver is not None:
                         deliver(chunk_id, data)
                     batch: list[StagedChunk] = []

@@ -24,6 +24,7 @@ written only after every chunk it names is durable.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import errno
@@ -291,12 +292,15 @@ class ChunkStore:
         *,
         digest: Digest,
         compressed: bytes | None = None,
+        hashed: bool = False,
     ) -> StagedChunk | None:
         """Check, compress and write a chunk under a temporary name beside its final one.
 
         None when the store already has it. ``commit`` makes it visible.
         ``compressed``, when given, is ``data`` already compressed (a chunk file
-        fetched and decompressed by the caller), written as it is.
+        fetched and decompressed by the caller), written as it is. ``hashed``
+        says the caller has just computed ``chunk_id`` from these very bytes
+        (the chunker, or ``decode_chunk``), so they are not hashed a second time.
 
         Raises:
             ChunkCorrupt: ``data`` does not hash to ``chunk_id`` (nothing is written).
@@ -305,7 +309,7 @@ class ChunkStore:
         target = self.path(chunk_id)
         if target.is_file():
             return None
-        if digest.hasher()(data) != chunk_id:
+        if not hashed and digest.hasher()(data) != chunk_id:
             raise ChunkCorrupt(chunk_id.hex(), f"the data does not hash to it ({digest.value})")
         if compressed is None:
             compressed = self._compressor().compress(data)
@@ -593,20 +597,21 @@ class ImageStore:
         index = Index(digest=self.digest, sizes=self.sizes)
         seen: set[bytes] = set()
         new_chunks = new_bytes = zero_bytes = 0
-        pending: list[Future[StagedChunk | None]] = []
+        pending: collections.deque[Future[StagedChunk | None]] = collections.deque()
         staged: list[StagedChunk] = []
         touched: set[Path] = set()
         pool = ThreadPoolExecutor(max_workers=self.workers) if store else None
 
         def collect(final: bool) -> None:
+            # Waits for the oldest only: the workers keep busy while the file is chunked.
             nonlocal new_chunks, new_bytes
-            for future in pending:
-                item = future.result()
+            keep = 0 if final else 4 * self.workers
+            while len(pending) > keep:
+                item = pending.popleft().result()
                 if item is not None:
                     staged.append(item)
                     new_chunks += 1
                     new_bytes += item.stored_bytes
-            pending.clear()
             if staged and (final or len(staged) >= self.batch):
                 self.chunks.commit(staged)
                 touched.update(item.final.parent for item in staged)
@@ -653,7 +658,8 @@ class ImageStore:
         return index, new_chunks, new_bytes, zero_bytes
 
     def _stage(self, chunk_id: bytes, data: bytes) -> StagedChunk | None:
-        return self.chunks.stage(chunk_id, data, digest=self.digest)
+        # The chunker computed chunk_id from these bytes a moment ago.
+        return self.chunks.stage(chunk_id, data, digest=self.digest, hashed=True)
 
     # -- checking and figures ------------------------------------------------------
 
