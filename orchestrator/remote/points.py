@@ -39,8 +39,11 @@ MAX_IDS = 2_000_000
 
 RECEIVER_PYTHON = "python3"
 """The point host's Python, which runs :mod:`orchestrator.remote.point_receiver`."""
+RECEIVER_MIN_VERSION = (3, 7)
+"""The oldest Python the receiver's source runs on."""
 NOT_FOUND = 127
-"""A POSIX shell's exit code for a command it cannot find."""
+"""A POSIX shell's exit code for a command it cannot find; also what the
+receiver's command exits with where the host's ``python3`` is too old for it."""
 
 
 def _connection(url: str, *, timeout: float, ca_file: str | None) -> http.client.HTTPConnection:
@@ -179,7 +182,7 @@ def send_chunks(
     point in errors.
 
     The chunks go as one stream to the receiver run on the point's host
-    (:mod:`orchestrator.remote.point_receiver`, by its ``python3``); a host without
+    (:mod:`orchestrator.remote.point_receiver`, by its ``python3``); a host without a
     ``python3`` gets each chunk as its own SFTP file instead, which is several
     times slower. Either way each chunk appears whole or not at all.
 
@@ -205,10 +208,13 @@ def send_chunks(
 
     if not chunks:
         return
-    command = f"{RECEIVER_PYTHON} -c {shlex.quote(_receiver_source())} {shlex.quote(root)}"
-    result = session.feed(command, pieces(), on_line=on_line, timeout=timeout)
+    result = session.feed(_receiver_command(root), pieces(), on_line=on_line, timeout=timeout)
     if result.exit_code == NOT_FOUND and tally.chunks == 0:
-        log.info("no %s on the point's host: sending each chunk over SFTP", RECEIVER_PYTHON)
+        log.info(
+            "no %s %s or later on the point's host: sending each chunk over SFTP",
+            RECEIVER_PYTHON,
+            ".".join(map(str, RECEIVER_MIN_VERSION)),
+        )
         _send_each(session, root, chunks, limit=limit, tally=tally, progress=progress)
         return
     if result.exit_code != 0 or tally.chunks != len(chunks):
@@ -289,14 +295,26 @@ def holdings(session: Session, root: str, *, host: str, timeout: float = 600.0) 
             return
         strange.append(line[:200])
 
-    command = f"{RECEIVER_PYTHON} -c {shlex.quote(_receiver_source())} --list {shlex.quote(root)}"
-    result = session.feed(command, (), on_line=on_line, timeout=timeout)
+    result = session.feed(_receiver_command("--list", root), (), on_line=on_line, timeout=timeout)
     if result.exit_code == NOT_FOUND:
         return None
     if result.exit_code != 0 or strange or said != [len(chunks)]:
         reason = (result.stderr.strip().splitlines() or strange or ["an incomplete listing"])[-1]
         raise RemoteError(f"the point's store could not be listed ({reason})", host=host)
     return Holdings(indexes, chunks, temporaries)
+
+
+def _receiver_command(*args: str) -> str:
+    """The shell command running the receiver with ``args``. It first asks the
+    host's Python its version, in words any Python reads, and exits
+    :data:`NOT_FOUND` where it is too old: the receiver's own source would fail
+    to compile there with an error the orchestrator could not tell from a
+    failed staging."""
+    check = (
+        f"import sys; sys.exit(0 if sys.version_info >= {RECEIVER_MIN_VERSION!r} else {NOT_FOUND})"
+    )
+    run = " ".join(shlex.quote(a) for a in (RECEIVER_PYTHON, "-c", _receiver_source(), *args))
+    return f"{shlex.quote(RECEIVER_PYTHON)} -c {shlex.quote(check)} && {run}"
 
 
 @functools.cache

@@ -529,8 +529,12 @@ def _prune(
     strays = temporaries = 0
     with _login(connect, point, ssh_key) as session:
         held = points.holdings(session, root, host=where)
-        if held is None:  # no python3 on the point: its indexes, but no sweep
-            log.info("point of %s has no python3: pruned without a sweep for strays", number)
+        if held is None:  # no python3 fit for the receiver: its indexes, but no sweep
+            log.info(
+                "point of %s has no python3 fit for the receiver: pruned without a sweep "
+                "for strays",
+                number,
+            )
             files = session.list_names(f"{root}/indexes")
         else:
             files = [f"{n}.caibx" for n in held.indexes]

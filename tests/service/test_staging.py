@@ -196,20 +196,35 @@ def test_gc_lets_go_of_a_staged_image_once_retired_and_its_stagings_with_it(
         _stage(district, point_host, ref)
 
 
-def test_a_point_host_without_python_gets_each_chunk_over_sftp_and_serves_it_whole(
+_NO_FIT_PYTHON = pytest.mark.parametrize(
+    "lacking",
+    [
+        pytest.param(("RECEIVER_PYTHON", "python3-not-on-this-host"), id="no-python3"),
+        # The host's python3 is older than the receiver needs.
+        pytest.param(("RECEIVER_MIN_VERSION", (99, 0)), id="python3-too-old"),
+    ],
+)
+
+
+@_NO_FIT_PYTHON
+def test_a_point_host_without_a_fit_python_gets_each_chunk_over_sftp_and_serves_it_whole(
     district: District,
     point_host: SSHHost,
     point: PointServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    lacking: tuple[str, object],
 ) -> None:
     data = random.Random(7).randbytes(3 * MIB)
     ref = _released_base(district, tmp_path, "2026.1", data)
     add_point(district, point_host, point)
-    monkeypatch.setattr(points, "RECEIVER_PYTHON", "python3-not-on-this-host")
+    monkeypatch.setattr(points, *lacking)
 
-    done = _stage(district, point_host, ref)
+    with caplog.at_level(logging.INFO, logger="orchestrator.points"):
+        done = _stage(district, point_host, ref)
 
+    assert "sending each chunk over SFTP" in caplog.text
     assert done.state == "staged" and done.chunks_sent == done.chunks_total > 10
     assert _rebuilt_from(point, tmp_path) == data
 
@@ -232,26 +247,31 @@ def test_prune_keeps_a_kept_images_chunks_even_when_the_store_lost_its_index(
     assert ImageStore(point.root).verify().ok
 
 
-def test_a_point_host_without_python_is_still_pruned_of_let_go_images(
+@_NO_FIT_PYTHON
+def test_a_point_host_without_a_fit_python_is_still_pruned_of_let_go_images(
     district: District,
     point_host: SSHHost,
     point: PointServer,
     clock: FixedClock,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    lacking: tuple[str, object],
 ) -> None:
     first, second, _ = _two_versions(district, tmp_path, seed=11, changed=300_000)
     add_point(district, point_host, point)
-    monkeypatch.setattr(points, "RECEIVER_PYTHON", "python3-not-on-this-host")
+    monkeypatch.setattr(points, *lacking)
     _stage(district, point_host, first)
     _stage(district, point_host, second)
     _retired_past_the_window(district, clock, first)
     image_store.gc(district.ctx, district["it.ana"])
 
-    done = staging.prune(
-        district.ctx, district["it.ana"], "101", credentials=_credentials(point_host)
-    )
+    with caplog.at_level(logging.INFO, logger="orchestrator.staging"):
+        done = staging.prune(
+            district.ctx, district["it.ana"], "101", credentials=_credentials(point_host)
+        )
 
+    assert "pruned without a sweep" in caplog.text
     assert (len(done.removed_images), done.kept_images, done.strays) == (1, 1, 0)
     assert done.removed_chunks > 0 and ImageStore(point.root).verify().ok
 
