@@ -710,7 +710,7 @@ def _deployment(
     ready = threading.Event()
     failure: list[BaseException] = []
 
-    def on_ready(_next: datetime | None) -> None:
+    def on_ready(_sunset: datetime | None, _housekeeping: datetime | None) -> None:
         rt = service._runtime
         assert rt is not None
         rt.runner = runner  # the real runner, timed

@@ -156,11 +156,14 @@ def serve(
     tls = server.tls_options(where, settings.web_tls_cert_file, settings.web_tls_key_file)
     _init(sample_district)
 
-    def ready(next_run: datetime | None) -> None:
-        when = next_run.isoformat(timespec="minutes") if next_run else "not scheduled"
+    def ready(sunset: datetime | None, housekeeping: datetime | None) -> None:
+        def at(when: datetime | None, none: str) -> str:
+            return f"next at {when.isoformat(timespec='minutes')}" if when else none
+
         console.print(
-            f"orchestrator service running: daily sunset check next at {when} "
-            f"({settings.district_timezone}); Ctrl-C to stop"
+            f"orchestrator service running: daily sunset check {at(sunset, 'not scheduled')}, "
+            f"store housekeeping {at(housekeeping, 'off')} ({settings.district_timezone}); "
+            "Ctrl-C to stop"
         )
 
     def web_started(url: str) -> None:

@@ -343,10 +343,11 @@ def serve(
     ctx: Context,
     settings: Settings,
     *,
-    on_ready: Callable[[datetime | None], None] = lambda _next: None,
+    on_ready: Callable[[datetime | None, datetime | None], None] = lambda _sunset, _store: None,
     stop: threading.Event | None = None,
 ) -> None:
-    """Run until SIGINT/SIGTERM (or ``stop`` is set)."""
+    """Run until SIGINT/SIGTERM (or ``stop`` is set). ``on_ready`` is told the
+    next sunset check and the next store housekeeping (None: not scheduled)."""
     stop = stop or threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -372,8 +373,11 @@ def serve(
     scheduler.start()
     sweep()
     try:
-        job = scheduler.get_job(SUNSET_JOB)
-        on_ready(job.next_run_time if job else None)
+        sunset, housekeeping = (scheduler.get_job(j) for j in (SUNSET_JOB, HOUSEKEEPING_JOB))
+        on_ready(
+            sunset.next_run_time if sunset else None,
+            housekeeping.next_run_time if housekeeping else None,
+        )
         stop.wait()
     finally:
         scheduler.shutdown(wait=True)

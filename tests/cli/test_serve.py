@@ -62,6 +62,7 @@ def test_serve_starts_on_an_empty_database_runs_the_sunset_check_and_stops_on_si
         assert "orchestrator service running" in output, output
         assert "sample district loaded" in output
         assert "sunset check: " in output
+        assert re.search(r"store housekeeping next at \d{4}-\d\d-\d\dT03:30", output), output
         # The web interface and the API are served by the same process.
         found = re.search(r"web interface and API at (http://127\.0\.0\.1:\d+)", output)
         assert found, output
