@@ -95,7 +95,9 @@ def stats_cmd(as_json: bool = JSON_OPTION) -> None:
     if as_json:
         print_json(figures)
         return
-    t = Table(title=f"image store ({len(figures.images)} images)", **render.TABLE_STYLE)
+    t = Table(
+        title=f"image store ({render.counted(len(figures.images), 'image')})", **render.TABLE_STYLE
+    )
     for heading in ("image", "state", "size", "chunks", "stored", "shared with base", "signed"):
         t.add_column(
             heading, justify="right" if heading in ("size", "chunks", "stored") else "left"
@@ -136,7 +138,8 @@ def verify_cmd() -> None:
     for chunk_id, why in check.chunks.corrupt:
         console.print(f"corrupt chunk {chunk_id}: {why}", highlight=False, markup=False)
     console.print(
-        f"{check.images} images, {check.chunks.checked} chunks checked: "
+        f"{render.counted(check.images, 'image')}, "
+        f"{render.counted(check.chunks.checked, 'chunk')} checked: "
         + ("all good" if check.ok else "PROBLEMS FOUND"),
         highlight=False,
     )
@@ -165,9 +168,10 @@ def gc_cmd(
             markup=False,
         )
     console.print(
-        f"{verb} {r.removed_chunks} chunks ({size(r.removed_bytes)}) and "
-        f"{len(r.removed_indexes)} index files; {r.referenced} chunks in "
-        f"use kept, {r.young} younger than {protect_hours} h kept",
+        f"{verb} {render.counted(r.removed_chunks, 'chunk')} ({size(r.removed_bytes)}) and "
+        f"{render.counted(len(r.removed_indexes), 'index file')}; "
+        f"{render.counted(r.referenced, 'chunk')} in use kept, "
+        f"{r.young} younger than {protect_hours} h kept",
         highlight=False,
         markup=False,
     )

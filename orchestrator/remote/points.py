@@ -183,7 +183,7 @@ def send_chunks(
 
     The chunks go as one stream to the receiver run on the point's host
     (:mod:`orchestrator.remote.point_receiver`, by its ``python3``); a host without a
-    ``python3`` gets each chunk as its own SFTP file instead, which is several
+    ``python3`` of :data:`RECEIVER_MIN_VERSION` or later gets each chunk as its own SFTP file instead, which is several
     times slower. Either way each chunk appears whole or not at all.
 
     Raises: RemoteError (the receiver refused the stream or failed, the
@@ -265,7 +265,8 @@ class Holdings:
 
 def holdings(session: Session, root: str, *, host: str, timeout: float = 600.0) -> Holdings | None:
     """Every chunk and temporary file in the point's store, listed by its receiver;
-    None where the host has no ``python3`` (listing each folder over SFTP would
+    None where the host has no ``python3`` of :data:`RECEIVER_MIN_VERSION` or
+    later (listing each folder over SFTP would
     take one round trip per folder).
 
     Raises: RemoteError (the listing failed or was not one), RemoteTimeout.
