@@ -183,8 +183,9 @@ def send_chunks(
 
     The chunks go as one stream to the receiver run on the point's host
     (:mod:`orchestrator.remote.point_receiver`, by its ``python3``); a host without a
-    ``python3`` of :data:`RECEIVER_MIN_VERSION` or later gets each chunk as its own SFTP file instead, which is several
-    times slower. Either way each chunk appears whole or not at all.
+    ``python3`` of :data:`RECEIVER_MIN_VERSION` or later gets each chunk as its own
+    SFTP file instead, which is several times slower. Either way each chunk
+    appears whole or not at all.
 
     Raises: RemoteError (the receiver refused the stream or failed, the
     connection was lost), RemoteTimeout, AccessDenied (SFTP).
