@@ -49,6 +49,30 @@ def test_every_chunk_lands_in_casyncs_layout_and_each_batch_is_reported(tmp_path
     assert not list(tmp_path.rglob(".tmp-*"))
 
 
+def test_each_batch_is_flushed_with_syncfs_of_the_stores_file_system_not_a_sync_of_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = point_receiver._load_syncfs()
+    assert real is not None, "this Linux's C library offers syncfs(2)"
+    flushed: list[str] = []
+
+    def recorded(fd: int) -> int:
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    def forbidden() -> None:
+        raise AssertionError("sync(2) flushes every file system of the point's host")
+
+    monkeypatch.setattr(point_receiver, "_load_syncfs", lambda: recorded)
+    monkeypatch.setattr(point_receiver.os, "sync", forbidden)
+    chunks = _chunks(BATCH + 1)
+
+    receive(str(tmp_path), io.BytesIO(_stream(chunks)), io.StringIO())
+
+    assert flushed == [str(tmp_path / "chunks")] * 2
+    assert _in_place(tmp_path) == _named(chunks)
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
