@@ -200,7 +200,8 @@ def chunks(
             # A cut is final only with max bytes ahead of the chunk's start (or at EOF).
             last_start = avail if eof else avail - cmax
             consumed = avail
-            cuts: list[tuple[int, memoryview]] = []
+            offsets: list[int] = []
+            pieces: list[memoryview] = []
             for c in cut(view[start:end], cmin, cavg, cmax):
                 rel = c.offset
                 at = start + rel
@@ -209,9 +210,10 @@ def chunks(
                 ):
                     consumed = rel
                     break
-                cuts.append((offset + rel, view[at : at + c.length]))
+                offsets.append(offset + rel)
+                pieces.append(view[at : at + c.length])
             # The buffer is not refilled before every chunk of this block is yielded.
-            for (at, data), chunk_id in zip(cuts, _ids(hash_, [d for _, d in cuts]), strict=True):
+            for at, data, chunk_id in zip(offsets, pieces, _ids(hash_, pieces), strict=True):
                 yield Chunk(at, data, chunk_id, False)
             start += consumed
             offset += consumed
