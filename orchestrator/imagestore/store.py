@@ -45,11 +45,13 @@ import zstandard
 from orchestrator.imagestore import chunker, names
 from orchestrator.imagestore.caibx import (
     CHUNK_SIZE_LIMIT,
+    HEAD_SIZE,
     ChunkSizes,
     Digest,
     Index,
     chunk_id_hex,
     decode,
+    decode_head,
 )
 from orchestrator.imagestore.errors import (
     ChunkCorrupt,
@@ -480,7 +482,7 @@ class ImageStore:
     ) -> None:
         self.root = names.plain_file(root)
         self.digest = digest
-        self.sizes = sizes or ChunkSizes()
+        self._sizes = sizes
         self.workers = max(1, workers)
         # New chunks made durable together (one syncfs), then renamed, per batch.
         self.batch = max(1, batch)
@@ -549,6 +551,26 @@ class ImageStore:
         self.close()
 
     # -- indexes ---------------------------------------------------------------
+
+    @property
+    def sizes(self) -> ChunkSizes:
+        """The chunk sizes new images are cut with: those given, else the sizes
+        the store's images were cut with (a chunk is shared only between images
+        cut alike), else the default for a new store."""
+        if self._sizes is None:
+            self._sizes = self._sizes_in_use() or ChunkSizes()
+        return self._sizes
+
+    def _sizes_in_use(self) -> ChunkSizes | None:
+        for name in self.names():
+            path = self.index_path(name)
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(HEAD_SIZE)
+                return decode_head(head, source=str(path))[1]
+            except (OSError, MalformedIndex):
+                continue  # verify reports it; the next image says as much
+        return None
 
     def index_path(self, name: str) -> Path:
         return self.indexes / f"{names.image_name(name)}{INDEX_SUFFIX}"

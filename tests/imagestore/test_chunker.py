@@ -27,7 +27,8 @@ from orchestrator.imagestore import (
 )
 from tests.imagestore.conftest import MiB, random_bytes
 
-CASYNC_SIZES = (16384, 65536, 262144)
+# The sizes chunker.chunks cuts with when given none, as FastCDC's arguments.
+DEFAULT = (ChunkSizes().min, ChunkSizes().avg, ChunkSizes().max)
 
 
 def test_the_compiled_fastcdc_module_is_the_one_chunking() -> None:
@@ -56,9 +57,7 @@ def test_without_the_compiled_chunker_nothing_is_chunked_but_the_rest_loads() ->
 def test_chunks_are_fastcdc_over_the_whole_file_whatever_the_block_size(block: int) -> None:
     data = random_bytes(5 * MiB, 1) + bytes(3 * MiB) + random_bytes(MiB, 2) + bytes(70_000)
     data += random_bytes(777, 3)
-    whole = [
-        (c.offset, c.length) for c in fastcdc.fastcdc_cy.fastcdc_cy(data, 16384, 65536, 262144)
-    ]
+    whole = [(c.offset, c.length) for c in fastcdc.fastcdc_cy.fastcdc_cy(data, *DEFAULT)]
     streamed = [(c.offset, c.length) for c in chunker.chunks(io.BytesIO(data), block=block)]
     assert streamed == whole
 
@@ -156,8 +155,6 @@ def test_streamed_chunks_match_fastcdc_for_any_mix_of_data_zeros_and_block_size(
     data = b"".join(
         bytes(n) if zero else random_bytes(n, seed + i) for i, (zero, n) in enumerate(parts)
     )
-    whole = [
-        (c.offset, c.length) for c in fastcdc.fastcdc_cy.fastcdc_cy(data, 16384, 65536, 262144)
-    ]
+    whole = [(c.offset, c.length) for c in fastcdc.fastcdc_cy.fastcdc_cy(data, *DEFAULT)]
     streamed = [(c.offset, c.length) for c in chunker.chunks(io.BytesIO(data), block=block)]
     assert streamed == whole

@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator.imagestore import (
     ChunkMissing,
+    ChunkSizes,
     ChunkStore,
     Digest,
     ImageStore,
@@ -97,6 +98,40 @@ def test_a_derivative_stores_only_the_chunks_its_base_lacks(
     # ~5% rewritten touches a few chunks per patch: most of the image is shared.
     assert shared.shared_logical_bytes > 0.7 * len(custom)
     assert shared.own_stored_bytes == sum(store.chunks.stored_size(i) or 0 for i in added)
+
+
+OTHER_SIZES = ChunkSizes(16 * 1024, 64 * 1024, 256 * 1024)
+
+
+def test_a_store_cuts_new_images_as_its_images_were_cut_so_they_share_chunks(
+    tmp_path: Path, write: Write
+) -> None:
+    base = random_bytes(8 * MiB, 21)
+    custom = bytearray(base)
+    custom[4 * MiB : 4 * MiB + 4096] = random_bytes(4096, 22)
+    with ImageStore(tmp_path / "old", sizes=OTHER_SIZES) as old:
+        old.import_file("base", write("base.img", base))
+    assert ChunkSizes() != OTHER_SIZES
+
+    with ImageStore(tmp_path / "old") as reopened:
+        assert reopened.sizes == OTHER_SIZES
+        report = reopened.import_file("custom", write("custom.img", bytes(custom)))
+        assert reopened.index("custom").sizes == OTHER_SIZES
+        # The 4 KiB change costs the chunks around it, not a second copy.
+        assert report.new_chunks <= 3 and report.new_stored_bytes <= 3 * OTHER_SIZES.max + 1024
+    with ImageStore(tmp_path / "new") as new:
+        assert new.sizes == ChunkSizes()
+
+
+def test_a_store_learns_its_sizes_past_an_index_it_cannot_read(
+    tmp_path: Path, write: Write
+) -> None:
+    with ImageStore(tmp_path / "images", sizes=OTHER_SIZES) as made:
+        made.import_file("zz-good", write("good.img", random_bytes(MiB, 23)))
+    (tmp_path / "images" / "indexes" / "aa-bad.caibx").write_bytes(b"not an index")
+
+    with ImageStore(tmp_path / "images") as reopened:
+        assert reopened.sizes == OTHER_SIZES
 
 
 def test_importing_the_same_image_twice_writes_nothing_new(store: ImageStore, write: Write) -> None:
