@@ -94,18 +94,18 @@ class Digest(enum.Enum):
 
 @dataclass(frozen=True)
 class ChunkSizes:
-    """Content-defined chunking bounds, in bytes: by default casync's minimum
-    and maximum (16 and 256 KiB) around half its average (32 KiB, casync's 64).
+    """Content-defined chunking bounds, in bytes; casync's defaults 16/64/256 KiB.
 
-    A change costs the chunks around it, so smaller chunks send less over a
-    building's link: on the benchmark's ext4 pair (docs/performance.md) the
-    derivative's delta is 0.85x what casync's 64 KiB chunks give, for twice
-    the chunk files. A store keeps the sizes it was made with
+    Smaller chunks send less over a building's link (a change costs the
+    chunks around it) but cost a chunk file and a request each: with a 32 KiB
+    average the benchmark's ext4 delta was 0.82x casync's instead of 0.97x,
+    and the rebuild over HTTP 0.35x casync's instead of 0.23 to 0.28x
+    (docs/image-store.md). A store keeps the sizes it was made with
     (``ImageStore``), so its images go on sharing chunks whatever this default.
     """
 
     min: int = 16 * 1024
-    avg: int = 32 * 1024
+    avg: int = 64 * 1024
     max: int = 256 * 1024
 
     def __post_init__(self) -> None:

@@ -60,8 +60,8 @@ def test_we_extract_what_casync_make_wrote(tmp_path: Path, write: Write) -> None
     extract(index, store, tmp_path / "out.img")
     assert (tmp_path / "out.img").read_bytes() == data
 
-    # With the same chunk sizes (casync's 16/64/256 KiB, not our default) our
-    # header is casync's, word for word.
+    # With the same chunk sizes (casync's 16/64/256 KiB, given as a store made
+    # with other sizes would) our header is casync's, word for word.
     with ImageStore(tmp_path / "images", sizes=index.sizes) as ours:
         ours.import_file("a", source)
     assert ours.index_path("a").read_bytes()[:64] == (tmp_path / "a.caibx").read_bytes()[:64]
