@@ -101,7 +101,8 @@ class ChunkSizes:
     average the benchmark's ext4 delta was 0.82x casync's instead of 0.97x,
     and the rebuild over HTTP 0.35x casync's instead of 0.23 to 0.28x
     (docs/image-store.md). A store keeps the sizes it was made with
-    (``ImageStore``), so its images go on sharing chunks whatever this default.
+    (``ImageStore``, digest too), so its images go on sharing chunks whatever
+    this default.
     """
 
     min: int = 16 * 1024

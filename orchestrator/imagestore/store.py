@@ -475,14 +475,15 @@ class ImageStore:
         self,
         root: Path | str,
         *,
-        digest: Digest = Digest.SHA512_256,
+        digest: Digest | None = None,
         sizes: ChunkSizes | None = None,
         workers: int = 4,
         batch: int = 256,
     ) -> None:
         self.root = names.plain_file(root)
-        self.digest = digest
+        self._digest = digest
         self._sizes = sizes
+        self._cut: tuple[Digest, ChunkSizes] | None = None
         self.workers = max(1, workers)
         # New chunks made durable together (one syncfs), then renamed, per batch.
         self.batch = max(1, batch)
@@ -552,25 +553,32 @@ class ImageStore:
 
     # -- indexes ---------------------------------------------------------------
 
+    # A chunk is shared only between images cut alike (same digest, same sizes):
+    # with none given, new images are cut as the store's images were.
+
+    @property
+    def digest(self) -> Digest:
+        """The digest naming new images' chunks: the one given, else the store's."""
+        return self._digest if self._digest is not None else self._cut_in_use()[0]
+
     @property
     def sizes(self) -> ChunkSizes:
-        """The chunk sizes new images are cut with: those given, else the sizes
-        the store's images were cut with (a chunk is shared only between images
-        cut alike), else the default for a new store."""
-        if self._sizes is None:
-            self._sizes = self._sizes_in_use() or ChunkSizes()
-        return self._sizes
+        """The chunk sizes new images are cut with: those given, else the store's."""
+        return self._sizes if self._sizes is not None else self._cut_in_use()[1]
 
-    def _sizes_in_use(self) -> ChunkSizes | None:
-        for name in self.names():
-            path = self.index_path(name)
-            try:
-                with open(path, "rb") as f:
-                    head = f.read(HEAD_SIZE)
-                return decode_head(head, source=str(path))[1]
-            except (OSError, MalformedIndex):
-                continue  # verify reports it; the next image says as much
-        return None
+    def _cut_in_use(self) -> tuple[Digest, ChunkSizes]:
+        """What the first readable index's header declares, else a new store's defaults."""
+        if self._cut is None:
+            self._cut = (Digest.SHA512_256, ChunkSizes())
+            for name in self.names():
+                path = self.index_path(name)
+                try:
+                    with open(path, "rb") as f:
+                        self._cut = decode_head(f.read(HEAD_SIZE), source=str(path))
+                    break
+                except (OSError, MalformedIndex):
+                    continue  # unreadable: `store verify` reports it; try the next
+        return self._cut
 
     def index_path(self, name: str) -> Path:
         return self.indexes / f"{names.image_name(name)}{INDEX_SUFFIX}"

@@ -134,6 +134,20 @@ def test_a_store_learns_its_sizes_past_an_index_it_cannot_read(
         assert reopened.sizes == OTHER_SIZES
 
 
+def test_a_store_made_with_sha256_goes_on_naming_new_chunks_with_it(
+    tmp_path: Path, write: Write
+) -> None:
+    path = write("a.img", random_bytes(MiB, 24))
+    with ImageStore(tmp_path / "images", digest=Digest.SHA256) as made:
+        made.import_file("a", path)
+    with ImageStore(tmp_path / "images") as reopened:
+        assert reopened.digest is Digest.SHA256
+        assert reopened.import_file("again", path).new_chunks == 0
+        assert reopened.index("again").digest is Digest.SHA256
+    with ImageStore(tmp_path / "new") as new:
+        assert new.digest is Digest.SHA512_256
+
+
 def test_importing_the_same_image_twice_writes_nothing_new(store: ImageStore, write: Write) -> None:
     path = write("a.img", random_bytes(4 * MiB, 15))
     store.import_file("a", path)
