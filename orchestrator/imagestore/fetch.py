@@ -8,7 +8,8 @@ to the caller as they come) with
 :meth:`HttpStore.fetch_many`: casync fetches chunks one after the other, so
 on a link with any latency most of its time is waiting; here ``workers``
 threads, each with its own keep-alive connection, keep that many requests in
-flight.
+flight, each for up to ``FETCH_BATCH`` chunks (``POST /chunks``; one ``GET``
+per chunk from a point that does not answer it).
 
 :func:`pull` checks before it fetches, in this order, and stops at the first
 refusal:
@@ -68,9 +69,10 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -122,6 +124,14 @@ COMMIT_SECONDS = 1.0
 recorded for resuming (:meth:`PartialOutput.record`): a killed pull loses at most this much."""
 MISSING_BATCH = 1_000_000
 """Ids asked about in one ``POST /missing`` (the point refuses more than 2 000 000)."""
+FETCH_BATCH = 32
+"""Chunks asked for in one ``POST /chunks`` at most (the point refuses more than 64);
+fewer near the end of a fetch, so every worker still has some."""
+ABSENT = 2**64 - 1
+"""The length ``POST /chunks`` gives a chunk the point does not have."""
+_NO_BATCHES = frozenset(
+    {HTTPStatus.NOT_FOUND, HTTPStatus.METHOD_NOT_ALLOWED, HTTPStatus.NOT_IMPLEMENTED}
+)
 
 
 def _compressed_limit(max_size: int) -> int:
@@ -237,6 +247,9 @@ class HttpStore:
         self.connections_opened = 0
         self.bytes_downloaded = 0
         """Every body byte received through this store so far."""
+        self.batches = True
+        """Whether chunks are asked for many at a time; False once the point has said
+        (404) it does not answer ``POST /chunks``."""
 
     def __enter__(self) -> HttpStore:
         return self
@@ -290,8 +303,10 @@ class HttpStore:
         limit: int,
         body: bytes | None = None,
         content_type: str | None = None,
+        none_on: frozenset[int] = frozenset({HTTPStatus.NOT_FOUND}),
     ) -> bytes | None:
-        """The body of a 200 answer to ``method path`` (relative to the URL), None on 404.
+        """The body of a 200 answer to ``method path`` (relative to the URL), None on a
+        status in ``none_on`` (404: not found) with a short body.
 
         A request on a kept-alive connection the point has closed meanwhile is
         sent again once, on a new connection.
@@ -310,7 +325,7 @@ class HttpStore:
             try:
                 conn.request(method, target, body=body, headers=headers)
                 response = conn.getresponse()
-                return self._body(response, method, target, limit)
+                return self._body(response, method, target, limit, none_on)
             except (
                 http.client.RemoteDisconnected,
                 BrokenPipeError,
@@ -332,7 +347,12 @@ class HttpStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _body(
-        self, response: http.client.HTTPResponse, method: str, target: str, limit: int
+        self,
+        response: http.client.HTTPResponse,
+        method: str,
+        target: str,
+        limit: int,
+        none_on: frozenset[int],
     ) -> bytes | None:
         status = response.status
         header = response.getheader("Content-Length")
@@ -348,7 +368,7 @@ class HttpStore:
                 )
             with self._lock:
                 self.bytes_downloaded += length
-        elif status == 404 and 0 <= length <= 4096:
+        elif status in none_on and 0 <= length <= 4096:
             response.read()
             data = None
         elif status == 200 and length > limit:
@@ -381,6 +401,61 @@ class HttpStore:
         if data is None:
             raise ChunkMissing(h)
         return data
+
+    def chunk_batch(
+        self, ids: Sequence[bytes], *, max_size: int = CHUNK_SIZE_LIMIT
+    ) -> list[bytes] | None:
+        """The compressed chunk files of ``ids``, in order, in one ``POST /chunks``
+        (not yet checked); None from a point without it (:attr:`batches` is then False):
+        one that answers 404, 405 or 501, as an older point or a static web server
+        serving the store's folder does.
+
+        Raises:
+            UnsafeName: an id that is not 32 bytes.
+            ChunkMissing: the point has not one of them (the first it lacks).
+            PointUnavailable: see :meth:`request`, or an answer not framed as the
+                point's module says (a length over ``max_size`` compressed, a body
+                longer or shorter than its lengths).
+        """
+        for chunk_id in ids:
+            if len(chunk_id) != ID_SIZE:
+                raise UnsafeName(f"a chunk id is {ID_SIZE} bytes, not {len(chunk_id)}")
+        most = _compressed_limit(max_size)
+        answer = self.request(
+            "POST",
+            "chunks",
+            body=b"".join(ids),
+            content_type="application/octet-stream",
+            limit=len(ids) * (8 + most),
+            none_on=_NO_BATCHES,
+        )
+        if answer is None:
+            self.batches = False
+            return None
+        table = 8 * len(ids)
+        if len(answer) < table:
+            raise PointUnavailable(f"{self.url}: /chunks: an answer not framed as asked")
+        lengths = [int.from_bytes(answer[at : at + 8], "big") for at in range(0, table, 8)]
+        for chunk_id, length in zip(ids, lengths, strict=True):
+            if length == ABSENT:
+                raise ChunkMissing(chunk_id.hex())
+        if any(n > most for n in lengths) or len(answer) != table + sum(lengths):
+            raise PointUnavailable(f"{self.url}: /chunks: an answer not framed as asked")
+        chunks: list[bytes] = []
+        at = table
+        for length in lengths:
+            chunks.append(answer[at : at + length])
+            at += length
+        return chunks
+
+    def _fetched(self, ids: Sequence[bytes], max_size: int) -> Iterator[tuple[bytes, bytes]]:
+        """(id, compressed bytes) of each of ``ids``: in one batch when the point can."""
+        batch = self.chunk_batch(ids, max_size=max_size) if len(ids) > 1 and self.batches else None
+        if batch is not None:
+            yield from zip(ids, batch, strict=True)
+        else:
+            for chunk_id in ids:
+                yield chunk_id, self.chunk_bytes(chunk_id, max_size=max_size)
 
     def get(self, chunk_id: bytes, *, digest: Digest, max_size: int = CHUNK_SIZE_LIMIT) -> bytes:
         """A chunk's data from the point, decompressed and re-hashed.
@@ -469,13 +544,12 @@ class HttpStore:
         total = wanted - cached
         if deliver is None:
             plan = [item for item in plan if not item[1]]
-        feed: Iterator[tuple[bytes, bool]] = iter(plan)
         lock = threading.Lock()
         stop = threading.Event()
         staged: list[StagedChunk] = []
         written: list[bytes] = []  # delivered, not yet recorded
         errors: list[BaseException] = []
-        done = downloaded = logical = 0
+        taken = done = downloaded = logical = 0
         last_commit = time.monotonic()
         # One batch recorded at a time (each after its data's flush).
         recording = threading.Lock()
@@ -489,26 +563,63 @@ class HttpStore:
                 with recording:
                     record(ids)
 
-        def take() -> tuple[bytes, bool] | None:
+        def take() -> list[tuple[bytes, bool]]:
+            nonlocal taken
             with lock:
-                return None if stop.is_set() else next(feed, None)
+                if stop.is_set():
+                    return []
+                n = max(1, min(FETCH_BATCH, (len(plan) - taken) // (self.workers * 4)))
+                some = plan[taken : taken + n]
+                taken += len(some)
+                return some
+
+        def settle(
+            chunk_id: bytes, data: bytes, compressed: bytes | None, fresh: StagedChunk | None
+        ) -> None:
+            """Deliver one checked chunk (``compressed`` None: from the cache) and count it."""
+            nonlocal done, downloaded, logical, last_commit
+            if deliver is not None:
+                deliver(chunk_id, data)
+            batch: list[StagedChunk] = []
+            ids: list[bytes] = []
+            with lock:
+                if fresh is not None:
+                    staged.append(fresh)
+                if record is not None:
+                    written.append(chunk_id)
+                now = time.monotonic()
+                if staged and (len(staged) >= COMMIT_BATCH or now - last_commit >= COMMIT_SECONDS):
+                    batch = staged[:]
+                    staged.clear()
+                    last_commit = now
+                if written and now - last_commit >= COMMIT_SECONDS:
+                    ids = written[:]
+                    written.clear()
+                    last_commit = now
+                if compressed is not None:
+                    done += 1
+                    downloaded += len(compressed)
+                    logical += len(data)
+                    if progress is not None:
+                        progress(done, total, downloaded)
+            flush(batch, ids)
 
         def work() -> None:
-            nonlocal done, downloaded, logical, last_commit
             try:
-                while (item := take()) is not None:
-                    chunk_id, have = item
-                    data: bytes | None = None
-                    if have and deliver is not None:
-                        assert into is not None
-                        # Gone from the cache since it was asked: fetched below.
-                        with contextlib.suppress(ChunkMissing):
-                            data = into.get(chunk_id, digest=digest, max_size=max_size)
-                    from_cache = data is not None
-                    compressed = b""
-                    fresh: StagedChunk | None = None
-                    if data is None:
-                        compressed = self.chunk_bytes(chunk_id, max_size=max_size)
+                while some := take():
+                    lacking: list[bytes] = []
+                    for chunk_id, have in some:
+                        data: bytes | None = None
+                        if have and deliver is not None:
+                            assert into is not None
+                            # Gone from the cache since it was asked: fetched below.
+                            with contextlib.suppress(ChunkMissing):
+                                data = into.get(chunk_id, digest=digest, max_size=max_size)
+                        if data is None:
+                            lacking.append(chunk_id)
+                        else:
+                            settle(chunk_id, data, None, None)
+                    for chunk_id, compressed in self._fetched(lacking, max_size):
                         data = decode_chunk(
                             chunk_id,
                             compressed,
@@ -516,38 +627,15 @@ class HttpStore:
                             max_size=max_size,
                             zstd=self._zstd(),
                         )
+                        fresh: StagedChunk | None = None
                         if record is None:
                             assert into is not None
                             fresh = into.stage(
                                 chunk_id, data, digest=digest, compressed=compressed, hashed=True
                             )
-                    if deliver is not None:
-                        deliver(chunk_id, data)
-                    batch: list[StagedChunk] = []
-                    ids: list[bytes] = []
-                    with lock:
-                        if fresh is not None:
-                            staged.append(fresh)
-                        if record is not None:
-                            written.append(chunk_id)
-                        now = time.monotonic()
-                        if staged and (
-                            len(staged) >= COMMIT_BATCH or now - last_commit >= COMMIT_SECONDS
-                        ):
-                            batch = staged[:]
-                            staged.clear()
-                            last_commit = now
-                        if written and now - last_commit >= COMMIT_SECONDS:
-                            ids = written[:]
-                            written.clear()
-                            last_commit = now
-                        if not from_cache:
-                            done += 1
-                            downloaded += len(compressed)
-                            logical += len(data)
-                            if progress is not None:
-                                progress(done, total, downloaded)
-                    flush(batch, ids)
+                        settle(chunk_id, data, compressed, fresh)
+                        if stop.is_set():
+                            return
             except BaseException as exc:
                 with lock:
                     errors.append(exc)

@@ -10,6 +10,8 @@ the store's own, so ``casync extract --store=http://point/chunks`` works too::
     <root>/manifests/<image name>.json      GET, HEAD
     POST /missing                           body: chunk ids, 32 bytes each;
                                             answer: those not here, same encoding
+    POST /chunks                            body: up to 64 chunk ids, 32 bytes each;
+                                            answer: the chunk files, framed (below)
     GET /health                             {"status": "ok", ...} as JSON
 
 Every path is matched whole against an allow-list before it names a file
@@ -20,6 +22,14 @@ Files are opened one component at a time from the root's descriptor with
 name swapped for a link between a check and the open cannot redirect it.
 Only regular files are served, streamed (``sendfile`` on plain HTTP) with
 ``Content-Length`` and an ``ETag``; nothing is ever written.
+
+``POST /chunks`` answers many chunks in one response, so a client pays one
+request's overhead (here, in Python, most of a chunk's cost) per batch, not
+per chunk: for each id asked, in order, its chunk file's length as 8 bytes
+big-endian (``2**64 - 1`` for a chunk the point does not have), then the
+files' bytes one after the other. Every file is opened before the answer
+starts; a file that shrinks while it is sent ends the connection, so the
+client sees a short body, never another chunk's bytes in its place.
 
 The point does not check chunk contents: it cannot tell a good chunk from a
 corrupt one without the index and does not need to. Clients decompress and
@@ -62,6 +72,12 @@ log = logging.getLogger(__name__)
 
 MAX_MISSING_IDS = 2_000_000
 """Ids one ``POST /missing`` may ask about (64 MiB of body; a 20 GiB image has ~330 000)."""
+
+MAX_BATCH_IDS = 64
+"""Chunks one ``POST /chunks`` may ask for (at most 64 files open for one answer)."""
+
+ABSENT = 2**64 - 1
+"""The length ``POST /chunks`` gives a chunk the point does not have."""
 
 PIECE = 1024 * 1024
 """Bytes read and sent at a time."""
@@ -139,6 +155,7 @@ class PointServer(ThreadingHTTPServer):
         """The most requests being answered at one time since the start."""
         self.counts: Counter[str] = Counter()
         """Requests received, by kind: chunk, index, manifest (found or not), missing,
+        chunks (a ``POST /chunks``; each chunk it asks for counts as a chunk too),
         health, and refused (a path or method outside the allow-list)."""
         if ":" in host:
             self.address_family = socket.AF_INET6
@@ -336,11 +353,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._get(body=False)
 
     def do_POST(self) -> None:
-        if self.path != "/missing":
+        if self.path == "/missing":
+            with self.server._counted("missing"):
+                self._missing()
+        elif self.path == "/chunks":
+            with self.server._counted("chunks"):
+                self._chunks()
+        else:
             self._refuse(HTTPStatus.NOT_FOUND)
-            return
-        with self.server._counted("missing"):
-            self._missing()
 
     def _refuse(self, status: HTTPStatus, *, close: bool = False) -> None:
         with self.server._counted("refused"):
@@ -384,7 +404,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if body and st.st_size:
                     self._stream(f, st.st_size)
 
-    def _stream(self, f: Any, size: int) -> None:
+    def _stream(self, f: Any, size: int) -> bool:
+        """Send ``size`` bytes of ``f``; False (the connection to be closed) when short."""
         try:
             if self.server.tls is None:
                 sent = self.connection.sendfile(f, 0, size)
@@ -396,36 +417,80 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             log.debug("client %s went away during a response", self.client_address[0])
             self.close_connection = True
-            return
+            return False
         if sent < size:  # the file shrank under us: the client sees a short body
             self.close_connection = True
+            return False
+        return True
 
-    def _missing(self) -> None:
+    def _ids(self, most: int) -> bytes | None:
+        """The request's body of at most ``most`` whole 32-byte ids; None once refused."""
         if self.headers.get("Transfer-Encoding") is not None:
             self._empty(HTTPStatus.LENGTH_REQUIRED, close=True)
-            return
+            return None
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
             self._empty(HTTPStatus.LENGTH_REQUIRED, close=True)
-            return
+            return None
         if length < 0 or length % ID_SIZE:
             self._empty(HTTPStatus.BAD_REQUEST, close=True)
-            return
-        if length > self.server.max_missing * ID_SIZE:
+            return None
+        if length > most * ID_SIZE:
             # The body is not read: the connection cannot be reused after it.
             self._empty(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, close=True)
-            return
+            return None
         pieces: list[bytes] = []
         left = length
         while left:
             piece = self.rfile.read(min(PIECE, left))
             if not piece:
                 self.close_connection = True
-                return
+                return None
             pieces.append(piece)
             left -= len(piece)
-        self._bytes(self.server.missing(b"".join(pieces)), "application/octet-stream", True)
+        return b"".join(pieces)
+
+    def _missing(self) -> None:
+        ids = self._ids(self.server.max_missing)
+        if ids is not None:
+            self._bytes(self.server.missing(ids), "application/octet-stream", True)
+
+    def _chunks(self) -> None:
+        ids = self._ids(MAX_BATCH_IDS)
+        if ids is None:
+            return
+        files: list[tuple[Any, int] | None] = []
+        try:
+            for at in range(0, len(ids), ID_SIZE):
+                h = ids[at : at + ID_SIZE].hex()
+                with self.server._lock:
+                    self.server.counts["chunk"] += 1
+                fd = self.server.open_file(("chunks", h[:4], f"{h}.cacnk"))
+                if fd is None:
+                    files.append(None)
+                else:
+                    f = open(fd, "rb")  # noqa: SIM115 -- closed below, with the others
+                    files.append((f, os.fstat(fd).st_size))
+            lengths = b"".join(
+                (ABSENT if item is None else item[1]).to_bytes(8, "big") for item in files
+            )
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header(
+                "Content-Length",
+                str(len(lengths) + sum(item[1] for item in files if item is not None)),
+            )
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(lengths)
+            for item in files:
+                if item is not None and item[1] and not self._stream(*item):
+                    return
+        finally:
+            for item in files:
+                if item is not None:
+                    item[0].close()
 
     def _bytes(self, data: bytes, content_type: str, body: bool) -> None:
         self.send_response(HTTPStatus.OK)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.imagestore import ImageStore
-from orchestrator.imagestore.point import MAX_MISSING_IDS, PointServer
+from orchestrator.imagestore.point import ABSENT, MAX_BATCH_IDS, MAX_MISSING_IDS, PointServer
 from orchestrator.imagestore.point import main as point_main
 from tests.imagestore.conftest import MiB, random_bytes
 from tests.imagestore.pointkit import Stored, publish, request, self_signed
@@ -230,6 +230,59 @@ def test_the_default_bound_on_missing_is_refused_before_the_body_is_read(
     # Only the headers are sent: the refusal does not wait for 64 MiB of body.
     status, _, _ = request(point.port, "POST", "/missing", b"", {"Content-Length": too_many})
     assert status == 413
+
+
+def _unframed(answer: bytes, asked: int) -> list[bytes | None]:
+    """The chunk files of a ``POST /chunks`` answer for ``asked`` ids (None: absent)."""
+    lengths = [int.from_bytes(answer[at : at + 8], "big") for at in range(0, 8 * asked, 8)]
+    files: list[bytes | None] = []
+    at = 8 * asked
+    for length in lengths:
+        if length == ABSENT:
+            files.append(None)
+        else:
+            files.append(answer[at : at + length])
+            at += length
+    assert at == len(answer)
+    return files
+
+
+def test_chunks_answers_each_asked_chunk_file_in_order_and_marks_the_absent(
+    point: PointServer, root: tuple[Path, Stored]
+) -> None:
+    folder, stored = root
+    have = [stored.index.chunk_id(i) for i in range(2)]
+    absent = bytes([1]) * 32
+    # A name that is a link to a real chunk is not served, as with GET.
+    linked = bytes([9]) * 32
+    (folder / "chunks" / linked.hex()[:4]).mkdir()
+    os.symlink(
+        folder / _chunk_path(have[0])[1:],
+        folder / "chunks" / linked.hex()[:4] / f"{linked.hex()}.cacnk",
+    )
+    asked = [have[0], absent, have[1], have[0], linked]
+
+    status, headers, answer = request(point.port, "POST", "/chunks", b"".join(asked))
+
+    assert status == 200 and headers["content-type"] == "application/octet-stream"
+    files = [(folder / _chunk_path(i)[1:]).read_bytes() for i in have]
+    assert _unframed(answer, len(asked)) == [files[0], None, files[1], files[0], None]
+    assert point.counts["chunks"] == 1 and point.counts["chunk"] == len(asked)
+    assert request(point.port, "POST", "/chunks", b"")[2] == b""
+
+
+def test_chunks_refuses_a_body_that_is_not_whole_ids_or_more_than_its_bound(
+    point: PointServer, root: tuple[Path, Stored]
+) -> None:
+    some = root[1].index.chunk_id(0)
+    assert request(point.port, "POST", "/chunks", b"x" * 33)[0] == 400
+    status, _, answer = request(point.port, "POST", "/chunks", some * MAX_BATCH_IDS)
+    assert status == 200 and len(_unframed(answer, MAX_BATCH_IDS)) == MAX_BATCH_IDS
+    status, headers, _ = request(point.port, "POST", "/chunks", some * (MAX_BATCH_IDS + 1))
+    assert status == 413 and headers["connection"] == "close"
+    assert request(point.port, "POST", "/chunks", None)[0] == 411
+    assert request(point.port, "GET", "/chunks")[0] == 404
+    assert request(point.port, "POST", "/chunks/")[0] == 404
 
 
 def test_writes_are_refused_and_nothing_changes(

@@ -5,7 +5,9 @@ output, re-hashing what it had recorded there."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import hashlib
 import os
 import shutil
@@ -13,9 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, timedelta
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,14 @@ from orchestrator.imagestore import (
 from orchestrator.imagestore import manifest as mf
 from orchestrator.imagestore.assemble import JOURNAL_MAGIC, JOURNAL_SUFFIX, PARTIAL_PREFIX
 from orchestrator.imagestore.errors import NotStaged, PointUnavailable, StoreError
-from orchestrator.imagestore.fetch import HttpStore, PullReport, load_keys, pull, seed_index
+from orchestrator.imagestore.fetch import (
+    ABSENT,
+    HttpStore,
+    PullReport,
+    load_keys,
+    pull,
+    seed_index,
+)
 from orchestrator.imagestore.point import PointServer
 from orchestrator.imagestore.pull import main as pull_main
 from tests.imagestore.conftest import MiB, derive, random_bytes
@@ -472,6 +483,10 @@ def test_a_pull_process_killed_mid_fetch_leaves_no_image_and_is_resumed(images: 
         assert not (images.client / "lab.img").exists()
         kept = len(set(journaled(images)))
         assert kept > 0
+        # The killed process's last request may still be being answered.
+        deadline = time.monotonic() + 10
+        while slow.in_flight and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert slow.counts["chunk"] < len(missing_chunks(images.lab.index, None))
         asked_before = slow.counts["chunk"]
 
@@ -552,6 +567,93 @@ def test_http_store_asks_the_point_which_chunks_it_lacks(point: PointServer, ima
             absent[1],
         ]
         assert store.missing([]) == []
+
+
+def test_chunks_are_asked_for_many_to_a_request(point: PointServer, images: Point) -> None:
+    report = _pull(point.url, images, seed=None, workers=2)
+    assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+    assert report.chunks_fetched == point.counts["chunk"] > 40
+    # Two workers, batches shrinking towards the end so both stay busy: far fewer
+    # requests than chunks, more than one per worker.
+    assert 2 < point.counts["chunks"] <= report.chunks_fetched // 4
+
+
+@contextlib.contextmanager
+def static_server(folder: Path) -> Iterator[str]:
+    """The standard library's static file server over ``folder`` (it answers POST with 501)."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *_: None  # type: ignore[attr-defined]
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            thread.join()
+
+
+def test_a_store_folder_served_by_a_plain_web_server_is_pulled_chunk_by_chunk(
+    images: Point,
+) -> None:
+    with static_server(images.root) as url:
+        report = _pull(url, images, seed=None)
+        with HttpStore(url) as store:
+            assert store.chunk_batch(_lacking(images)[:2]) is None
+            assert store.batches is False
+    assert (images.client / "lab.img").read_bytes() == images.lab.path.read_bytes()
+    assert report.chunks_fetched == len(missing_chunks(images.lab.index, None))
+
+
+class Framing(BaseHTTPRequestHandler):
+    """Answers every ``POST /chunks`` with the class's ``answer``."""
+
+    protocol_version = "HTTP/1.1"
+    answer = b""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.answer)))
+        self.end_headers()
+        self.wfile.write(self.answer)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def _framed(*lengths: int, body: bytes = b"") -> bytes:
+    return b"".join(n.to_bytes(8, "big") for n in lengths) + body
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "match"),
+    [
+        (_framed(3, 2, body=b"abcde"), None, None),
+        (_framed(3, ABSENT, body=b"abc"), ChunkMissing, ("02" * 32)),
+        (_framed(3), PointUnavailable, "not framed"),  # a short table
+        (_framed(3, 2, body=b"abcdef"), PointUnavailable, "not framed"),  # a byte too many
+        (_framed(3, 2, body=b"abcd"), PointUnavailable, "not framed"),  # a byte short
+        (_framed(3, 2000, body=b"abc" + b"x" * 2000), PointUnavailable, "not framed"),
+    ],
+    ids=["well framed", "absent", "short table", "long body", "short body", "oversized chunk"],
+)
+def test_a_batch_answer_is_taken_only_when_framed_exactly(
+    answer: bytes, error: type[Exception] | None, match: str | None
+) -> None:
+    handler = type("Answer", (Framing,), {"answer": answer})
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            with HttpStore(f"http://127.0.0.1:{server.server_address[1]}") as store:
+                ids = [b"\x01" * 32, b"\x02" * 32]
+                if error is None:
+                    assert store.chunk_batch(ids, max_size=100) == [b"abc", b"de"]
+                else:
+                    with pytest.raises(error, match=match):
+                        store.chunk_batch(ids, max_size=100)
+        finally:
+            server.shutdown()
 
 
 def test_a_point_that_is_not_there_is_unavailable_not_a_hang(images: Point) -> None:
