@@ -94,19 +94,20 @@ class Digest(enum.Enum):
 
 @dataclass(frozen=True)
 class ChunkSizes:
-    """Content-defined chunking bounds, in bytes; casync's defaults 16/64/256 KiB.
+    """Content-defined chunking bounds, in bytes: by default casync's minimum
+    and maximum (16 and 256 KiB) around half its average (32 KiB, casync's 64).
 
-    Smaller chunks send less over a building's link (a change costs the
-    chunks around it) but cost a chunk file and a request each: with a 32 KiB
-    average the benchmark's ext4 delta was 0.82x casync's instead of 0.97x,
-    and the rebuild over HTTP 0.35x casync's instead of 0.23 to 0.28x
-    (docs/image-store.md). A store keeps the sizes it was made with
-    (``ImageStore``, digest too), so its images go on sharing chunks whatever
-    this default.
+    A change in an image costs the chunks around it, so smaller chunks send
+    less over a building's link: on the benchmark's ext4 pair the derivative's
+    delta is 0.82x casync's (0.97x when cut at 64 KiB), for twice the chunk
+    files and requests, which batched fetching (``POST /chunks``) pays for
+    (docs/performance.md). casync and desync read
+    the sizes from the index. A store keeps the sizes it was made with
+    (``ImageStore``), so its images go on sharing chunks whatever this default.
     """
 
     min: int = 16 * 1024
-    avg: int = 64 * 1024
+    avg: int = 32 * 1024
     max: int = 256 * 1024
 
     def __post_init__(self) -> None:

@@ -100,7 +100,7 @@ def test_a_derivative_stores_only_the_chunks_its_base_lacks(
     assert shared.own_stored_bytes == sum(store.chunks.stored_size(i) or 0 for i in added)
 
 
-OTHER_SIZES = ChunkSizes(16 * 1024, 32 * 1024, 256 * 1024)
+OTHER_SIZES = ChunkSizes(16 * 1024, 64 * 1024, 256 * 1024)
 
 
 def test_a_store_cuts_new_images_as_its_images_were_cut_so_they_share_chunks(
