@@ -27,8 +27,10 @@ Only regular files are served, streamed (``sendfile`` on plain HTTP) with
 request's overhead (here, in Python, most of a chunk's cost) per batch, not
 per chunk: for each id asked, in order, its chunk file's length as 8 bytes
 big-endian (``2**64 - 1`` for a chunk the point does not have), then the
-files' bytes one after the other. Every file is opened before the answer
-starts; a file that shrinks while it is sent ends the connection, so the
+files' bytes one after the other. The sizes are read before the answer
+starts, and each file is opened again to be sent, one at a time (an answer
+holds one descriptor, as a ``GET`` does); a file gone or changed in size
+meanwhile, or that shrinks while it is sent, ends the connection, so the
 client sees a short body, never another chunk's bytes in its place.
 
 The point does not check chunk contents: it cannot tell a good chunk from a
@@ -460,37 +462,42 @@ class _Handler(BaseHTTPRequestHandler):
         ids = self._ids(MAX_BATCH_IDS)
         if ids is None:
             return
-        files: list[tuple[Any, int] | None] = []
-        try:
-            for at in range(0, len(ids), ID_SIZE):
-                h = ids[at : at + ID_SIZE].hex()
-                with self.server._lock:
-                    self.server.counts["chunk"] += 1
-                fd = self.server.open_file(("chunks", h[:4], f"{h}.cacnk"))
-                if fd is None:
-                    files.append(None)
-                else:
-                    f = open(fd, "rb")  # noqa: SIM115 -- closed below, with the others
-                    files.append((f, os.fstat(fd).st_size))
-            lengths = b"".join(
-                (ABSENT if item is None else item[1]).to_bytes(8, "big") for item in files
-            )
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header(
-                "Content-Length",
-                str(len(lengths) + sum(item[1] for item in files if item is not None)),
-            )
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(lengths)
-            for item in files:
-                if item is not None and item[1] and not self._stream(*item):
+        # Each file is opened twice, for its size and then to be sent, so an answer
+        # holds one descriptor at a time, as a GET does: a lab's clients asking all
+        # at once must not run the point out of descriptors.
+        parts: list[tuple[str, str, str]] = []
+        sizes: list[int | None] = []
+        for at in range(0, len(ids), ID_SIZE):
+            h = ids[at : at + ID_SIZE].hex()
+            parts.append(("chunks", h[:4], f"{h}.cacnk"))
+            with self.server._lock:
+                self.server.counts["chunk"] += 1
+            fd = self.server.open_file(parts[-1])
+            if fd is None:
+                sizes.append(None)
+            else:
+                try:
+                    sizes.append(os.fstat(fd).st_size)
+                finally:
+                    os.close(fd)
+        lengths = b"".join((ABSENT if n is None else n).to_bytes(8, "big") for n in sizes)
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(lengths) + sum(n for n in sizes if n)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(lengths)
+        for where, size in zip(parts, sizes, strict=True):
+            if not size:
+                continue
+            fd = self.server.open_file(where)
+            if fd is None:  # removed (a prune) since its size was read
+                self.close_connection = True
+                return
+            with open(fd, "rb") as f:
+                if os.fstat(fd).st_size != size or not self._stream(f, size):
+                    self.close_connection = True
                     return
-        finally:
-            for item in files:
-                if item is not None:
-                    item[0].close()
 
     def _bytes(self, data: bytes, content_type: str, body: bool) -> None:
         self.send_response(HTTPStatus.OK)

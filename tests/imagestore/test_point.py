@@ -15,8 +15,9 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -269,6 +270,32 @@ def test_chunks_answers_each_asked_chunk_file_in_order_and_marks_the_absent(
     assert _unframed(answer, len(asked)) == [files[0], None, files[1], files[0], None]
     assert point.counts["chunks"] == 1 and point.counts["chunk"] == len(asked)
     assert request(point.port, "POST", "/chunks", b"")[2] == b""
+
+
+class CountingPoint(PointServer):
+    """Records how many descriptors the process has open at each chunk file's opening."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.open_at: list[int] = []
+
+    def open_file(self, parts: Sequence[str]) -> int | None:
+        self.open_at.append(len(os.listdir("/proc/self/fd")))
+        return super().open_file(parts)
+
+
+def test_a_batch_answer_holds_one_chunk_file_open_at_a_time(
+    root: tuple[Path, Stored],
+) -> None:
+    index = root[1].index
+    ids = [index.chunk_id(i) for i in range(min(len(index), MAX_BATCH_IDS))]
+    assert len(ids) > 16
+    with CountingPoint(root[0]) as counting:
+        status, _, answer = request(counting.port, "POST", "/chunks", b"".join(ids))
+    assert status == 200 and None not in _unframed(answer, len(ids))
+    # Every file is opened twice (its size, then its bytes), never two at once.
+    assert len(counting.open_at) == 2 * len(ids)
+    assert max(counting.open_at) - min(counting.open_at) <= 1
 
 
 def test_chunks_refuses_a_body_that_is_not_whole_ids_or_more_than_its_bound(

@@ -605,6 +605,32 @@ def test_a_store_folder_served_by_a_plain_web_server_is_pulled_chunk_by_chunk(
     assert report.chunks_fetched == len(missing_chunks(images.lab.index, None))
 
 
+class PruningPoint(PointServer):
+    """A point whose ``doomed`` chunk is removed right after its size is read."""
+
+    doomed = ""
+
+    def open_file(self, parts: Sequence[str]) -> int | None:
+        fd = super().open_file(parts)
+        if fd is not None and parts[-1] == f"{self.doomed}.cacnk":
+            (self.root.joinpath(*parts)).unlink()
+        return fd
+
+
+def test_a_chunk_removed_while_its_batch_is_answered_is_a_short_answer_not_another_chunk(
+    images: Point,
+) -> None:
+    ids = _lacking(images)[:3]
+    with PruningPoint(images.root) as pruning:
+        pruning.doomed = ids[1].hex()
+        with HttpStore(pruning.url) as store:
+            with pytest.raises(PointUnavailable, match="more expected"):
+                store.chunk_batch(ids)
+            # The connection was ended; the next request opens another and is answered.
+            assert store.chunk_bytes(ids[0]) == images.chunk_file(ids[0]).read_bytes()
+            assert store.connections_opened == 2
+
+
 class Framing(BaseHTTPRequestHandler):
     """Answers every ``POST /chunks`` with the class's ``answer``."""
 
