@@ -76,7 +76,9 @@ def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int
         " output beside --out",
     )
     parser.add_argument("--ca-file", type=Path, help="PEM certificate(s) an HTTPS point chains to")
-    parser.add_argument("--workers", type=int, default=8, help="chunks fetched at once")
+    parser.add_argument(
+        "--workers", type=int, default=8, help="requests at once (each for up to 32 chunks)"
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
