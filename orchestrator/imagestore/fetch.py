@@ -105,6 +105,7 @@ from orchestrator.imagestore.errors import (
     StoreError,
     UnsafeName,
 )
+from orchestrator.imagestore.point import ABSENT, MAX_BATCH_IDS
 from orchestrator.imagestore.store import (
     ChunkStore,
     ImageStore,
@@ -124,11 +125,9 @@ COMMIT_SECONDS = 1.0
 recorded for resuming (:meth:`PartialOutput.record`): a killed pull loses at most this much."""
 MISSING_BATCH = 1_000_000
 """Ids asked about in one ``POST /missing`` (the point refuses more than 2 000 000)."""
-FETCH_BATCH = 32
-"""Chunks asked for in one ``POST /chunks`` at most (the point refuses more than 64);
-fewer near the end of a fetch, so every worker still has some."""
-ABSENT = 2**64 - 1
-"""The length ``POST /chunks`` gives a chunk the point does not have."""
+FETCH_BATCH = MAX_BATCH_IDS // 2
+"""Chunks asked for in one ``POST /chunks`` at most (32; the point refuses more than
+64); fewer near the end of a fetch, so every worker still has some."""
 _NO_BATCHES = frozenset(
     {HTTPStatus.NOT_FOUND, HTTPStatus.METHOD_NOT_ALLOWED, HTTPStatus.NOT_IMPLEMENTED}
 )
@@ -249,7 +248,7 @@ class HttpStore:
         """Every body byte received through this store so far."""
         self.batches = True
         """Whether chunks are asked for many at a time; False once the point has said
-        (404) it does not answer ``POST /chunks``."""
+        (404, 405 or 501) it does not answer ``POST /chunks``."""
 
     def __enter__(self) -> HttpStore:
         return self
@@ -411,12 +410,15 @@ class HttpStore:
         serving the store's folder does.
 
         Raises:
+            ValueError: more than the point's ``MAX_BATCH_IDS`` (64) ids.
             UnsafeName: an id that is not 32 bytes.
             ChunkMissing: the point has not one of them (the first it lacks).
             PointUnavailable: see :meth:`request`, or an answer not framed as the
                 point's module says (a length over ``max_size`` compressed, a body
                 longer or shorter than its lengths).
         """
+        if len(ids) > MAX_BATCH_IDS:
+            raise ValueError(f"{len(ids)} chunks; a point answers at most {MAX_BATCH_IDS}")
         for chunk_id in ids:
             if len(chunk_id) != ID_SIZE:
                 raise UnsafeName(f"a chunk id is {ID_SIZE} bytes, not {len(chunk_id)}")

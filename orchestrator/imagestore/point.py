@@ -76,7 +76,7 @@ MAX_MISSING_IDS = 2_000_000
 """Ids one ``POST /missing`` may ask about (64 MiB of body; a 20 GiB image has ~330 000)."""
 
 MAX_BATCH_IDS = 64
-"""Chunks one ``POST /chunks`` may ask for (at most 64 files open for one answer)."""
+"""Chunks one ``POST /chunks`` may ask for (64 files to open twice for one answer)."""
 
 ABSENT = 2**64 - 1
 """The length ``POST /chunks`` gives a chunk the point does not have."""
@@ -93,10 +93,15 @@ _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OPEN_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
+def _chunk_parts(hexid: str) -> tuple[str, str, str]:
+    """The path components under the root of the chunk file of ``hexid`` (64 hex)."""
+    return "chunks", hexid[:4], f"{hexid}.cacnk"
+
+
 def _file_parts(path: str) -> tuple[str, tuple[str, ...]] | None:
     """(kind, path components under the root) of an allowed path, or None."""
     if m := _CHUNK.fullmatch(path):
-        return "chunk", ("chunks", m.group(1), f"{m.group(2)}.cacnk")
+        return "chunk", _chunk_parts(m.group(2))
     for kind, folder, suffix, pattern in (
         ("index", "indexes", ".caibx", _INDEX),
         ("manifest", "manifests", ".json", _MANIFEST),
@@ -465,14 +470,12 @@ class _Handler(BaseHTTPRequestHandler):
         # Each file is opened twice, for its size and then to be sent, so an answer
         # holds one descriptor at a time, as a GET does: a lab's clients asking all
         # at once must not run the point out of descriptors.
-        parts: list[tuple[str, str, str]] = []
+        parts = [_chunk_parts(ids[at : at + ID_SIZE].hex()) for at in range(0, len(ids), ID_SIZE)]
+        with self.server._lock:
+            self.server.counts["chunk"] += len(parts)
         sizes: list[int | None] = []
-        for at in range(0, len(ids), ID_SIZE):
-            h = ids[at : at + ID_SIZE].hex()
-            parts.append(("chunks", h[:4], f"{h}.cacnk"))
-            with self.server._lock:
-                self.server.counts["chunk"] += 1
-            fd = self.server.open_file(parts[-1])
+        for where in parts:
+            fd = self.server.open_file(where)
             if fd is None:
                 sizes.append(None)
             else:

@@ -38,14 +38,13 @@ from orchestrator.imagestore import manifest as mf
 from orchestrator.imagestore.assemble import JOURNAL_MAGIC, JOURNAL_SUFFIX, PARTIAL_PREFIX
 from orchestrator.imagestore.errors import NotStaged, PointUnavailable, StoreError
 from orchestrator.imagestore.fetch import (
-    ABSENT,
     HttpStore,
     PullReport,
     load_keys,
     pull,
     seed_index,
 )
-from orchestrator.imagestore.point import PointServer
+from orchestrator.imagestore.point import ABSENT, MAX_BATCH_IDS, PointServer
 from orchestrator.imagestore.pull import main as pull_main
 from tests.imagestore.conftest import MiB, derive, random_bytes
 from tests.imagestore.pointkit import (
@@ -576,6 +575,8 @@ def test_chunks_are_asked_for_many_to_a_request(point: PointServer, images: Poin
     # Two workers, batches shrinking towards the end so both stay busy: far fewer
     # requests than chunks, more than one per worker.
     assert 2 < point.counts["chunks"] <= report.chunks_fetched // 4
+    with HttpStore(point.url) as store, pytest.raises(ValueError, match="at most 64"):
+        store.chunk_batch([b"\x01" * 32] * (MAX_BATCH_IDS + 1))
 
 
 @contextlib.contextmanager
