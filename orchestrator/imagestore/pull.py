@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
@@ -38,6 +38,19 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.imagestore.fetch import load_keys, pull
 
 MiB = 1024 * 1024
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = 0
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+        return value
+
+    return parse
 
 
 def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int:
@@ -77,9 +90,14 @@ def main(argv: Sequence[str] | None = None, *, today: date | None = None) -> int
     )
     parser.add_argument("--ca-file", type=Path, help="PEM certificate(s) an HTTPS point chains to")
     parser.add_argument(
-        "--workers", type=int, default=8, help="requests at once (each for up to 32 chunks)"
+        "--workers",
+        type=_positive(int),
+        default=8,
+        help="requests at once (each for up to 32 chunks)",
     )
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    parser.add_argument(
+        "--timeout", type=_positive(float), default=30.0, help="seconds per request"
+    )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")

@@ -518,6 +518,21 @@ def test_the_pull_command_exits_with_the_refusal_before_fetching(
     assert point.counts["chunk"] == point.counts["index"] == 0
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--workers", "0"), ("--workers", "x"), ("--timeout", "-1"), ("--timeout", "nan")],
+)
+def test_the_pull_command_refuses_workers_or_timeout_not_above_zero(
+    point: PointServer, images: Point, capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        pull_main(_cli_args(point.url, images, **{option: value}), today=TODAY)
+    assert exited.value.code == 2
+    assert f"argument {option}: {value!r} is not a number above 0" in capsys.readouterr().err
+    assert sum(point.counts.values()) == 0
+    assert not (images.client / "lab.img").exists()
+
+
 def test_keys_files_are_read_as_store_keys_prints_them_and_a_wrong_id_refused(
     tmp_path: Path,
 ) -> None:
