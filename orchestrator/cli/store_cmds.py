@@ -95,6 +95,9 @@ def stats_cmd(as_json: bool = JSON_OPTION) -> None:
     if as_json:
         print_json(figures)
         return
+    if not figures.images:
+        console.print("the store is empty", highlight=False)
+        return
     t = Table(
         title=f"image store ({render.counted(len(figures.images), 'image')})", **render.TABLE_STYLE
     )
@@ -120,9 +123,7 @@ def stats_cmd(as_json: bool = JSON_OPTION) -> None:
     console.print(t)
     console.print(
         f"logical {size(figures.logical_bytes)}, stored {size(figures.stored_bytes)} "
-        f"({figures.ratio:.1f}x)"
-        if figures.stored_bytes
-        else "the store is empty",
+        f"({figures.ratio:.1f}x)",
         highlight=False,
     )
 
