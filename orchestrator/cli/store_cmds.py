@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from orchestrator.cli import render
@@ -59,8 +67,32 @@ def _said(v: image_store.ImportView) -> str:
     return "\n".join(lines)
 
 
+def _bar(*columns: ProgressColumn) -> Progress:
+    """A progress bar on a terminal; a pipe or a log gets the result line only."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        *columns,
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
 def _import(kind: Kind, file: Path, ref: str, as_json: bool) -> None:
-    view = image_store.import_artifact(state.ctx, state.actor(), kind, ref, file)
+    with _bar(DownloadColumn(binary_units=True), TimeRemainingColumn()) as bar:
+        task = bar.add_task(f"checking {file.name}", total=None)
+        phases = ["checking"]
+
+        def shown(phase: str, done: int, total: int) -> None:
+            if phase != phases[-1]:  # a new pass over the file: its own estimate of the time left
+                phases.append(phase)
+                bar.reset(task, description=f"{phase} {file.name}", total=total)
+            bar.update(task, completed=done, total=total)
+
+        view = image_store.import_artifact(
+            state.ctx, state.actor(), kind, ref, file, progress=shown
+        )
     if as_json:
         print_json(view)
     else:
@@ -131,7 +163,13 @@ def stats_cmd(as_json: bool = JSON_OPTION) -> None:
 @store_app.command("verify")
 def verify_cmd() -> None:
     """Re-hash every chunk of every stored image, and check each index (IT)."""
-    check = image_store.verify(state.ctx, state.actor())
+    with _bar(MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task("checking chunks", total=None)
+
+        def shown(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        check = image_store.verify(state.ctx, state.actor(), progress=shown)
     for line in check.bad_indexes:
         console.print(f"index: {line}", highlight=False, markup=False)
     for chunk_id in check.chunks.missing:
@@ -291,14 +329,7 @@ def stage_cmd(
     """Send a building's distribution point what it lacks of a released image."""
     kind = Kind.PACKAGE if package else (Kind.CUSTOM_IMAGE if "/" in ref else Kind.BASE_IMAGE)
     credentials = vault.credentials_from_settings(state.ctx, state.settings)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,  # a pipe or a log gets the result line only
-    ) as bar:
+    with _bar(MofNCompleteColumn(), TextColumn("chunks"), TimeRemainingColumn()) as bar:
         task = bar.add_task(f"staging {ref} to {building}", total=None)
 
         def shown(v: staging.StagingView) -> None:

@@ -72,6 +72,8 @@ _MAX_COMPRESSED = CHUNK_SIZE_LIMIT + CHUNK_SIZE_LIMIT // 64 + 1024
 _PIECE = 1024 * 1024
 # An index file this large would describe more than a petabyte.
 _MAX_INDEX_FILE = 1 << 30
+PROGRESS_STEP = 8 * 1024 * 1024
+"""How many bytes an import reads between two calls of its ``progress``."""
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -607,8 +609,18 @@ class ImageStore:
         """Chunk a file into an index without storing anything (e.g. to describe a seed)."""
         return self._chunk(path, store=False)[0]
 
-    def import_file(self, name: str, path: Path | str, *, replace: bool = False) -> ImportReport:
+    def import_file(
+        self,
+        name: str,
+        path: Path | str,
+        *,
+        replace: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportReport:
         """Chunk a file, store the chunks the store lacks, write ``indexes/<name>.caibx``.
+
+        ``progress``, when given, is called with the bytes of the file chunked so
+        far, every ``PROGRESS_STEP`` bytes and once at the end.
 
         Raises:
             UnsafeName: the name is outside the allow-list.
@@ -617,12 +629,14 @@ class ImageStore:
         target = self.index_path(name)
         if target.exists() and not replace:
             raise StoreError(f"image {name!r} is already in the store")
-        index, new_chunks, new_bytes, zero_bytes = self._chunk(path, store=True)
+        index, new_chunks, new_bytes, zero_bytes = self._chunk(path, store=True, progress=progress)
         # Every chunk is durable (fsynced and renamed) before the index names it.
         write_index(target, index)
         return ImportReport(name, index.size, len(index), new_chunks, new_bytes, zero_bytes)
 
-    def _chunk(self, path: Path | str, *, store: bool) -> tuple[Index, int, int, int]:
+    def _chunk(
+        self, path: Path | str, *, store: bool, progress: Callable[[int], None] | None = None
+    ) -> tuple[Index, int, int, int]:
         source = names.plain_file(path)
         index = Index(digest=self.digest, sizes=self.sizes)
         seen: set[bytes] = set()
@@ -631,6 +645,8 @@ class ImageStore:
         staged: list[StagedChunk] = []
         touched: set[Path] = set()
         pool = ThreadPoolExecutor(max_workers=self.workers) if store else None
+        read = 0
+        told = PROGRESS_STEP
 
         def collect(final: bool) -> None:
             # Waits for the oldest only: the workers keep busy while the file is chunked.
@@ -651,6 +667,10 @@ class ImageStore:
             with open(source, "rb", buffering=0) as f:
                 for c in chunker.chunks(f, sizes=self.sizes, digest=self.digest):
                     index.append(c.id, c.length)
+                    read += c.length
+                    if progress is not None and read >= told:
+                        progress(read)
+                        told = read + PROGRESS_STEP
                     if c.zero:
                         zero_bytes += c.length
                     if pool is None or c.id in seen:
@@ -665,6 +685,8 @@ class ImageStore:
             if pool is not None:
                 collect(final=True)
                 self.chunks.sync(touched)
+            if progress is not None:
+                progress(read)
         except BaseException as exc:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -693,8 +715,17 @@ class ImageStore:
 
     # -- checking and figures ------------------------------------------------------
 
-    def verify(self, indexes: Iterable[Index] | None = None) -> VerifyReport:
-        """Re-hash every chunk the given indexes (all the store's, by default) need."""
+    def verify(
+        self,
+        indexes: Iterable[Index] | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> VerifyReport:
+        """Re-hash every chunk the given indexes (all the store's, by default) need.
+
+        ``progress``, when given, is called with (chunks checked, chunks to check)
+        before the first and after every 256th chunk and the last.
+        """
         if indexes is None:
             indexes = [self.index(n) for n in self.names()]
         wanted: dict[bytes, tuple[Digest, int]] = {}
@@ -703,13 +734,18 @@ class ImageStore:
                 wanted.setdefault(chunk_id, (index.digest, index.sizes.max))
         missing: list[str] = []
         corrupt: list[tuple[str, str]] = []
-        for chunk_id, (digest, max_size) in sorted(wanted.items()):
+        total = len(wanted)
+        if progress is not None:
+            progress(0, total)
+        for done, (chunk_id, (digest, max_size)) in enumerate(sorted(wanted.items()), 1):
             try:
                 self.chunks.get(chunk_id, digest=digest, max_size=max_size)
             except ChunkMissing:
                 missing.append(chunk_id.hex())
             except ChunkCorrupt as exc:
                 corrupt.append((chunk_id.hex(), str(exc)))
+            if progress is not None and (done % 256 == 0 or done == total):
+                progress(done, total)
         return VerifyReport(len(wanted), missing, corrupt)
 
     def stats(self, index: Index) -> IndexStats:

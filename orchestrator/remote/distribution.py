@@ -33,7 +33,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from email.utils import formatdate, parsedate_to_datetime
 from http import HTTPStatus
@@ -78,10 +78,27 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
     return first, min(last, size - 1)
 
 
-def sha256_file(path: Path | str) -> str:
-    """The file's SHA-256 as hex, read in chunks."""
+def sha256_file(path: Path | str, *, progress: Callable[[int], None] | None = None) -> str:
+    """The file's SHA-256 as hex, read in chunks.
+
+    ``progress``, when given, is called with the bytes read so far after every
+    8 MiB and at the end.
+    """
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        if progress is None:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+        h = hashlib.sha256()
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        read = told = 0
+        while n := f.readinto(buf):
+            h.update(view[:n])
+            read += n
+            if read - told >= 8 << 20:
+                progress(read)
+                told = read
+        progress(read)
+        return h.hexdigest()
 
 
 class DistributionServer(ThreadingHTTPServer):

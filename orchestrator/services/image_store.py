@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -103,7 +104,20 @@ class ImportView:
     signed: bool
 
 
-def import_artifact(ctx: Context, actor: Actor, kind: Kind, ref: str, path: Path) -> ImportView:
+ImportProgress = Callable[[str, int, int], None]
+"""Told (phase, bytes done, bytes in all) as an import goes: the phase is
+``"checking"`` while the file's SHA-256 is computed, then ``"importing"``."""
+
+
+def import_artifact(
+    ctx: Context,
+    actor: Actor,
+    kind: Kind,
+    ref: str,
+    path: Path,
+    *,
+    progress: ImportProgress | None = None,
+) -> ImportView:
     """Take in a catalog entry's artifact; see the module's docstring.
 
     Raises:
@@ -123,7 +137,15 @@ def import_artifact(ctx: Context, actor: Actor, kind: Kind, ref: str, path: Path
         _check_importable(session, row)
         registered = row.artifact_sha256
         base_name = _manifest_name(session, row.base_id) if row.base_id else None
-    actual = sha256_file(source)
+    total = source.stat().st_size
+
+    def told(phase: str) -> Callable[[int], None] | None:
+        if progress is None:
+            return None
+        tell = progress
+        return lambda done: tell(phase, done, total)
+
+    actual = sha256_file(source, progress=told("checking"))
     restarted = False
     if registered is None:
         # The first bytes of this entry: they become its artifact, and the chain judges them.
@@ -143,7 +165,7 @@ def import_artifact(ctx: Context, actor: Actor, kind: Kind, ref: str, path: Path
     name = store_name(row)
     with open_store(ctx) as store:
         # Replacing is right: an index without its row is a crash between the two.
-        report = store.import_file(name, source, replace=True)
+        report = store.import_file(name, source, replace=True, progress=told("importing"))
         index_bytes = store.index_path(name).read_bytes()
         index = decode(index_bytes, source=name)
         shared = None
@@ -461,9 +483,12 @@ class StoreCheck:
         return self.chunks.ok and not self.bad_indexes
 
 
-def verify(ctx: Context, actor: Actor) -> StoreCheck:
+def verify(
+    ctx: Context, actor: Actor, *, progress: Callable[[int, int], None] | None = None
+) -> StoreCheck:
     """Re-hash every chunk every stored image needs; check each index file against
-    the SHA-256 recorded at import. IT only.
+    the SHA-256 recorded at import. IT only. ``progress`` is told (chunks checked,
+    chunks to check) as it goes.
 
     Raises: Refused.
     """
@@ -485,7 +510,7 @@ def verify(ctx: Context, actor: Actor) -> StoreCheck:
                 continue
             # The bytes just checked, not the file read again.
             good.append(decode(data, source=path.name))
-        report = store.verify(good)
+        report = store.verify(good, progress=progress)
     return StoreCheck(len(rows), report, bad)
 
 

@@ -95,3 +95,27 @@ def test_verify_reports_the_missing_and_the_corrupt_chunks_of_the_indexes(
     assert [c for c, _ in report.corrupt] == [bad.hex()]
     assert report.checked == len(index.unique_ids() | store.index("b").unique_ids())
     assert store.verify([store.index("b")]).ok
+
+
+def test_an_import_tells_its_progress_in_steps_up_to_the_whole_file(
+    store: ImageStore, write: Write
+) -> None:
+    told: list[int] = []
+    size = 20 * MiB
+    store.import_file("a", write("a.img", random_bytes(size, 41)), progress=told.append)
+
+    assert told == sorted(told) and told[-1] == size
+    # About one call per step of 8 MiB, not one per chunk.
+    assert 2 <= len(told) <= 4
+
+
+def test_verify_tells_how_many_chunks_it_has_checked_of_all(
+    store: ImageStore, write: Write
+) -> None:
+    store.import_file("a", write("a.img", random_bytes(12 * MiB, 42)))
+    told: list[tuple[int, int]] = []
+
+    report = store.verify(progress=lambda done, total: told.append((done, total)))
+
+    assert told[0] == (0, report.checked) and told[-1] == (report.checked, report.checked)
+    assert [d for d, _ in told] == sorted(d for d, _ in told)

@@ -502,3 +502,25 @@ def test_bytes_stored_before_their_file_digest_was_kept_are_not_signed_until_imp
 
     assert again.signed and again.new_chunks == 0
     assert image_store.signed_manifest(district.ctx, it, Kind.BASE_IMAGE, stored_base)
+
+
+def test_an_import_tells_its_two_passes_over_the_file_each_up_to_its_size(
+    district: District, base_file: Path
+) -> None:
+    ref = district.base(artifact=str(base_file))
+    told: list[tuple[str, int, int]] = []
+
+    image_store.import_artifact(
+        district.ctx,
+        district["it.ana"],
+        Kind.BASE_IMAGE,
+        ref,
+        base_file,
+        progress=lambda phase, done, total: told.append((phase, done, total)),
+    )
+
+    phases = [p for p, _, _ in told]
+    assert phases == sorted(phases)  # "checking" (its SHA-256) before "importing"
+    for phase in ("checking", "importing"):
+        mine = [(done, total) for p, done, total in told if p == phase]
+        assert mine and mine[-1] == (8 * MIB, 8 * MIB)
