@@ -82,11 +82,12 @@ def _bar(*columns: ProgressColumn) -> Progress:
 def _import(kind: Kind, file: Path, ref: str, as_json: bool) -> None:
     with _bar(DownloadColumn(binary_units=True), TimeRemainingColumn()) as bar:
         task = bar.add_task(f"checking {file.name}", total=None)
-        phases = ["checking"]
+        current = "checking"
 
         def shown(phase: str, done: int, total: int) -> None:
-            if phase != phases[-1]:  # a new pass over the file: its own estimate of the time left
-                phases.append(phase)
+            nonlocal current
+            if phase != current:  # a new pass over the file: its own estimate of the time left
+                current = phase
                 bar.reset(task, description=f"{phase} {file.name}", total=total)
             bar.update(task, completed=done, total=total)
 
