@@ -8,6 +8,7 @@
         ├── MalformedIndex      422  a .caibx index that does not follow casync's format
         ├── ChunkMissing        404  a chunk an index needs is not in the store
         ├── ChunkCorrupt        500  a stored chunk does not decompress or hash to its id
+        ├── SourceChanged       409  a file changed between its check and its import
         ├── NotStaged           404  a distribution point holds no manifest or index of an image
         └── PointUnavailable    502  a distribution point cannot be reached, or answers
                                      outside its protocol (status, length, TLS)
@@ -74,6 +75,14 @@ class ChunkCorrupt(StoreError):
     def __init__(self, chunk_id: str, reason: str) -> None:
         super().__init__(f"chunk {chunk_id} is corrupt: {reason}")
         self.chunk_id = chunk_id
+
+
+class SourceChanged(StoreError):
+    """The bytes an import read are not those the file held when it was checked."""
+
+    code = "source_changed"
+    http_status = 409
+    exit_code = 5
 
 
 class NotStaged(StoreError):

@@ -29,6 +29,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import hashlib
 import io
 import os
 import sys
@@ -57,6 +58,7 @@ from orchestrator.imagestore.errors import (
     ChunkCorrupt,
     ChunkMissing,
     MalformedIndex,
+    SourceChanged,
     StoreBusy,
     StoreError,
     UnsafeName,
@@ -616,26 +618,44 @@ class ImageStore:
         *,
         replace: bool = False,
         progress: Callable[[int], None] | None = None,
+        expect_sha256: str | None = None,
     ) -> ImportReport:
         """Chunk a file, store the chunks the store lacks, write ``indexes/<name>.caibx``.
 
         ``progress``, when given, is called with the bytes of the file chunked so
-        far, every ``PROGRESS_STEP`` bytes and once at the end.
+        far, every ``PROGRESS_STEP`` bytes and once at the end. ``expect_sha256``,
+        when given, is the whole file's SHA-256 as hex: the bytes chunked are
+        hashed as they go, and no index is written unless they match it.
 
         Raises:
             UnsafeName: the name is outside the allow-list.
+            SourceChanged: the bytes read do not hash to ``expect_sha256``.
             StoreError: the image exists (without ``replace``), or a read or write failed.
         """
         target = self.index_path(name)
         if target.exists() and not replace:
             raise StoreError(f"image {name!r} is already in the store")
-        index, new_chunks, new_bytes, zero_bytes = self._chunk(path, store=True, progress=progress)
+        whole = hashlib.sha256() if expect_sha256 is not None else None
+        index, new_chunks, new_bytes, zero_bytes = self._chunk(
+            path, store=True, progress=progress, whole=whole
+        )
+        if whole is not None and whole.hexdigest() != expect_sha256:
+            # The chunks stay (unreferenced, for gc): only an index makes them an image.
+            raise SourceChanged(
+                f"{path}: the bytes read have SHA-256 {whole.hexdigest()}, not the "
+                f"{expect_sha256} it had when checked: it changed while it was imported"
+            )
         # Every chunk is durable (fsynced and renamed) before the index names it.
         write_index(target, index)
         return ImportReport(name, index.size, len(index), new_chunks, new_bytes, zero_bytes)
 
     def _chunk(
-        self, path: Path | str, *, store: bool, progress: Callable[[int], None] | None = None
+        self,
+        path: Path | str,
+        *,
+        store: bool,
+        progress: Callable[[int], None] | None = None,
+        whole: hashlib._Hash | None = None,
     ) -> tuple[Index, int, int, int]:
         source = names.plain_file(path)
         index = Index(digest=self.digest, sizes=self.sizes)
@@ -668,6 +688,8 @@ class ImageStore:
                 for c in chunker.chunks(f, sizes=self.sizes, digest=self.digest):
                     index.append(c.id, c.length)
                     read += c.length
+                    if whole is not None:
+                        whole.update(c.data)
                     if progress is not None and read >= told:
                         progress(read)
                         told = read + PROGRESS_STEP

@@ -784,7 +784,9 @@ def authorize_maintain(actor: Actor, row: Releasable) -> None:
 class Revision:
     """What to change; None leaves a field as it is."""
 
-    artifact: str | None = None
+    artifact: str | ArtifactRef | None = None
+    """A reference to check and hash, or one the caller has hashed (the image
+    store's import, which hashes every byte again as it takes them in)."""
     artifact_sha256: str | None = None
     models: list[str] | None = None
     packages: list[str] | None = None
@@ -828,7 +830,11 @@ def revise(ctx: Context, actor: Actor, kind: Kind, ref: str, rev: Revision) -> R
         assert row.id is not None
         before = snapshot(row)
         if rev.artifact is not None:
-            art = artifact(rev.artifact, rev.artifact_sha256)
+            art = (
+                rev.artifact
+                if isinstance(rev.artifact, ArtifactRef)
+                else artifact(rev.artifact, rev.artifact_sha256)
+            )
             row.artifact_ref, row.artifact_sha256 = art.ref, art.sha256
         if rev.detection_rule is not None:
             if kind is not Kind.PACKAGE:

@@ -15,6 +15,8 @@ for a customized image and the building's packages: whoever maintains it):
 * the store (:class:`orchestrator.imagestore.store.ImageStore`, under
   ``images/`` by default) splits it into content-defined chunks and keeps only
   the chunks it lacks, so a customized image costs what differs from its base;
+  it hashes the file again as it reads it and writes no index unless the bytes
+  are those checked above (:class:`SourceChanged`);
 * the entry's :class:`ImageManifest` row records its index and figures.
 
 When the chain releases the entry (:func:`orchestrator.services.chain.publish`),
@@ -126,6 +128,7 @@ def import_artifact(
         InvalidInput: not a regular file; not the bytes the entry was registered with.
         UnsafeArtifact: the file refers outside itself.
         Conflict: imported already; at sunset or retired.
+        SourceChanged: the file was rewritten while it was imported.
     """
     source = names.plain_file(path)
     if not source.is_file():
@@ -154,7 +157,10 @@ def import_artifact(
             actor,
             kind,
             ref,
-            catalog.Revision(artifact=str(source), reason="its artifact imported into the store"),
+            catalog.Revision(
+                artifact=catalog.ArtifactRef(str(source.resolve()), actual),
+                reason="its artifact imported into the store",
+            ),
         ).chain_restarted
     elif registered != actual:
         raise InvalidInput(
@@ -165,7 +171,9 @@ def import_artifact(
     name = store_name(row)
     with open_store(ctx) as store:
         # Replacing is right: an index without its row is a crash between the two.
-        report = store.import_file(name, source, replace=True, progress=told("importing"))
+        report = store.import_file(
+            name, source, replace=True, progress=told("importing"), expect_sha256=actual
+        )
         index_bytes = store.index_path(name).read_bytes()
         index = decode(index_bytes, source=name)
         shared = None

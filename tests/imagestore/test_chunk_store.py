@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import zstandard
 
 from orchestrator.imagestore import ChunkCorrupt, ChunkMissing, Digest, ImageStore
+from orchestrator.imagestore.errors import SourceChanged
 from tests.imagestore.conftest import MiB, random_bytes
 
 Write = Callable[[str, bytes], Path]
@@ -107,6 +109,20 @@ def test_an_import_tells_its_progress_in_steps_up_to_the_whole_file(
     assert told == sorted(told) and told[-1] == size
     # About one call per step of 8 MiB, not one per chunk.
     assert 2 <= len(told) <= 4
+
+
+def test_an_import_indexes_bytes_only_when_they_hash_to_the_sha256_it_expects(
+    store: ImageStore, write: Write
+) -> None:
+    data = random_bytes(3 * MiB, 43)
+    path = write("a.img", data)
+
+    with pytest.raises(SourceChanged, match="changed while it was imported"):
+        store.import_file("a", path, expect_sha256=hashlib.sha256(b"other bytes").hexdigest())
+    assert not store.has_index("a")
+
+    made = store.import_file("a", path, expect_sha256=hashlib.sha256(data).hexdigest())
+    assert made.size == len(data) and store.has_index("a")
 
 
 def test_verify_tells_how_many_chunks_it_has_checked_of_all(

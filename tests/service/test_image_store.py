@@ -4,12 +4,14 @@ signed when released; on both databases, over a real store on disk."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import select
@@ -21,7 +23,7 @@ from orchestrator.domain.states import Kind, State
 from orchestrator.errors import Conflict, InvalidInput, NotFound, Refused
 from orchestrator.imagestore import manifest as signing
 from orchestrator.imagestore.artifacts import UnsafeArtifact
-from orchestrator.imagestore.errors import StoreBusy
+from orchestrator.imagestore.errors import SourceChanged, StoreBusy
 from orchestrator.imagestore.store import ImageStore
 from orchestrator.services import (
     audit,
@@ -524,3 +526,56 @@ def test_an_import_tells_its_two_passes_over_the_file_each_up_to_its_size(
     for phase in ("checking", "importing"):
         mine = [(done, total) for p, done, total in told if p == phase]
         assert mine and mine[-1] == (8 * MIB, 8 * MIB)
+
+
+def test_a_first_import_hashes_the_file_once_before_it_reads_it_into_the_store(
+    district: District,
+    stored_base: str,
+    base_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lab = district.custom("101", "lab", "1.0", base=stored_base)
+    overlay = _derivative(base_file, tmp_path / "lab-1.0.img", changed=0.05, seed=3)
+    hashed: list[Path] = []
+    real = image_store.sha256_file
+
+    def counted(path: Path, **kwargs: Any) -> str:
+        hashed.append(path)
+        return real(path, **kwargs)
+
+    for module in (catalog, image_store):
+        monkeypatch.setattr(module, "sha256_file", counted)
+
+    image_store.import_artifact(
+        district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, lab, overlay
+    )
+
+    assert hashed == [overlay]
+    shown = catalog.show(district.ctx, district["btc.lincoln"], Kind.CUSTOM_IMAGE, lab)
+    assert shown.artifact_ref == str(overlay.resolve())
+    assert shown.artifact_sha256 == hashlib.sha256(overlay.read_bytes()).hexdigest()
+
+
+def test_a_file_rewritten_between_its_check_and_its_import_is_not_taken_in(
+    district: District, base_file: Path
+) -> None:
+    ref = district.base(artifact=str(base_file))
+
+    def rewrite_once_checked(phase: str, done: int, total: int) -> None:
+        if phase == "checking" and done == total:
+            _random_file(base_file, total, seed=99)
+
+    with pytest.raises(SourceChanged, match="changed while it was imported"):
+        image_store.import_artifact(
+            district.ctx,
+            district["it.ana"],
+            Kind.BASE_IMAGE,
+            ref,
+            base_file,
+            progress=rewrite_once_checked,
+        )
+
+    with transaction(district.ctx.engine) as session:
+        assert session.exec(select(ImageManifest)).all() == []
+    assert image_store.stats(district.ctx, district["it.ana"]).images == []
