@@ -72,8 +72,10 @@ def credentials_remove(name: NAME) -> None:
 
 @credentials_app.command("rotate-key")
 def credentials_rotate_key() -> None:
-    """Make a new key and re-encrypt every stored secret with it (client logins and test
-    accounts); the old key file is replaced and reads nothing afterwards."""
+    """Make a new key and re-encrypt every stored secret with it (IT).
+
+    Client logins and test accounts alike; the old key file is replaced and
+    reads nothing afterwards."""
     view = vault.rotate_key(state.ctx, state.actor())
     console.print(
         f"key rotated: {render.counted(view.credentials, 'credential')} and "

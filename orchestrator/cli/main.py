@@ -137,8 +137,9 @@ def serve(
         typer.Option(min=0, max=65535, help="Port for it (default: web_port; 0: any free one)."),
     ] = None,
 ) -> None:
-    """Upgrade the database and run the orchestrator until stopped: the web interface,
-    the REST API and the scheduler, in one process."""
+    """Upgrade the database and run the orchestrator until stopped.
+
+    The web interface, the REST API and the scheduler, in one process."""
     import threading
 
     from orchestrator.scheduler.service import serve as run_service

@@ -279,8 +279,9 @@ def deploy_cmd(
     ] = 10.0,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Deploy a released package or image to what the request names (its clients,
-    else its room, else its building), in the building's windows, and link it."""
+    """Deploy a released package or image to what the request names, and link it.
+
+    Its clients, else its room, else its building, in the building's windows."""
     made, r = requests.deploy(
         state.ctx,
         state.actor(),

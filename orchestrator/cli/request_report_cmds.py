@@ -36,8 +36,10 @@ def report(
     ] = None,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Requests per building, category and month; time to first response and to close;
-    the share routed outside technicians' duties; technician workload per building."""
+    """Requests per building, category and month, with response times and workload.
+
+    Time to first response and to close; the share routed outside technicians'
+    duties; technician workload per building."""
     if csv_file is not None and as_json:
         raise InvalidInput("give --csv or --json, not both", field="csv")
     if csv_file == "":

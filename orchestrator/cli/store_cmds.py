@@ -107,8 +107,9 @@ def image_import(
     ],
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Put an image's bytes in the store (IT for base images, the building's tech for
-    its customized images); only what the store lacks is kept."""
+    """Put an image's bytes in the store; only what the store lacks is kept.
+
+    IT imports base images, the building's technician its customized images."""
     _import(Kind.CUSTOM_IMAGE if "/" in ref else Kind.BASE_IMAGE, file, ref, as_json)
 
 
@@ -194,8 +195,10 @@ def gc_cmd(
     ] = 24,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go.")] = False,
 ) -> None:
-    """Remove chunks no stored image references, and the bytes of entries retired
-    before the protection window that nothing delivers any more (IT)."""
+    """Remove chunks no stored image references, past the protection window (IT).
+
+    Also the bytes of entries retired before the window that nothing delivers
+    any more."""
     r = image_store.gc(state.ctx, state.actor(), protect_hours=protect_hours, dry_run=dry_run)
     verb = "would remove" if r.dry_run else "removed"
     if r.reclaimed:
@@ -351,8 +354,10 @@ def stage_cmd(
 def prune_cmd(
     building: Annotated[str, typer.Option(help="The building whose point is pruned.")],
 ) -> None:
-    """Take off a building's point the images 'store gc' let go of, and what a staging
-    cut short left there (IT)."""
+    """Take off a building's point what 'store gc' let go of (IT).
+
+    The images the store no longer holds, and what a staging cut short left
+    there."""
     credentials = vault.credentials_from_settings(state.ctx, state.settings)
     r = staging.prune(state.ctx, state.actor(), building, credentials=credentials)
     n = render.counted

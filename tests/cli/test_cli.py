@@ -6,7 +6,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from orchestrator.cli import image_test_cmds
@@ -450,3 +452,18 @@ def test_credentials_are_set_from_a_file_or_stdin_and_never_printed(
         expect=2,
     )
     assert f"cannot read {tmp_path / 'nope'}" in missing.stderr
+
+
+def test_every_commands_summary_in_the_help_is_one_unbroken_line() -> None:
+    broken: list[str] = []
+
+    def walk(command: click.Command, path: str) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            summary = (sub.help or "").strip().split("\n\n")[0]
+            if not summary or "\n" in summary:
+                broken.append(f"{path} {name}".strip())
+            walk(sub, f"{path} {name}")
+
+    walk(typer.main.get_command(app), "")
+
+    assert broken == []
