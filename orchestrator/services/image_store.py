@@ -131,7 +131,11 @@ def import_artifact(
         SourceChanged: the file was rewritten while it was imported.
     """
     source = names.plain_file(path)
+    if source.is_dir():
+        raise InvalidInput(f"{str(path)!r} is a folder: import the image file in it", field="file")
     if not source.is_file():
+        if source.exists():
+            raise InvalidInput(f"{str(path)!r} is not a regular file", field="file")
         raise NotFound(f"no file {str(path)!r}")
     kind_of_file = artifacts.check(source)
     with transaction(ctx.engine) as session:

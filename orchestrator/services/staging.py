@@ -47,7 +47,13 @@ from orchestrator.domain import validation
 from orchestrator.domain.policy import SYSTEM_ACTOR, Action, Actor, authorize, may
 from orchestrator.domain.rollout import DeploymentState
 from orchestrator.domain.states import Kind
-from orchestrator.errors import Conflict, InvalidInput, NotFound, OrchestratorError
+from orchestrator.errors import (
+    Conflict,
+    HostUnreachable,
+    InvalidInput,
+    NotFound,
+    OrchestratorError,
+)
 from orchestrator.imagestore import names
 from orchestrator.imagestore.caibx import Index, decode
 from orchestrator.imagestore.errors import UnsafeName
@@ -136,7 +142,13 @@ def add_point(
         building = visible_building_row(session, actor, number)
         if _point_of(session, building) is not None:
             raise Conflict(f"building {number} has a distribution point already")
-    key = spec.host_key or fetch_key(spec.address, spec.ssh_port, timeout=10.0)
+    try:
+        key = spec.host_key or fetch_key(spec.address, spec.ssh_port, timeout=10.0)
+    except HostUnreachable as exc:
+        raise HostUnreachable(
+            f"{exc}: its SSH host key cannot be fetched to pin it, so no point was added "
+            "(check --address and --ssh-port, and that sshd runs there)"
+        ) from exc
     key = ssh.normalize_key_line(key)
     with transaction(ctx.engine) as session:
         building = visible_building_row(session, actor, number)

@@ -579,3 +579,17 @@ def test_a_file_rewritten_between_its_check_and_its_import_is_not_taken_in(
     with transaction(district.ctx.engine) as session:
         assert session.exec(select(ImageManifest)).all() == []
     assert image_store.stats(district.ctx, district["it.ana"]).images == []
+
+
+def test_a_folder_or_a_missing_file_is_refused_by_name_and_nothing_is_stored(
+    district: District, base_file: Path, tmp_path: Path
+) -> None:
+    ref = district.base(artifact=str(base_file))
+    it = district["it.ana"]
+
+    with pytest.raises(InvalidInput, match="is a folder: import the image file in it"):
+        image_store.import_artifact(district.ctx, it, Kind.BASE_IMAGE, ref, tmp_path)
+    with pytest.raises(NotFound, match="no file"):
+        image_store.import_artifact(district.ctx, it, Kind.BASE_IMAGE, ref, tmp_path / "nope.img")
+
+    assert image_store.stats(district.ctx, it).images == []

@@ -33,6 +33,7 @@ from orchestrator.domain.states import Kind, State
 from orchestrator.errors import (
     Conflict,
     HostKeyChanged,
+    HostUnreachable,
     InvalidInput,
     NotFound,
     Refused,
@@ -604,6 +605,9 @@ def test_only_it_adds_a_point_and_bad_ones_are_refused_naming_the_field(
         with pytest.raises(InvalidInput) as raised:
             staging.add_point(district.ctx, district["it.ana"], spec)
         assert raised.value.field == field
+    with pytest.raises(HostUnreachable, match="cannot be fetched to pin it, so no point was added"):
+        add_point(district, point_host, point, ssh_port=_closed_port())
+    assert staging.list_points(district.ctx, district["it.ana"]) == []
     add_point(district, point_host, point)
     with pytest.raises(Conflict, match="has a distribution point already"):
         add_point(district, point_host, point)
