@@ -17,7 +17,7 @@ from orchestrator.cli import render
 from orchestrator.cli.app import JSON_OPTION, console, print_json, state
 from orchestrator.domain import windows as window_rules
 from orchestrator.errors import InvalidInput
-from orchestrator.services import deployments
+from orchestrator.services import deployments, staging
 
 ID = Annotated[int, typer.Argument(help="The deployment's number.")]
 REASON = Annotated[str, typer.Option(help="Why, for the audit log and the owner.")]
@@ -164,7 +164,26 @@ def deploy_show(deployment_id: ID, as_json: bool = JSON_OPTION) -> None:
         print_json(view)
         return
     console.print(summary(view))
+    held = staging.deployment_stagings(state.ctx, state.actor(), deployment_id)
+    if any(s.state != "no point" for s in held):  # a district without points: no noise
+        console.print(_stagings(held))
     console.print(_clients(view))
+
+
+def _stagings(held: list[staging.DeliveryStaging]) -> Table:
+    t = Table(title="distribution points", **render.TABLE_STYLE)
+    for heading in ("building", "delivers", "on its point", "chunks", "since", "note"):
+        t.add_column(heading)
+    for s in held:
+        t.add_row(
+            s.building,
+            s.ref,
+            s.state,
+            f"{s.chunks_sent} of {s.chunks_total}" if s.at else "-",
+            render.when(s.at, state.settings.zone) if s.at else "-",
+            escape(s.message),
+        )
+    return t
 
 
 def deploy_pause(deployment_id: ID, reason: REASON) -> None:

@@ -750,6 +750,88 @@ def prestage_due(
     return made
 
 
+@dataclass(frozen=True)
+class DeliveryStaging:
+    """How one artifact a deployment delivers stands on one building's point."""
+
+    building: str
+    ref: str
+    state: str
+    """``no point``, ``not stored`` (fetched from the orchestrator), ``waiting``
+    (not staged since its manifest was signed), or a staging's ``running``,
+    ``staged`` or ``failed``."""
+    chunks_sent: int
+    chunks_total: int
+    """Of the chunks the point lacked when the staging began."""
+    message: str
+    at: datetime | None
+    """When the staging shown began."""
+
+
+def deployment_stagings(ctx: Context, actor: Actor, deployment_id: int) -> list[DeliveryStaging]:
+    """For each building a deployment reaches that the actor may see, and each
+    artifact it delivers there: whether the building's point holds it, is being
+    sent it, failed to take it, or has yet to; or why the clients fetch it from
+    the orchestrator instead. What ``deploy show`` and the deployment's page say.
+
+    Raises: NotFound (a deployment the actor may not see).
+    """
+    view = deployments.show(ctx, actor, deployment_id)
+    out: list[DeliveryStaging] = []
+    with transaction(ctx.engine) as session:
+        dep = session.get(Deployment, deployment_id)
+        row = session.get(Releasable, dep.releasable_id) if dep is not None else None
+        if dep is None or row is None:
+            return out
+        items = delivery.delivered_rows(session, dep.playbook, row)
+        for number in view.buildings:
+            if not may(actor, Action.READ_CATALOG, building=number):
+                continue
+            b = session.exec(select(Building).where(Building.number == number)).one()
+            point = _point_of(session, b)
+            out.extend(_standing(session, number, point, item) for item in items)
+    return out
+
+
+def _standing(
+    session: Session, building: str, point: DistributionPoint | None, item: Releasable
+) -> DeliveryStaging:
+    ref = ref_of(item)
+
+    def said(state: str, message: str, s: ImageStaging | None = None) -> DeliveryStaging:
+        if s is None:
+            return DeliveryStaging(building, ref, state, 0, 0, message, None)
+        return DeliveryStaging(
+            building, ref, state, s.chunks_sent, s.chunks_total, message, s.started_at
+        )
+
+    if point is None:
+        return said("no point", "no distribution point: its computers fetch from the orchestrator")
+    m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == item.id)).first()
+    if m is None or m.signed is None or m.artifact_sha256 != item.artifact_sha256:
+        return said(
+            "not stored",
+            "its released bytes are not in the image store: its computers fetch them "
+            "from the orchestrator",
+        )
+    s = session.exec(
+        select(ImageStaging)
+        .where(ImageStaging.point_id == point.id, ImageStaging.manifest_id == m.id)
+        .order_by(col(ImageStaging.id).desc())
+    ).first()
+    if s is None or m.signed_at is None or s.started_at < m.signed_at:
+        return said(
+            "waiting",
+            "not staged yet: the scheduler sends it as the window nears; until then its "
+            "computers fetch it from the orchestrator",
+        )
+    if s.state == "staged":
+        return said("staged", "staged: its computers pull it from the point", s)
+    if s.state == "failed":
+        return said("failed", f"{s.message}; tried again at the scheduler's next check", s)
+    return said(s.state, f"sending: {s.chunks_sent} of {s.chunks_total} chunks", s)
+
+
 _CURRENT = (
     ImageStaging.state == "staged",
     # A manifest signed anew since (a sunset moved) is staged again.

@@ -26,12 +26,14 @@ from orchestrator.services import (
     deployments,
     directory,
     inventory,
+    staging,
     sunset,
 )
 from orchestrator.services.catalog import ReleasableView
 from orchestrator.services.deploy_plan import Plan
 from orchestrator.services.deployments import DeploymentProgress, DeploymentSpec, DeploymentView
 from orchestrator.services.inventory import ClientView
+from orchestrator.services.staging import DeliveryStaging
 from orchestrator.services.sunset import SunsetReport
 from orchestrator.web.auth import ActorDep, ContextDep
 
@@ -422,6 +424,19 @@ def get_deployment_progress(
     ctx: ContextDep, actor: ActorDep, deployment_id: DeploymentId
 ) -> DeploymentProgress:
     return deployments.progress(ctx, actor, deployment_id)
+
+
+@router.get(
+    "/deployments/{deployment_id}/stagings",
+    operation_id="list_deployment_stagings",
+    response_model=list[DeliveryStaging],
+    responses=ERRORS,
+)
+def list_deployment_stagings(
+    ctx: ContextDep, actor: ActorDep, deployment_id: DeploymentId
+) -> list[DeliveryStaging]:
+    """Per building it reaches, whether its distribution point holds what it delivers."""
+    return staging.deployment_stagings(ctx, actor, deployment_id)
 
 
 class ControlIn(Strict):

@@ -425,6 +425,7 @@ def deployment_page(request: Request, caller: CallerDep, deployment_id: int) -> 
         {
             "d": deployments.show(ctx, actor, deployment_id),
             "p": deployments.progress(ctx, actor, deployment_id),
+            "stagings": staging.deployment_stagings(ctx, actor, deployment_id),
         },
         caller=caller,
     )

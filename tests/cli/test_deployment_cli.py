@@ -7,9 +7,12 @@ import json
 import sqlalchemy as sa
 
 from orchestrator.remote.ansible import FakePlaybookRunner
-from orchestrator.services import directory, runs
+from orchestrator.services import directory, runs, staging
 from orchestrator.services.context import Context
+from orchestrator.services.staging import PointSpec
 from tests.support.cli import Invoke
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 
 def _windows(orchestrator: Invoke) -> None:
@@ -35,6 +38,11 @@ def test_a_tech_schedules_a_deployment_then_pauses_resumes_and_cancels_it(
     )
     states = {c["hostname"]: c["state"] for c in shown["clients"]}
     assert states["101-cart-1-01"] == "pending" and states["101-lab-a-01"] == "skipped"
+    # No building of the sample district has a distribution point: nothing to say.
+    assert (
+        "distribution points"
+        not in orchestrator("--as", "btc.lincoln", "deploy", "show", "1").stdout
+    )
 
     orchestrator("--as", "btc.lincoln", "deploy", "pause", "1", "--reason", "lab in use")
     refused = orchestrator("--as", "principal.lincoln", "deploy", "resume", "1", expect=3)
@@ -93,3 +101,23 @@ def test_clients_list_shows_the_release_a_successful_install_left_on_each_client
     assert "scratch@3.29" not in rows["101-cart-1-02"]
     listed = json.loads(orchestrator("--as", "btc.lincoln", "clients", "list", "--json").stdout)
     assert {c["hostname"]: c["installed"] for c in listed}["101-cart-1-01"] == ["scratch@3.29"]
+
+
+def test_deploy_show_says_whether_the_buildings_point_holds_what_it_delivers(
+    orchestrator: Invoke, engine: sa.Engine
+) -> None:
+    _windows(orchestrator)
+    orchestrator("--as", "btc.lincoln", "deploy", "create", "--package", "scratch@3.29",
+                 "--building", "101")  # fmt: skip
+    ctx = Context(engine=engine)
+    staging.add_point(
+        ctx,
+        directory.actor(ctx, "it.rivera"),
+        PointSpec("101", "dp-101", "images", "/srv/images", "https://dp-101:8443", host_key=KEY),
+    )
+
+    shown = " ".join(orchestrator("--as", "btc.lincoln", "deploy", "show", "1").stdout.split())
+
+    assert "distribution points" in shown
+    assert "101 scratch@3.29 not stored" in shown  # released, but never imported
+    assert "its released bytes are not in the image store" in shown

@@ -849,3 +849,75 @@ def test_an_artifact_the_clients_pull_from_the_point_is_not_read_again_before_th
 
     assert isinstance(pulled["package_pull"], dict)
     assert hashed == []  # the client checks the signed manifest's bytes; ours are not read
+
+
+def _scratch_deployment(d: District, folder: Path, buildings: tuple[str, ...]) -> tuple[str, int]:
+    """Scratch 3.29 released, in the store, and deployed by IT to a cart in each building."""
+    assets = folder / "assets.csv"
+    assets.write_text(
+        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
+        + "".join(
+            f'cart-{b},{b},cart,mac,"MacBookAir10,1",SN{b},02:00:00:00:{b[1:]}:01,'
+            f"127.0.{int(b) - 100}.1\n"
+            for b in buildings
+        )
+    )
+    inventory.import_clients(d.ctx, d["it.ana"], assets)
+    for b in buildings:
+        windows.add_window(
+            d.ctx, d["it.ana"], building=b, days="mon-thu", start="18:00", end="06:00"
+        )
+    scratch = release_scratch(d, "3.29", folder)
+    image_store.import_artifact(
+        d.ctx, d["it.ana"], Kind.PACKAGE, scratch, folder / "Scratch-3.29.pkg"
+    )
+    made = deployments.create(
+        d.ctx, d["it.ana"], DeploymentSpec(package=scratch, buildings=buildings)
+    )
+    return scratch, made.id
+
+
+def test_a_deployment_says_for_each_building_whether_its_point_holds_what_it_delivers(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    add_point(district, point_host, point)  # 101's; 102 has none
+    scratch, dep = _scratch_deployment(district, tmp_path, ("101", "102"))
+
+    def standing(username: str) -> dict[str, tuple[str, str]]:
+        return {
+            s.building: (s.ref, s.state)
+            for s in staging.deployment_stagings(district.ctx, district[username], dep)
+        }
+
+    assert standing("it.ana") == {"101": (scratch, "waiting"), "102": (scratch, "no point")}
+    credentials = _credentials(point_host)
+    staging.prestage_due(district.ctx, credentials=credentials, lead=timedelta(hours=12))
+
+    (held,) = [
+        s for s in staging.deployment_stagings(district.ctx, district["it.ana"], dep)
+        if s.building == "101"
+    ]  # fmt: skip
+    assert held.state == "staged" and held.chunks_sent == held.chunks_total >= 1
+    assert "pull it from the point" in held.message and held.at is not None
+    # Each building's staff see their own building's line only.
+    assert standing("btc.lincoln") == {"101": (scratch, "staged")}
+    assert standing("btc.garcia") == {"102": (scratch, "no point")}
+    with pytest.raises(NotFound):
+        staging.deployment_stagings(district.ctx, district["sectec.kim"], dep)
+
+
+def test_a_staging_that_failed_is_shown_with_its_reason_on_the_deployment(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    # A store folder nobody can create on the point's host: the staging fails.
+    add_point(district, point_host, point, root="/proc/orchestrator-store")
+    _, dep = _scratch_deployment(district, tmp_path, ("101",))
+
+    staging.prestage_due(
+        district.ctx, credentials=_credentials(point_host), lead=timedelta(hours=12)
+    )
+
+    (held,) = staging.deployment_stagings(district.ctx, district["btc.lincoln"], dep)
+    assert held.state == "failed" and held.at is not None
+    assert held.message.endswith("tried again at the scheduler's next check")
+    assert "no folder /proc/orchestrator-store on the point's host" in held.message

@@ -19,8 +19,9 @@ token that is not theirs.
 How the rows follow from the district's rules:
 
 * Reading (``me``, buildings, a building's clients, the catalog, an item and its chain,
-  the sunset report, deployments and their progress, the audit trail): everyone reads
-  district-wide things and the buildings they cover ("sees its building's status");
+  the sunset report, deployments, their progress and stagings, the audit trail):
+  everyone reads district-wide things and the buildings they cover ("sees its
+  building's status");
   building staff (SecTec, BTC, principal) see nothing of another building.
 * The review of a customized image is EdTech's ("EdTech reviews it"): IT, the building's
   tech and the principal are refused in their own building.
@@ -118,6 +119,8 @@ EXPECTED: dict[tuple[str, str], tuple[Expect | None, ...]] = {
     ("get_deployment", OTHER):              (_, _, H, H, H),
     ("get_deployment_progress", OWN):       (Y, Y, Y, Y, Y),
     ("get_deployment_progress", OTHER):     (_, _, H, H, H),
+    ("list_deployment_stagings", OWN):      (Y, Y, Y, Y, Y),
+    ("list_deployment_stagings", OTHER):    (_, _, H, H, H),
     ("control_deployment", OWN):            (Y, N, Y, Y, N),
     ("control_deployment", OTHER):          (_, _, H, H, H),
     ("list_audit_entries", OWN):            (Y, Y, Y, Y, Y),
@@ -439,6 +442,12 @@ def get_deployment_progress(c: Call) -> Outcome:
     return Outcome(r, _shows(r, lambda body: body["id"] == wanted))
 
 
+def list_deployment_stagings(c: Call) -> Outcome:
+    wanted = c.world.deployments[c.building]
+    r = c.get(f"/api/v1/deployments/{wanted}/stagings")
+    return Outcome(r, _shows(r, lambda body: c.building in [s["building"] for s in body]))
+
+
 def control_deployment(c: Call) -> Outcome:
     wanted = c.world.deployments[c.building]
     r = c.post(
@@ -632,6 +641,7 @@ OPERATIONS: dict[str, Operation] = {
     "list_deployments": Operation(list_deployments, hidden=LEFT_OUT),
     "get_deployment": Operation(get_deployment),
     "get_deployment_progress": Operation(get_deployment_progress),
+    "list_deployment_stagings": Operation(list_deployment_stagings),
     "control_deployment": Operation(control_deployment, refusal=DEPLOYS, changed=_paused),
     "list_audit_entries": Operation(list_audit_entries),
     "list_request_categories": Operation(list_request_categories),

@@ -122,6 +122,7 @@ def _district_with_work(d: District, folder: Path) -> dict[str, Any]:
         "create_deployment": ({}, None, scratch, "btc"),
         "get_deployment": ({"deployment_id": dep.id}, None, None, "btc"),
         "get_deployment_progress": ({"deployment_id": dep.id}, None, None, "btc"),
+        "list_deployment_stagings": ({"deployment_id": dep.id}, None, None, "btc"),
         "control_deployment": (
             {"deployment_id": dep.id},
             None,
