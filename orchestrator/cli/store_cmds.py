@@ -324,6 +324,70 @@ def points_list(as_json: bool = JSON_OPTION) -> None:
     console.print(t if rows else "no distribution points")
 
 
+WHY = Annotated[str, typer.Option(help="Required: why (the audit log keeps it).")]
+
+
+@points_app.command("set")
+def points_set(
+    building: Annotated[str, typer.Option(help="The building whose point changes.")],
+    reason: WHY = "",
+    address: Annotated[str | None, typer.Option(help="A new SSH address.")] = None,
+    ssh_port: Annotated[int | None, typer.Option(help="A new SSH port.", min=1, max=65535)] = None,
+    ssh_user: Annotated[str | None, typer.Option(help="A new login to write as.")] = None,
+    root: Annotated[str | None, typer.Option(help="A new store folder on it.")] = None,
+    url: Annotated[str | None, typer.Option(help="A new address clients fetch from.")] = None,
+    bandwidth: Annotated[
+        int | None, typer.Option(help="A new limit in KiB/s; 0: no limit.", min=0)
+    ] = None,
+    repin: Annotated[
+        bool, typer.Option("--repin", help="Pin the SSH key the host offers now.")
+    ] = False,
+) -> None:
+    """Change a building's distribution point (IT); a new host or folder is staged anew.
+
+    A new address or port, or --repin, pins the key the host offers now. A new
+    address, port or folder is another store: what was staged is forgotten and
+    the scheduler stages again.
+    """
+    p = staging.change_point(
+        state.ctx,
+        state.actor(),
+        building,
+        staging.PointChange(
+            reason=reason,
+            address=address,
+            ssh_port=ssh_port,
+            ssh_user=ssh_user,
+            root=root,
+            url=url,
+            bandwidth_kib=bandwidth,
+            repin=repin,
+        ),
+    )
+    console.print(
+        f"building {p.building}: distribution point {p.ssh_user}@{p.address}:{p.ssh_port} "
+        f"({p.fingerprint} pinned), store {p.root}, clients fetch from {p.url}, "
+        + (f"at most {p.bandwidth_kib} KiB/s" if p.bandwidth_kib else "no bandwidth limit"),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+@points_app.command("remove")
+def points_remove(
+    building: Annotated[str, typer.Option(help="The building whose point goes.")],
+    reason: WHY = "",
+) -> None:
+    """Take a building's distribution point away (IT); its computers fetch from the orchestrator."""
+    forgotten = staging.remove_point(state.ctx, state.actor(), building, reason=reason)
+    console.print(
+        f"building {building} has no distribution point now; "
+        f"{render.counted(forgotten, 'staging')} to it forgotten",
+        highlight=False,
+    )
+
+
 @store_app.command("stage")
 def stage_cmd(
     ref: Annotated[str, typer.Argument(help="A released image or package.")],

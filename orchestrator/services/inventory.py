@@ -405,7 +405,12 @@ def normalize_mac(value: str) -> str:
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
-def _address(value: str) -> str:
+def checked_address(value: str) -> str:
+    """An IP address (normalized) or a DNS name, lower case.
+
+    Raises:
+        InvalidInput: anything else.
+    """
     value = value.strip().lower()
     try:
         return str(ipaddress.ip_address(value))
@@ -445,7 +450,7 @@ def _check_row(row: Row) -> ClientSpec:
     if not _SERIAL.fullmatch(serial):
         raise InvalidInput(f"{serial!r} is not a serial number", field="serial")
     mac = normalize_mac(need("mac"))
-    address = _address(need("address"))
+    address = checked_address(need("address"))
     port = DEFAULT_PORTS[platform]
     if row.port:
         if not row.port.isdigit() or not 0 < int(row.port) < 65536:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
@@ -53,13 +53,21 @@ from orchestrator.errors import (
     InvalidInput,
     NotFound,
     OrchestratorError,
+    StaleState,
 )
 from orchestrator.imagestore import names
 from orchestrator.imagestore.caibx import Index, decode
 from orchestrator.imagestore.errors import UnsafeName
 from orchestrator.imagestore.store import ImageStore
 from orchestrator.remote import points, ssh
-from orchestrator.services import audit, catalog, delivery, deployments, image_store
+from orchestrator.services import (
+    audit,
+    catalog,
+    delivery,
+    deployments,
+    image_store,
+    inventory,
+)
 from orchestrator.services.context import Context
 from orchestrator.services.credentials import Credentials
 from orchestrator.services.directory import visible_building_row
@@ -109,6 +117,7 @@ class PointSpec:
 
 
 def _checked_spec(spec: PointSpec) -> PointSpec:
+    spec = replace(spec, address=inventory.checked_address(spec.address))
     if not _ROOT.fullmatch(spec.root) or ".." in PurePosixPath(spec.root).parts:
         raise InvalidInput(
             f"{spec.root!r} is not an absolute folder (letters, digits, . _ - /; no '..')",
@@ -142,14 +151,7 @@ def add_point(
         building = visible_building_row(session, actor, number)
         if _point_of(session, building) is not None:
             raise Conflict(f"building {number} has a distribution point already")
-    try:
-        key = spec.host_key or fetch_key(spec.address, spec.ssh_port, timeout=10.0)
-    except HostUnreachable as exc:
-        raise HostUnreachable(
-            f"{exc}: its SSH host key cannot be fetched to pin it, so no point was added "
-            "(check --address and --ssh-port, and that sshd runs there)"
-        ) from exc
-    key = ssh.normalize_key_line(key)
+    key = ssh.normalize_key_line(_fetch_key(spec, fetch_key, "no point was added"))
     with transaction(ctx.engine) as session:
         building = visible_building_row(session, actor, number)
         if _point_of(session, building) is not None:
@@ -177,6 +179,173 @@ def add_point(
             after={"address": row.address, "url": row.url, "fingerprint": ssh.fingerprint(key)},
         )
         return _point_view(row, number)
+
+
+@dataclass(frozen=True)
+class PointChange:
+    """What to change on a building's point; None leaves a field as it is."""
+
+    reason: str
+    """Why (the audit log keeps it)."""
+    address: str | None = None
+    ssh_port: int | None = None
+    ssh_user: str | None = None
+    root: str | None = None
+    url: str | None = None
+    bandwidth_kib: int | None = None
+    repin: bool = False
+    """Pin the key the host offers now (its host was reinstalled or replaced)."""
+
+
+def change_point(
+    ctx: Context,
+    actor: Actor,
+    building: str,
+    change: PointChange,
+    *,
+    fetch_key: Callable[..., str] = ssh.fetch_host_key,
+) -> PointView:
+    """IT changes a building's distribution point.
+
+    A new address or port, or ``repin``, pins the key the host offers now (audited
+    with both fingerprints). A new address, port or store folder is another store:
+    what was staged to the old one is forgotten, so the scheduler stages again
+    and, until then, the building's computers fetch from the orchestrator.
+
+    Raises: Refused (not IT), NotFound (building; it has no point), InvalidInput
+    (no reason, nothing to change, a bad value), Conflict (a staging to it is
+    running), HostUnreachable (fetching the key: nothing changed).
+    """
+    authorize(actor, Action.MANAGE_IMAGE_STORE, building=None)
+    reason = _reason(change.reason)
+    number = validation.building_number(building)
+    with transaction(ctx.engine) as session:
+        point = _existing_point(session, actor, number)
+        before = _point_view(point, number)
+        pinned = host_key = point.host_key
+    spec = _checked_spec(
+        PointSpec(
+            number,
+            before.address if change.address is None else change.address,
+            before.ssh_user if change.ssh_user is None else change.ssh_user,
+            before.root if change.root is None else change.root.rstrip("/") or "/",
+            before.url if change.url is None else change.url.rstrip("/"),
+            before.ssh_port if change.ssh_port is None else change.ssh_port,
+            before.bandwidth_kib if change.bandwidth_kib is None else change.bandwidth_kib,
+        )
+    )
+    moved = (spec.address, spec.ssh_port) != (before.address, before.ssh_port)
+    other_store = moved or spec.root != before.root
+    fields = ("address", "ssh_port", "ssh_user", "root", "url", "bandwidth_kib")
+    if not change.repin and all(getattr(spec, f) == getattr(before, f) for f in fields):
+        raise InvalidInput(
+            "nothing to change: give a new value, or --repin to pin the key it offers now",
+            field="building",
+        )
+    if moved or change.repin:
+        host_key = ssh.normalize_key_line(_fetch_key(spec, fetch_key, "no point was changed"))
+    with transaction(ctx.engine) as session:
+        point = _existing_point(session, actor, number)
+        if _point_view(point, number) != before or point.host_key != pinned:
+            raise StaleState(f"building {number}'s point was changed meanwhile: look and try again")
+        _refuse_while_staging(session, point, number)
+        forgotten = _forget_stagings(session, point) if other_store else 0
+        point.address, point.ssh_port, point.ssh_user = spec.address, spec.ssh_port, spec.ssh_user
+        point.root, point.url, point.bandwidth_kib = spec.root, spec.url, spec.bandwidth_kib
+        point.host_key = host_key
+        session.add(point)
+        session.flush()
+        after = _point_view(point, number)
+        audit.append(
+            session,
+            at=ctx.now(),
+            actor=actor,
+            action="distribution_point.change",
+            subject=_point_subject(point, number),
+            before={f: getattr(before, f) for f in (*fields, "fingerprint")},
+            after={f: getattr(after, f) for f in (*fields, "fingerprint")}
+            | {"stagings_forgotten": forgotten},
+            reason=reason,
+        )
+        return after
+
+
+def remove_point(ctx: Context, actor: Actor, building: str, *, reason: str) -> int:
+    """IT takes a building's distribution point away; its computers fetch from the
+    orchestrator again. What was staged to it is forgotten (the audit log keeps how
+    much). Returns the number of stagings forgotten.
+
+    Raises: Refused (not IT), NotFound (building; it has no point), InvalidInput
+    (no reason), Conflict (a staging to it is running).
+    """
+    authorize(actor, Action.MANAGE_IMAGE_STORE, building=None)
+    why = _reason(reason)
+    number = validation.building_number(building)
+    with transaction(ctx.engine) as session:
+        point = _existing_point(session, actor, number)
+        _refuse_while_staging(session, point, number)
+        before = _point_view(point, number)
+        subject = _point_subject(point, number)
+        forgotten = _forget_stagings(session, point)
+        session.delete(point)
+        session.flush()
+        audit.append(
+            session,
+            at=ctx.now(),
+            actor=actor,
+            action="distribution_point.remove",
+            subject=subject,
+            before={"address": before.address, "url": before.url, "root": before.root},
+            after={"stagings_forgotten": forgotten},
+            reason=why,
+        )
+        return forgotten
+
+
+def _reason(text: object) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidInput("say why (e.g. 'point replaced, ticket 4411')", field="reason")
+    return validation.text(text, field="reason", max_len=500, required=True)
+
+
+def _existing_point(session: Session, actor: Actor, number: str) -> DistributionPoint:
+    point = _point_of(session, visible_building_row(session, actor, number))
+    if point is None:
+        raise NotFound(
+            f"building {number} has no distribution point (see 'orchestrator points add')"
+        )
+    return point
+
+
+def _refuse_while_staging(session: Session, point: DistributionPoint, number: str) -> None:
+    running = session.exec(
+        select(ImageStaging.id).where(
+            ImageStaging.point_id == point.id, ImageStaging.state == "running"
+        )
+    ).first()
+    if running is not None:
+        raise Conflict(
+            f"staging #{running} to building {number}'s point is running: "
+            "wait for it to end ('orchestrator store staged')"
+        )
+
+
+def _forget_stagings(session: Session, point: DistributionPoint) -> int:
+    rows = list(session.exec(select(ImageStaging).where(ImageStaging.point_id == point.id)))
+    for row in rows:
+        session.delete(row)
+    session.flush()
+    return len(rows)
+
+
+def _fetch_key(spec: PointSpec, fetch_key: Callable[..., str], unchanged: str) -> str:
+    try:
+        return spec.host_key or fetch_key(spec.address, spec.ssh_port, timeout=10.0)
+    except HostUnreachable as exc:
+        raise HostUnreachable(
+            f"{exc}: its SSH host key cannot be fetched to pin it, so {unchanged} "
+            "(check --address and --ssh-port, and that sshd runs there)"
+        ) from exc
 
 
 def _point_subject(point: DistributionPoint, building: str) -> audit.Subject:

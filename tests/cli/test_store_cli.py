@@ -7,10 +7,16 @@ import random
 import re
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from orchestrator.services import directory, staging
+from orchestrator.services.context import Context
+from orchestrator.services.staging import PointSpec
 from tests.support.agent import agent_wheels, agent_wheels_without
 from tests.support.cli import Invoke
 
 MIB = 2**20
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 
 def test_it_imports_a_base_image_and_sees_it_in_the_store(
@@ -151,3 +157,36 @@ def test_store_agent_says_which_platform_gets_no_chunker(
     assert "this machine: without fastcdc (no wheel for it): its clients pull whole" in out
     bundle = json.loads((tmp_path / "images" / "agent" / "bundle.json").read_text())
     assert bundle["without"] == {"this machine": ["fastcdc"]}
+
+
+def test_it_changes_and_removes_a_point_and_bad_requests_exit_with_the_reason(
+    orchestrator: Invoke, engine: sa.Engine
+) -> None:
+    ctx = Context(engine=engine)
+    staging.add_point(
+        ctx,
+        directory.actor(ctx, "it.rivera"),
+        PointSpec("101", "dp-101", "images", "/srv/images", "https://dp-101:8443", host_key=KEY),
+    )
+    point = ["points", "set", "--building", "101"]
+
+    refused = orchestrator("--as", "btc.lincoln", *point, "--bandwidth", "9", "--reason", "x",
+                           expect=3)  # fmt: skip
+    assert "cannot manage the image store" in refused.stderr
+    assert "say why" in orchestrator("--as", "it.rivera", *point, "--bandwidth", "9",
+                                     expect=2).stderr  # fmt: skip
+    assert "nothing to change" in orchestrator("--as", "it.rivera", *point, "--reason", "x",
+                                               expect=2).stderr  # fmt: skip
+    changed = orchestrator("--as", "it.rivera", *point, "--bandwidth", "4096", "--root",
+                           "/srv/images2", "--reason", "bigger disk").stdout  # fmt: skip
+    assert "store /srv/images2" in changed and "at most 4096 KiB/s" in changed
+    listed = json.loads(orchestrator("--as", "it.rivera", "points", "list", "--json").stdout)
+    assert [(p["root"], p["bandwidth_kib"]) for p in listed] == [("/srv/images2", 4096)]
+
+    gone = orchestrator("--as", "it.rivera", "points", "remove", "--building", "101",
+                        "--reason", "building closed").stdout  # fmt: skip
+    assert "building 101 has no distribution point now; 0 stagings to it forgotten" in gone
+    assert "no distribution points" in orchestrator("--as", "it.rivera", "points", "list").stdout
+    again = orchestrator("--as", "it.rivera", "points", "remove", "--building", "101",
+                         "--reason", "again", expect=4)  # fmt: skip
+    assert "building 101 has no distribution point" in again.stderr

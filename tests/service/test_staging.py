@@ -26,7 +26,7 @@ from sqlmodel import select
 
 from orchestrator.clock import FixedClock
 from orchestrator.config import Settings
-from orchestrator.db.models import ImageManifest
+from orchestrator.db.models import ImageManifest, ImageStaging
 from orchestrator.db.session import transaction
 from orchestrator.domain.policy import SYSTEM_ACTOR
 from orchestrator.domain.states import Kind, State
@@ -921,3 +921,126 @@ def test_a_staging_that_failed_is_shown_with_its_reason_on_the_deployment(
     assert held.state == "failed" and held.at is not None
     assert held.message.endswith("tried again at the scheduler's next check")
     assert "no folder /proc/orchestrator-store on the point's host" in held.message
+
+
+OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+
+
+def _staged_scratch(d: District, host: SSHHost, server: PointServer, folder: Path) -> int:
+    """101's point, Scratch deployed to it and staged there; returns the deployment."""
+    add_point(d, host, server)
+    scratch, dep = _scratch_deployment(d, folder, ("101",))
+    staging.stage(d.ctx, d["it.ana"], Kind.PACKAGE, scratch, "101", credentials=_credentials(host))
+    return dep
+
+
+def _standing(d: District, dep: int) -> str:
+    (held,) = staging.deployment_stagings(d.ctx, d["it.ana"], dep)
+    return held.state
+
+
+def test_a_points_limit_and_address_for_clients_change_and_what_it_holds_stays_staged(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    dep = _staged_scratch(district, point_host, point, tmp_path)
+    pinned = staging.point_of(district.ctx, district["it.ana"], "101")
+    assert pinned is not None
+
+    changed = staging.change_point(
+        district.ctx,
+        district["it.ana"],
+        "101",
+        staging.PointChange(reason="new link", bandwidth_kib=512, url=point.url + "/"),
+    )
+
+    assert (changed.bandwidth_kib, changed.fingerprint) == (512, pinned.fingerprint)
+    assert _standing(district, dep) == "staged"  # the same store, served as before
+    (entry,) = [
+        e for e in audit.entries(district.ctx, district["it.ana"])
+        if e.action == "distribution_point.change"
+    ]  # fmt: skip
+    assert entry.reason == "new link"
+
+
+def test_a_point_given_another_folder_or_host_is_staged_anew_and_its_new_key_pinned(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    dep = _staged_scratch(district, point_host, point, tmp_path)
+    it = district["it.ana"]
+
+    moved = staging.change_point(
+        district.ctx, it, "101", staging.PointChange(reason="bigger disk", root="/srv/images2")
+    )
+    assert moved.root == "/srv/images2"
+    assert _standing(district, dep) == "waiting"  # the new folder holds nothing yet
+
+    repinned = staging.change_point(
+        district.ctx,
+        it,
+        "101",
+        staging.PointChange(reason="host reinstalled", repin=True),
+        fetch_key=lambda *_a, **_k: OTHER_KEY,
+    )
+    assert repinned.fingerprint == ssh.fingerprint(OTHER_KEY) != moved.fingerprint
+
+    with pytest.raises(HostUnreachable, match="so no point was changed"):
+        staging.change_point(
+            district.ctx,
+            it,
+            "101",
+            staging.PointChange(reason="new host", address="127.0.0.1", ssh_port=_closed_port()),
+        )
+    assert staging.point_of(district.ctx, it, "101") == repinned
+
+
+def test_bad_point_changes_are_refused_and_change_nothing(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    dep = _staged_scratch(district, point_host, point, tmp_path)
+    it = district["it.ana"]
+    before = staging.point_of(district.ctx, it, "101")
+
+    def change(actor: str, building: str = "101", **fields: Any) -> None:
+        staging.change_point(district.ctx, district[actor], building, staging.PointChange(**fields))
+
+    with pytest.raises(Refused, match="manage the image store"):
+        change("btc.lincoln", reason="mine", bandwidth_kib=1)
+    with pytest.raises(InvalidInput, match="say why") as no_reason:
+        change("it.ana", reason=" ", bandwidth_kib=1)
+    assert no_reason.value.field == "reason"
+    with pytest.raises(InvalidInput, match="nothing to change"):
+        change("it.ana", reason="tidy", bandwidth_kib=before.bandwidth_kib if before else 0)
+    for field, value in (("root", "srv/../etc"), ("url", "ftp://x/"), ("address", "a b")):
+        with pytest.raises(InvalidInput) as bad:
+            change("it.ana", reason="typo", **{field: value})
+        assert bad.value.field == field
+    with pytest.raises(NotFound, match="has no distribution point"):
+        change("it.ana", building="102", reason="x", bandwidth_kib=1)
+    with transaction(district.ctx.engine) as session:
+        row = session.exec(select(ImageStaging)).one()
+        row.state = "running"  # as while the scheduler stages to it
+        session.add(row)
+    with pytest.raises(Conflict, match="is running: wait for it to end"):
+        change("it.ana", reason="now", root="/srv/other")
+    with pytest.raises(Conflict, match="is running"):
+        staging.remove_point(district.ctx, it, "101", reason="now")
+
+    assert staging.point_of(district.ctx, it, "101") == before
+    assert _standing(district, dep) == "running"
+
+
+def test_a_removed_point_forgets_its_stagings_and_the_computers_fetch_from_the_orchestrator(
+    district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
+) -> None:
+    dep = _staged_scratch(district, point_host, point, tmp_path)
+    it = district["it.ana"]
+    with pytest.raises(Refused):
+        staging.remove_point(district.ctx, district["btc.lincoln"], "101", reason="mine")
+
+    assert staging.remove_point(district.ctx, it, "101", reason="building closed") == 1
+
+    assert staging.list_points(district.ctx, it) == []
+    assert _standing(district, dep) == "no point"
+    with pytest.raises(NotFound, match="has no distribution point"):
+        staging.remove_point(district.ctx, it, "101", reason="again")
+    add_point(district, point_host, point)  # and it can be given one again
