@@ -63,7 +63,7 @@ from orchestrator.services.runs import Credentials
 from orchestrator.services.staging import PointSpec
 from tests.factories import District
 from tests.service.test_image_store import HOLD_STORE
-from tests.support.fixtures import release_scratch
+from tests.support.fixtures import release_scratch, scratch_deployment
 from tests.support.points import add_point, serving_point
 from tests.support.sshd import SSHHost, restart_with_new_host_key, start_hosts
 
@@ -851,37 +851,11 @@ def test_an_artifact_the_clients_pull_from_the_point_is_not_read_again_before_th
     assert hashed == []  # the client checks the signed manifest's bytes; ours are not read
 
 
-def _scratch_deployment(d: District, folder: Path, buildings: tuple[str, ...]) -> tuple[str, int]:
-    """Scratch 3.29 released, in the store, and deployed by IT to a cart in each building."""
-    assets = folder / "assets.csv"
-    assets.write_text(
-        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
-        + "".join(
-            f'cart-{b},{b},cart,mac,"MacBookAir10,1",SN{b},02:00:00:00:{b[1:]}:01,'
-            f"127.0.{int(b) - 100}.1\n"
-            for b in buildings
-        )
-    )
-    inventory.import_clients(d.ctx, d["it.ana"], assets)
-    for b in buildings:
-        windows.add_window(
-            d.ctx, d["it.ana"], building=b, days="mon-thu", start="18:00", end="06:00"
-        )
-    scratch = release_scratch(d, "3.29", folder)
-    image_store.import_artifact(
-        d.ctx, d["it.ana"], Kind.PACKAGE, scratch, folder / "Scratch-3.29.pkg"
-    )
-    made = deployments.create(
-        d.ctx, d["it.ana"], DeploymentSpec(package=scratch, buildings=buildings)
-    )
-    return scratch, made.id
-
-
 def test_a_deployment_says_for_each_building_whether_its_point_holds_what_it_delivers(
     district: District, point_host: SSHHost, point: PointServer, tmp_path: Path
 ) -> None:
     add_point(district, point_host, point)  # 101's; 102 has none
-    scratch, dep = _scratch_deployment(district, tmp_path, ("101", "102"))
+    scratch, dep = scratch_deployment(district, tmp_path, ("101", "102"))
 
     def standing(username: str) -> dict[str, tuple[str, str]]:
         return {
@@ -911,7 +885,7 @@ def test_a_staging_that_failed_is_shown_with_its_reason_on_the_deployment(
 ) -> None:
     # A store folder nobody can create on the point's host: the staging fails.
     add_point(district, point_host, point, root="/proc/orchestrator-store")
-    _, dep = _scratch_deployment(district, tmp_path, ("101",))
+    _, dep = scratch_deployment(district, tmp_path, ("101",))
 
     staging.prestage_due(
         district.ctx, credentials=_credentials(point_host), lead=timedelta(hours=12)
@@ -929,7 +903,7 @@ OTHER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9o
 def _staged_scratch(d: District, host: SSHHost, server: PointServer, folder: Path) -> int:
     """101's point, Scratch deployed to it and staged there; returns the deployment."""
     add_point(d, host, server)
-    scratch, dep = _scratch_deployment(d, folder, ("101",))
+    scratch, dep = scratch_deployment(d, folder, ("101",))
     staging.stage(d.ctx, d["it.ana"], Kind.PACKAGE, scratch, "101", credentials=_credentials(host))
     return dep
 

@@ -12,8 +12,9 @@ from sqlmodel import col, select
 
 from orchestrator.db.models import Building, Client
 from orchestrator.db.session import transaction
-from orchestrator.domain.states import State
-from orchestrator.services import inventory
+from orchestrator.domain.states import Kind, State
+from orchestrator.services import deployments, image_store, inventory, windows
+from orchestrator.services.deployments import DeploymentSpec
 from tests.factories import District
 from tests.support.sshd import SSHHost, start_hosts
 
@@ -83,3 +84,34 @@ def empty_building(engine: sa.Engine, number: str, *, into: str = "900") -> None
             assert dst.id is not None
             c.building_id = dst.id
             s.add(c)
+
+
+def scratch_deployment(
+    d: District, folder: Path, buildings: tuple[str, ...], *, stored: bool = True
+) -> tuple[str, int]:
+    """Scratch 3.29 released (and, with ``stored``, in the image store), deployed by
+    IT to a cart Mac in each building, in a Monday-to-Thursday evening window.
+    Returns the package's reference and the deployment's id."""
+    assets = folder / "assets.csv"
+    assets.write_text(
+        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
+        + "".join(
+            f'cart-{b},{b},cart,mac,"MacBookAir10,1",SN{b},02:00:00:00:{b[1:]}:01,'
+            f"127.0.{int(b) - 100}.1\n"
+            for b in buildings
+        )
+    )
+    inventory.import_clients(d.ctx, d["it.ana"], assets)
+    for b in buildings:
+        windows.add_window(
+            d.ctx, d["it.ana"], building=b, days="mon-thu", start="18:00", end="06:00"
+        )
+    scratch = release_scratch(d, "3.29", folder)
+    if stored:
+        image_store.import_artifact(
+            d.ctx, d["it.ana"], Kind.PACKAGE, scratch, folder / "Scratch-3.29.pkg"
+        )
+    made = deployments.create(
+        d.ctx, d["it.ana"], DeploymentSpec(package=scratch, buildings=buildings)
+    )
+    return scratch, made.id

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.services import deployments, inventory, staging, windows
-from orchestrator.services.deployments import DeploymentSpec
+from orchestrator.services import staging
 from orchestrator.services.staging import PointSpec
 from tests.factories import District
-from tests.support.fixtures import release_scratch
+from tests.support.fixtures import scratch_deployment
 from tests.web.conftest import SignIn
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -39,22 +38,9 @@ def test_the_building_page_shows_its_distribution_point_or_says_it_has_none(
 def test_a_deployments_page_says_whether_each_buildings_point_holds_what_it_delivers(
     district: District, signed_in: SignIn, tmp_path: Path
 ) -> None:
-    assets = tmp_path / "assets.csv"
-    assets.write_text(
-        "Hostname,Building,Room,Platform,Model,Serial,MAC,IP\n"
-        'cart-01,101,cart,mac,"MacBookAir10,1",SN1,02:00:00:00:01:01,127.0.0.31\n'
-    )
-    inventory.import_clients(district.ctx, district["it.ana"], assets)
-    windows.add_window(
-        district.ctx, district["btc.lincoln"], building="101", days="mon-thu", start="18:00",
-        end="06:00",
-    )  # fmt: skip
-    scratch = release_scratch(district, "3.29", tmp_path)
-    dep = deployments.create(
-        district.ctx, district["btc.lincoln"], DeploymentSpec(package=scratch, buildings=("101",))
-    )
+    _, dep = scratch_deployment(district, tmp_path, ("101",), stored=False)
     tech = signed_in("btc.lincoln")
-    assert "<h2>Distribution points</h2>" not in tech.get(f"/deployments/{dep.id}").text
+    assert "<h2>Distribution points</h2>" not in tech.get(f"/deployments/{dep}").text
     staging.add_point(
         district.ctx,
         district["it.ana"],
@@ -63,7 +49,7 @@ def test_a_deployments_page_says_whether_each_buildings_point_holds_what_it_deli
         ),
     )
 
-    page = tech.get(f"/deployments/{dep.id}").text
+    page = tech.get(f"/deployments/{dep}").text
 
     assert "<h2>Distribution points</h2>" in page
     assert "its released bytes are not in the image store" in page  # never imported
