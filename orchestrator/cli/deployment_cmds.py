@@ -163,11 +163,19 @@ def deploy_show(deployment_id: ID, as_json: bool = JSON_OPTION) -> None:
     if as_json:
         print_json(view)
         return
-    console.print(summary(view))
-    held = staging.deployment_stagings(state.ctx, state.actor(), deployment_id)
-    if any(s.state != "no point" for s in held):  # a district without points: no noise
-        console.print(_stagings(held))
-    console.print(_clients(view))
+    for part in show_parts(view):
+        console.print(part)
+
+
+def show_parts(view: deployments.DeploymentView) -> list[Table]:
+    """What ``deploy show`` prints (and ``deploy watch`` when the deployment ends)."""
+    held = staging.deployment_stagings(state.ctx, state.actor(), view.id)
+    return [summary(view), *([_stagings(held)] if has_points(held) else []), _clients(view)]
+
+
+def has_points(held: list[staging.DeliveryStaging]) -> bool:
+    """Whether some building it reaches has a point (a district without points: no noise)."""
+    return any(s.state != "no point" for s in held)
 
 
 def _stagings(held: list[staging.DeliveryStaging]) -> Table:

@@ -2,11 +2,13 @@
 
 Every ``--interval`` seconds it asks :func:`orchestrator.services.deployments.progress`
 (which sees exactly what ``deploy show`` sees) and draws per building and wave
-how many clients stand where, the latest failures and, while the deployment
-waits, why and when it may start. On a terminal the frame is redrawn in place
-(Rich ``Live``); elsewhere (pipes, logs) each change is one printed line. When
-the deployment ends it prints the summary ``deploy show`` prints. Ctrl-C only
-stops watching: the service carries on.
+how many clients stand where, the latest failures, while the deployment waits
+why and when it may start, and where buildings have distribution points how
+far each point's staging has gone
+(:func:`orchestrator.services.staging.deployment_stagings`). On a terminal the
+frame is redrawn in place (Rich ``Live``); elsewhere (pipes, logs) each change
+is one printed line. When the deployment ends it prints what ``deploy show``
+prints. Ctrl-C only stops watching: the service carries on.
 
 Registered on the ``deploy`` group beside the other deployment commands (see
 cli/main.py).
@@ -28,11 +30,12 @@ from rich.text import Text
 
 from orchestrator.cli import render
 from orchestrator.cli.app import console, print_json, state
-from orchestrator.cli.deployment_cmds import ID, _clients, summary
+from orchestrator.cli.deployment_cmds import ID, has_points, show_parts
 from orchestrator.domain.rollout import ClientState, DeploymentState
 from orchestrator.errors import InvalidInput
-from orchestrator.services import deployments
+from orchestrator.services import deployments, staging
 from orchestrator.services.deployments import DeploymentProgress, ProgressCell
+from orchestrator.services.staging import DeliveryStaging
 
 _sleep: Callable[[float], None] = time.sleep
 """How the watch waits between looks (tests put a fake here)."""
@@ -117,8 +120,39 @@ def _why(p: DeploymentProgress) -> str:
     return ""
 
 
-def frame(p: DeploymentProgress, interval: float | None = None) -> RenderableType:
-    """One picture of the deployment: state, why it waits, per building and wave, failures."""
+_STAGING_STYLE = {"staged": "green", "running": "yellow", "failed": "red"}
+
+
+def _staging_bar(s: DeliveryStaging) -> Text:
+    """Chunks sent of those the point lacked; empty when no staging began."""
+    done = round(BAR_WIDTH * s.chunks_sent / s.chunks_total) if s.chunks_total else 0
+    if s.state == "staged":
+        done = BAR_WIDTH  # a point that lacked nothing holds it all
+    bar = Text("█" * done, style=_STAGING_STYLE.get(s.state, "dim"))
+    bar.append("░" * (BAR_WIDTH - done), style="dim")
+    return bar
+
+
+def _chunks(s: DeliveryStaging) -> str:
+    return f"{s.chunks_sent}/{s.chunks_total}" if s.at else "-"
+
+
+def _points(held: list[DeliveryStaging]) -> Table:
+    t = Table(title="distribution points", **render.TABLE_STYLE)
+    for heading in ("building", "delivers", "", "chunks", "on its point"):
+        t.add_column(heading, no_wrap=True)
+    for s in held:
+        t.add_row(s.building, s.ref, _staging_bar(s), _chunks(s), s.state)
+    return t
+
+
+def frame(
+    p: DeploymentProgress,
+    interval: float | None = None,
+    held: list[DeliveryStaging] | None = None,
+) -> RenderableType:
+    """One picture of the deployment: state, why it waits, its points' stagings (``held``),
+    per building and wave, failures."""
     zone = state.settings.zone
     parts: list[RenderableType] = []
     head = Text.from_markup(f"[bold]deployment {p.id}: {escape(p.ref)} — {p.state}[/]")
@@ -143,6 +177,8 @@ def frame(p: DeploymentProgress, interval: float | None = None) -> RenderableTyp
             )
     if p.deadline is not None and not p.final:
         parts.append(Text(f"deadline {render.when(p.deadline, zone)}"))
+    if held and has_points(held):
+        parts.append(_points(held))
     t = Table(title="progress", **render.TABLE_STYLE)
     for heading in ("building", "wave", "", "done", "clients"):
         t.add_column(heading, no_wrap=heading != "clients")
@@ -171,10 +207,16 @@ def frame(p: DeploymentProgress, interval: float | None = None) -> RenderableTyp
     return Group(*parts)
 
 
-def _lines(p: DeploymentProgress) -> dict[str, str]:
+def _lines(p: DeploymentProgress, held: list[DeliveryStaging]) -> dict[str, str]:
     """What a log shows of the frame: one line per thing that can change, by key."""
     why = _why(p) or (f"{p.state}: {p.reason}" if p.reason else p.state)
     lines = {"state": f"deployment {p.id} is {why}"}
+    if has_points(held):
+        for s in held:
+            sent = f", {s.chunks_sent} of {s.chunks_total} chunks sent" if s.at else ""
+            lines[f"point {s.building} {s.ref}"] = (
+                f"building {s.building}'s point: {s.ref} {s.state}{sent}"
+            )
     for cell in p.cells:
         lines[f"cell {cell.building} {cell.wave}"] = (
             f"building {cell.building} {_wave_label(cell)}: {_count_text(cell)}"
@@ -185,8 +227,10 @@ def _lines(p: DeploymentProgress) -> dict[str, str]:
     return lines
 
 
-def _print_changes(p: DeploymentProgress, before: dict[str, str]) -> dict[str, str]:
-    now = _lines(p)
+def _print_changes(
+    p: DeploymentProgress, held: list[DeliveryStaging], before: dict[str, str]
+) -> dict[str, str]:
+    now = _lines(p, held)
     stamp = _hhmm(p)
     for key, text in now.items():
         if before.get(key) != text:
@@ -195,9 +239,8 @@ def _print_changes(p: DeploymentProgress, before: dict[str, str]) -> dict[str, s
 
 
 def _final_summary(deployment_id: int) -> None:
-    view = deployments.show(state.ctx, state.actor(), deployment_id)
-    console.print(summary(view))
-    console.print(_clients(view))
+    for part in show_parts(deployments.show(state.ctx, state.actor(), deployment_id)):
+        console.print(part)
 
 
 def deploy_watch(
@@ -216,28 +259,35 @@ def deploy_watch(
     if as_json and not once:
         raise InvalidInput("--json draws one frame: use it with --once", field="json")
     ctx, actor = state.ctx, state.actor()
-    p = deployments.progress(ctx, actor, deployment_id)
+
+    def look() -> tuple[DeploymentProgress, list[DeliveryStaging]]:
+        return (
+            deployments.progress(ctx, actor, deployment_id),
+            staging.deployment_stagings(ctx, actor, deployment_id),
+        )
+
+    p, held = look()
     if as_json:
         print_json(p)
         return
     if once:
-        console.print(frame(p))
+        console.print(frame(p, held=held))
         if p.final:
             _final_summary(deployment_id)
         return
     try:
         if console.is_terminal:
-            with Live(frame(p, interval), console=console, auto_refresh=False) as live:
+            with Live(frame(p, interval, held), console=console, auto_refresh=False) as live:
                 while not p.final:
                     _sleep(interval)
-                    p = deployments.progress(ctx, actor, deployment_id)
-                    live.update(frame(p, interval), refresh=True)
+                    p, held = look()
+                    live.update(frame(p, interval, held), refresh=True)
         else:
-            shown = _print_changes(p, {})
+            shown = _print_changes(p, held, {})
             while not p.final:
                 _sleep(interval)
-                p = deployments.progress(ctx, actor, deployment_id)
-                shown = _print_changes(p, shown)
+                p, held = look()
+                shown = _print_changes(p, held, shown)
     except KeyboardInterrupt:
         console.print(
             f"stopped watching; deployment {deployment_id} goes on in the service "

@@ -25,12 +25,23 @@ from sqlmodel import select
 from orchestrator.cli import watch_cmds
 from orchestrator.clock import FixedClock
 from orchestrator.config import Settings
-from orchestrator.db.models import Deployment, DeploymentClient
+from orchestrator.db.models import (
+    Deployment,
+    DeploymentClient,
+    DistributionPoint,
+    ImageManifest,
+    ImageStaging,
+    Person,
+    Releasable,
+)
 from orchestrator.db.session import transaction
+from orchestrator.services import directory, staging
 from orchestrator.services.context import Context
+from orchestrator.services.staging import PointSpec
 from tests.support.cli import Invoke
 
 Moves = list[Callable[[], None]]
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 
 
 @pytest.fixture
@@ -361,3 +372,102 @@ def test_deploy_show_says_a_window_is_open_now_and_until_when(
 
     assert re.search(r"window 101\s+open now, until 2026-03-03 06:00", inside)
     assert "next window" not in inside
+
+
+def _scratch_staged_on_a_point(engine: sa.Engine, clock: FixedClock) -> Callable[..., None]:
+    """Building 101 gets a point and Scratch 3.29 a signed manifest, as an import and
+    the chain's release would leave them; returns how to move the point's staging row."""
+    ctx = Context(engine=engine, clock=clock)
+    staging.add_point(
+        ctx,
+        directory.actor(ctx, "it.rivera"),
+        PointSpec("101", "dp-101", "images", "/srv/images", "https://dp-101:8443", host_key=KEY),
+    )
+    with transaction(engine) as s:
+        scratch = s.exec(
+            select(Releasable).where(Releasable.name == "scratch", Releasable.version == "3.29")
+        ).one()
+        it = s.exec(select(Person).where(Person.username == "it.rivera")).one()
+        assert scratch.id is not None and it.id is not None
+        s.add(
+            ImageManifest(
+                releasable_id=scratch.id,
+                index_name="scratch-3.29",
+                index_sha256="0" * 64,
+                artifact_sha256=scratch.artifact_sha256,
+                size=200 << 15,
+                chunks=200,
+                unique_chunks=200,
+                new_bytes=200 << 14,
+                imported_by_id=it.id,
+                imported_at=clock.now,
+                signed=b"signed",
+                key_id="k1",
+                signed_at=clock.now,
+            )
+        )
+
+    def move(state: str, sent: int) -> None:
+        with transaction(engine) as s:
+            row = s.exec(select(ImageStaging)).first()
+            if row is None:
+                point = s.exec(select(DistributionPoint)).one()
+                manifest = s.exec(select(ImageManifest)).one()
+                assert point.id is not None and manifest.id is not None
+                row = ImageStaging(
+                    point_id=point.id,
+                    manifest_id=manifest.id,
+                    state=state,
+                    chunks_total=200,
+                    started_at=clock.now,
+                )
+            row.state, row.chunks_sent = state, sent
+            s.add(row)
+
+    return move
+
+
+def test_off_a_terminal_a_points_staging_is_one_line_per_change_and_ends_in_the_summary(
+    cli: Invoke, engine: sa.Engine, fixed_clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _lincoln_deployment(cli)
+    move = _scratch_staged_on_a_point(engine, fixed_clock)
+
+    def end() -> None:
+        move("staged", 200)
+        _deployment(engine, "cancelled", "wrong version")
+
+    _sleeps(
+        monkeypatch,
+        fixed_clock,
+        [lambda: move("running", 0), lambda: move("running", 120), end],
+    )
+
+    out = cli("--as", "btc.lincoln", "deploy", "watch", "1", "--interval", "60").stdout
+
+    point_lines = [line for line in out.splitlines() if "'s point:" in line]
+    assert point_lines == [
+        "10:00 building 101's point: scratch@3.29 waiting",
+        "10:01 building 101's point: scratch@3.29 running, 0 of 200 chunks sent",
+        "10:02 building 101's point: scratch@3.29 running, 120 of 200 chunks sent",
+        "10:03 building 101's point: scratch@3.29 staged, 200 of 200 chunks sent",
+    ]
+    shown = cli("--as", "btc.lincoln", "deploy", "show", "1").stdout
+    assert out.endswith(shown) and "distribution points" in shown
+
+
+def test_a_frame_draws_each_points_staging_as_a_bar_of_the_chunks_sent(
+    cli: Invoke, engine: sa.Engine, fixed_clock: FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _lincoln_deployment(cli)
+    _no_sleep(monkeypatch)
+    assert "distribution points" not in cli("--as", "btc.lincoln", "deploy", "watch", "1",
+                                             "--once").stdout  # fmt: skip
+    move = _scratch_staged_on_a_point(engine, fixed_clock)
+    move("running", 50)
+
+    out = cli("--as", "btc.lincoln", "deploy", "watch", "1", "--once").stdout
+
+    table = [line.split() for line in out.splitlines()]
+    assert "distribution points" in out
+    assert ["101", "scratch@3.29", "█" * 6 + "░" * 18, "50/200", "running"] in table
