@@ -69,6 +69,7 @@ def render(
             "actor": caller.actor if caller else None,
             "csrf": caller.csrf_token if caller else None,
             "local": lambda m, fmt="%a %b %d %H:%M": _local(ctx, m, fmt),
+            "zone": str(ctx.zone),
             "Role": Role,
             **values,
         },

@@ -15,17 +15,22 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Frame, expect
+from sqlmodel import select
 
+from orchestrator.db.models import DistributionPoint, ImageManifest, ImageStaging
+from orchestrator.db.session import transaction
 from orchestrator.domain.states import Kind, State
-from orchestrator.services import catalog, chain, inventory, windows
+from orchestrator.services import catalog, chain, deployments, inventory, staging, windows
+from orchestrator.services.staging import PointSpec
 from tests.e2e.conftest import OpenTab, StartService, Tab, sign_in
 from tests.factories import District
-from tests.support.fixtures import import_as_clients
+from tests.support.fixtures import import_as_clients, scratch_deployment
 from tests.support.sshd import SSHHost, start_hosts
 
 DAY = timedelta(days=1)
 TO = "\N{EN DASH}"
 """Between a window's opening and closing times, as the pages write it."""
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
 SIGNER = "Developer ID Installer: MIT Scratch (ABCDE12345)"
 DEPLOYMENT_SECONDS = 180
 """Long enough for the scheduler's sweep (15 s) to find the deployment and for
@@ -175,6 +180,71 @@ def test_a_building_tech_schedules_a_package_and_watches_it_finish_on_the_macs(
         assert (h.root / f"Applications/{ident}/VERSION").read_text() == "3.29"
         assert (h.root / "var/db/receipts" / f"{ident}.plist").exists()
         assert len(_installer_runs(h, ident)) == 1, h.name
+
+
+def _staging_row(district: District, state: str, sent: int, started: datetime) -> None:
+    """Building 101's point's staging of the one stored image, as a staging moves it."""
+    with transaction(district.ctx.engine) as s:
+        row = s.exec(select(ImageStaging)).first()
+        if row is None:
+            point = s.exec(select(DistributionPoint)).one()
+            manifest = s.exec(select(ImageManifest)).one()
+            assert point.id is not None and manifest.id is not None
+            row = ImageStaging(
+                point_id=point.id,
+                manifest_id=manifest.id,
+                state=state,
+                chunks_total=200,
+                started_at=started,
+            )
+        row.state, row.chunks_sent = state, sent
+        s.add(row)
+
+
+def test_a_deployments_page_follows_its_buildings_point_being_staged_without_reloading(
+    district: District,
+    passwords: Callable[..., None],
+    start_service: StartService,
+    open_tab: OpenTab,
+    tmp_path: Path,
+) -> None:
+    _, dep = scratch_deployment(district, tmp_path, ("101",))
+    staging.add_point(
+        district.ctx,
+        district["it.ana"],
+        PointSpec("101", "dp-101", "images", "/srv/images", "https://dp-101:8443",
+                  host_key=HOST_KEY),
+    )  # fmt: skip
+    # Paused, so the service's scheduler neither runs it nor stages it: the test does.
+    deployments.pause(district.ctx, district["it.ana"], dep, reason="staged by hand")
+    passwords("btc.lincoln")
+    tab = open_tab(start_service())
+    page = tab.page
+    sign_in(tab, "btc.lincoln")
+    page.goto(f"/deployments/{dep}")
+    row = page.locator("#stagings tr[data-key='101/scratch@3.29']")
+    expect(row.locator(".state")).to_have_text("waiting")
+    expect(row.locator(".since")).to_have_text("\N{EM DASH}")
+    navigations = _navigations(tab)
+    started = district.ctx.now().replace(microsecond=0)
+
+    _staging_row(district, "running", 40, started)
+
+    expect(row.locator(".state")).to_have_text("running")
+    expect(row.locator(".sent")).to_have_text("40 of 200")
+    expect(row.locator(".note")).to_have_text("sending: 40 of 200 chunks")
+    # The district's time, as the page itself writes it, whatever the browser's zone.
+    expect(row.locator(".since")).to_have_text(
+        f"{started.astimezone(district.ctx.zone):%a %b %d %H:%M}"
+    )
+
+    _staging_row(district, "staged", 200, started)
+
+    expect(row.locator(".state")).to_have_text("staged")
+    expect(row.locator(".sent")).to_have_text("200 of 200")
+    expect(row.locator(".note")).to_have_text("staged: its computers pull it from the point")
+    assert navigations == []
+    assert tab.problems == []
 
 
 @pytest.fixture
