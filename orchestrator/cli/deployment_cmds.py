@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.cli import render
-from orchestrator.cli.app import JSON_OPTION, console, print_json, state
+from orchestrator.cli.app import JSON_OPTION, console, print_json, state, to_jsonable
 from orchestrator.domain import windows as window_rules
 from orchestrator.errors import InvalidInput
 from orchestrator.services import deployments, staging
@@ -161,7 +161,8 @@ def deploy_show(deployment_id: ID, as_json: bool = JSON_OPTION) -> None:
     """One deployment: its waves, and every client's outcome with the failing step."""
     view = deployments.show(state.ctx, state.actor(), deployment_id)
     if as_json:
-        print_json(view)
+        held = staging.deployment_stagings(state.ctx, state.actor(), deployment_id)
+        print_json({**to_jsonable(view), "stagings": held})
         return
     for part in show_parts(view):
         console.print(part)

@@ -38,6 +38,17 @@ def test_a_tech_schedules_a_deployment_then_pauses_resumes_and_cancels_it(
     )
     states = {c["hostname"]: c["state"] for c in shown["clients"]}
     assert states["101-cart-1-01"] == "pending" and states["101-lab-a-01"] == "skipped"
+    assert shown["stagings"] == [
+        {
+            "building": "101",
+            "ref": "scratch@3.29",
+            "state": "no point",
+            "chunks_sent": 0,
+            "chunks_total": 0,
+            "message": "no distribution point: its computers fetch from the orchestrator",
+            "at": None,
+        }
+    ]
     # No building of the sample district has a distribution point: nothing to say.
     assert (
         "distribution points"
@@ -121,3 +132,8 @@ def test_deploy_show_says_whether_the_buildings_point_holds_what_it_delivers(
     assert "distribution points" in shown
     assert "101 scratch@3.29 not stored" in shown  # released, but never imported
     assert "its released bytes are not in the image store" in shown
+    data = json.loads(orchestrator("--as", "btc.lincoln", "deploy", "show", "1", "--json").stdout)
+    assert [(s["building"], s["ref"], s["state"]) for s in data["stagings"]] == [
+        ("101", "scratch@3.29", "not stored")
+    ]
+    assert data["ref"] == "scratch@3.29" and len(data["clients"]) == 10  # the rest as it was
