@@ -28,9 +28,7 @@ from orchestrator.config import Settings
 from orchestrator.db.models import (
     Deployment,
     DeploymentClient,
-    DistributionPoint,
     ImageManifest,
-    ImageStaging,
     Person,
     Releasable,
 )
@@ -39,6 +37,7 @@ from orchestrator.services import directory, staging
 from orchestrator.services.context import Context
 from orchestrator.services.staging import PointSpec
 from tests.support.cli import Invoke
+from tests.support.fixtures import move_staging
 
 Moves = list[Callable[[], None]]
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -408,21 +407,7 @@ def _scratch_staged_on_a_point(engine: sa.Engine, clock: FixedClock) -> Callable
         )
 
     def move(state: str, sent: int) -> None:
-        with transaction(engine) as s:
-            row = s.exec(select(ImageStaging)).first()
-            if row is None:
-                point = s.exec(select(DistributionPoint)).one()
-                manifest = s.exec(select(ImageManifest)).one()
-                assert point.id is not None and manifest.id is not None
-                row = ImageStaging(
-                    point_id=point.id,
-                    manifest_id=manifest.id,
-                    state=state,
-                    chunks_total=200,
-                    started_at=clock.now,
-                )
-            row.state, row.chunks_sent = state, sent
-            s.add(row)
+        move_staging(engine, state, sent, clock.now)
 
     return move
 

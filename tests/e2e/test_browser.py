@@ -15,16 +15,13 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Frame, expect
-from sqlmodel import select
 
-from orchestrator.db.models import DistributionPoint, ImageManifest, ImageStaging
-from orchestrator.db.session import transaction
 from orchestrator.domain.states import Kind, State
 from orchestrator.services import catalog, chain, deployments, inventory, staging, windows
 from orchestrator.services.staging import PointSpec
 from tests.e2e.conftest import OpenTab, StartService, Tab, sign_in
 from tests.factories import District
-from tests.support.fixtures import import_as_clients, scratch_deployment
+from tests.support.fixtures import import_as_clients, move_staging, scratch_deployment
 from tests.support.sshd import SSHHost, start_hosts
 
 DAY = timedelta(days=1)
@@ -182,25 +179,6 @@ def test_a_building_tech_schedules_a_package_and_watches_it_finish_on_the_macs(
         assert len(_installer_runs(h, ident)) == 1, h.name
 
 
-def _staging_row(district: District, state: str, sent: int, started: datetime) -> None:
-    """Building 101's point's staging of the one stored image, as a staging moves it."""
-    with transaction(district.ctx.engine) as s:
-        row = s.exec(select(ImageStaging)).first()
-        if row is None:
-            point = s.exec(select(DistributionPoint)).one()
-            manifest = s.exec(select(ImageManifest)).one()
-            assert point.id is not None and manifest.id is not None
-            row = ImageStaging(
-                point_id=point.id,
-                manifest_id=manifest.id,
-                state=state,
-                chunks_total=200,
-                started_at=started,
-            )
-        row.state, row.chunks_sent = state, sent
-        s.add(row)
-
-
 def test_a_deployments_page_follows_its_buildings_point_being_staged_without_reloading(
     district: District,
     passwords: Callable[..., None],
@@ -228,7 +206,7 @@ def test_a_deployments_page_follows_its_buildings_point_being_staged_without_rel
     navigations = _navigations(tab)
     started = district.ctx.now().replace(microsecond=0)
 
-    _staging_row(district, "running", 40, started)
+    move_staging(district.ctx.engine, "running", 40, started)
 
     expect(row.locator(".state")).to_have_text("running")
     expect(row.locator(".sent")).to_have_text("40 of 200")
@@ -238,7 +216,7 @@ def test_a_deployments_page_follows_its_buildings_point_being_staged_without_rel
         f"{started.astimezone(district.ctx.zone):%a %b %d %H:%M}"
     )
 
-    _staging_row(district, "staged", 200, started)
+    move_staging(district.ctx.engine, "staged", 200, started)
 
     expect(row.locator(".state")).to_have_text("staged")
     expect(row.locator(".sent")).to_have_text("200 of 200")

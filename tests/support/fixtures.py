@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from orchestrator.db.models import Building, Client
+from orchestrator.db.models import (
+    Building,
+    Client,
+    DistributionPoint,
+    ImageManifest,
+    ImageStaging,
+)
 from orchestrator.db.session import transaction
 from orchestrator.domain.states import Kind, State
 from orchestrator.services import deployments, image_store, inventory, windows
@@ -115,3 +122,23 @@ def scratch_deployment(
         d.ctx, d["it.ana"], DeploymentSpec(package=scratch, buildings=buildings)
     )
     return scratch, made.id
+
+
+def move_staging(engine: sa.Engine, state: str, sent: int, started: datetime) -> None:
+    """Set the one point's staging of the one stored image, of 200 chunks, to
+    ``state`` with ``sent`` sent, as a staging moves its row (made at the first call)."""
+    with transaction(engine) as s:
+        row = s.exec(select(ImageStaging)).first()
+        if row is None:
+            point = s.exec(select(DistributionPoint)).one()
+            manifest = s.exec(select(ImageManifest)).one()
+            assert point.id is not None and manifest.id is not None
+            row = ImageStaging(
+                point_id=point.id,
+                manifest_id=manifest.id,
+                state=state,
+                chunks_total=200,
+                started_at=started,
+            )
+        row.state, row.chunks_sent = state, sent
+        s.add(row)
