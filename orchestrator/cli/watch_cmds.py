@@ -29,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli import render
-from orchestrator.cli.app import console, print_json, state
+from orchestrator.cli.app import console, print_json, state, to_jsonable
 from orchestrator.cli.deployment_cmds import ID, has_points, show_parts
 from orchestrator.domain.rollout import ClientState, DeploymentState
 from orchestrator.errors import InvalidInput
@@ -268,7 +268,7 @@ def deploy_watch(
 
     p, held = look()
     if as_json:
-        print_json(p)
+        print_json({**to_jsonable(p), "stagings": held})
         return
     if once:
         console.print(frame(p, held=held))

@@ -456,3 +456,8 @@ def test_a_frame_draws_each_points_staging_as_a_bar_of_the_chunks_sent(
     table = [line.split() for line in out.splitlines()]
     assert "distribution points" in out
     assert ["101", "scratch@3.29", "█" * 6 + "░" * 18, "50/200", "running"] in table
+    data = json.loads(cli("--as", "btc.lincoln", "deploy", "watch", "1", "--once", "--json").stdout)
+    assert [(s["state"], s["chunks_sent"], s["chunks_total"]) for s in data["stagings"]] == [
+        ("running", 50, 200)
+    ]
+    assert data["state"] == "scheduled" and data["cells"]  # the progress, as it was
