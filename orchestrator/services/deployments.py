@@ -430,7 +430,11 @@ def _buildings_of(session: Session, dep_id: int) -> list[str]:
     )
 
 
-def _visible(session: Session, actor: Actor, dep_id: int) -> tuple[Deployment, list[str]]:
+def visible(session: Session, actor: Actor, dep_id: int) -> tuple[Deployment, list[str]]:
+    """The deployment and the buildings it reaches, if the actor may see one of them.
+
+    Raises: NotFound (no such deployment, or none of its buildings is the actor's).
+    """
     dep = session.get(Deployment, dep_id)
     buildings = _buildings_of(session, dep_id) if dep is not None else []
     if dep is None or not any(may(actor, Action.READ_CATALOG, building=b) for b in buildings):
@@ -497,7 +501,7 @@ def _view(ctx: Context, session: Session, dep: Deployment, *, with_clients: bool
 def show(ctx: Context, actor: Actor, deployment_id: int) -> DeploymentView:
     """One deployment with every client's outcome. Raises: NotFound."""
     with transaction(ctx.engine) as session:
-        dep, _ = _visible(session, actor, deployment_id)
+        dep, _ = visible(session, actor, deployment_id)
         return _view(ctx, session, dep, with_clients=True)
 
 
@@ -579,7 +583,7 @@ def progress(
     now = ctx.now()
     dc = DeploymentClient
     with transaction(ctx.engine) as session:
-        dep, _ = _visible(session, actor, deployment_id)
+        dep, _ = visible(session, actor, deployment_id)
         assert dep.id is not None
         keys = (col(dc.building), col(dc.wave), col(dc.pilot), col(dc.state))
         grouped = session.execute(
@@ -692,7 +696,7 @@ def _act(
         raise InvalidInput(f"say why you {event.value} it (--reason)", field="reason")
     now = ctx.now()
     with transaction(ctx.engine) as session:
-        dep, buildings = _visible(session, actor, deployment_id)
+        dep, buildings = visible(session, actor, deployment_id)
         for b in buildings:
             authorize(actor, Action.RUN_PLAYBOOK, building=b)
         before = dep.state

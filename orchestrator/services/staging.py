@@ -945,15 +945,14 @@ def deployment_stagings(ctx: Context, actor: Actor, deployment_id: int) -> list[
 
     Raises: NotFound (a deployment the actor may not see).
     """
-    view = deployments.show(ctx, actor, deployment_id)
     out: list[DeliveryStaging] = []
     with transaction(ctx.engine) as session:
-        dep = session.get(Deployment, deployment_id)
-        row = session.get(Releasable, dep.releasable_id) if dep is not None else None
-        if dep is None or row is None:
+        dep, buildings = deployments.visible(session, actor, deployment_id)
+        row = session.get(Releasable, dep.releasable_id)
+        if row is None:
             return out
         items = delivery.delivered_rows(session, dep.playbook, row)
-        for number in view.buildings:
+        for number in buildings:
             if not may(actor, Action.READ_CATALOG, building=number):
                 continue
             b = session.exec(select(Building).where(Building.number == number)).one()
