@@ -267,6 +267,18 @@ def agent_cmd(
     )
 
 
+def _print_point(p: staging.PointView) -> None:
+    """What ``points add`` and ``points set`` leave the point as: every setting, one line."""
+    console.print(
+        f"building {p.building}: distribution point {p.ssh_user}@{p.address}:{p.ssh_port} "
+        f"({p.fingerprint} pinned), store {p.root}, clients fetch from {p.url}, "
+        + (f"at most {p.bandwidth_kib} KiB/s" if p.bandwidth_kib else "no bandwidth limit"),
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 @points_app.command("add")
 def points_add(
     building: Annotated[str, typer.Option(help="The building it serves.")],
@@ -293,13 +305,7 @@ def points_add(
             bandwidth_kib=bandwidth,
         ),
     )
-    console.print(
-        f"building {p.building}: distribution point {p.address}:{p.ssh_port} ({p.fingerprint} "
-        f"pinned), clients fetch from {p.url}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
+    _print_point(p)
 
 
 @points_app.command("list")
@@ -364,14 +370,7 @@ def points_set(
             repin=repin,
         ),
     )
-    console.print(
-        f"building {p.building}: distribution point {p.ssh_user}@{p.address}:{p.ssh_port} "
-        f"({p.fingerprint} pinned), store {p.root}, clients fetch from {p.url}, "
-        + (f"at most {p.bandwidth_kib} KiB/s" if p.bandwidth_kib else "no bandwidth limit"),
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
+    _print_point(p)
 
 
 @points_app.command("remove")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from orchestrator.services import directory, staging
@@ -14,6 +16,8 @@ from orchestrator.services.context import Context
 from orchestrator.services.staging import PointSpec
 from tests.support.agent import agent_wheels, agent_wheels_without
 from tests.support.cli import Invoke
+from tests.support.sshd import SSHHost, start_hosts
+from tests.support.winrm_responder import free_port
 
 MIB = 2**20
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
@@ -157,6 +161,41 @@ def test_store_agent_says_which_platform_gets_no_chunker(
     assert "this machine: without fastcdc (no wheel for it): its clients pull whole" in out
     bundle = json.loads((tmp_path / "images" / "agent" / "bundle.json").read_text())
     assert bundle["without"] == {"this machine": ["fastcdc"]}
+
+
+@pytest.fixture(scope="module")
+def point_host() -> Iterator[SSHHost]:
+    with start_hosts(1) as hosts:
+        yield hosts[0]
+
+
+def test_it_adds_a_point_pinning_its_key_and_a_bad_add_changes_nothing(
+    orchestrator: Invoke, point_host: SSHHost
+) -> None:
+    h = point_host
+    add = ["points", "add", "--building", "101", "--address", h.address, "--ssh-user",
+           h.username, "--root", "/srv/images", "--url", "https://dp-101:8443"]  # fmt: skip
+
+    refused = orchestrator("--as", "btc.lincoln", *add, "--ssh-port", str(h.port), expect=3)
+    assert "cannot manage the image store" in refused.stderr
+    closed = orchestrator("--as", "it.rivera", *add, "--ssh-port", str(free_port()), expect=8)
+    assert "cannot be fetched to pin it, so no point was added" in closed.stderr
+    bad_root = [*add[:-4], "--root", "srv/../etc", *add[-2:]]
+    escaped = orchestrator("--as", "it.rivera", *bad_root, "--ssh-port", str(h.port), expect=2)
+    assert escaped.stderr.startswith("root: ")
+    assert "no distribution points" in orchestrator("--as", "it.rivera", "points", "list").stdout
+
+    added = orchestrator("--as", "it.rivera", *add, "--ssh-port", str(h.port),
+                         "--bandwidth", "2048").stdout  # fmt: skip
+    (listed,) = json.loads(orchestrator("--as", "it.rivera", "points", "list", "--json").stdout)
+    assert listed["fingerprint"].startswith("SHA256:")
+    assert added.strip() == (
+        f"building 101: distribution point {h.username}@{h.address}:{h.port} "
+        f"({listed['fingerprint']} pinned), store /srv/images, clients fetch from "
+        "https://dp-101:8443, at most 2048 KiB/s"
+    )
+    again = orchestrator("--as", "it.rivera", *add, "--ssh-port", str(h.port), expect=5)
+    assert "has a distribution point already" in again.stderr
 
 
 def test_it_changes_and_removes_a_point_and_bad_requests_exit_with_the_reason(
