@@ -316,8 +316,10 @@ def points_list(as_json: bool = JSON_OPTION) -> None:
         print_json(rows)
         return
     t = Table(title=f"distribution points ({len(rows)})", **render.TABLE_STYLE)
-    for heading in ("building", "ssh", "host key", "store", "clients fetch from", "limit"):
-        t.add_column(heading)
+    t.add_column("building")
+    for heading in ("ssh", "host key", "store", "clients fetch from"):
+        t.add_column(heading, overflow="fold")  # an address cut short is no address
+    t.add_column("limit", no_wrap=True)
     for p in rows:
         t.add_row(
             p.building,

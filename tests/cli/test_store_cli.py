@@ -170,7 +170,7 @@ def point_host() -> Iterator[SSHHost]:
 
 
 def test_it_adds_a_point_pinning_its_key_and_a_bad_add_changes_nothing(
-    orchestrator: Invoke, point_host: SSHHost
+    orchestrator: Invoke, point_host: SSHHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = point_host
     add = ["points", "add", "--building", "101", "--address", h.address, "--ssh-user",
@@ -196,6 +196,10 @@ def test_it_adds_a_point_pinning_its_key_and_a_bad_add_changes_nothing(
     )
     again = orchestrator("--as", "it.rivera", *add, "--ssh-port", str(h.port), expect=5)
     assert "has a distribution point already" in again.stderr
+    monkeypatch.setenv("COLUMNS", "72")
+    narrow = orchestrator("--as", "it.rivera", "points", "list").stdout
+    assert "…" not in narrow, narrow  # a narrow terminal folds the addresses, never cuts them
+    assert "SHA256:" in narrow and "2048 KiB/s" in narrow
 
 
 def test_it_changes_and_removes_a_point_and_bad_requests_exit_with_the_reason(
