@@ -31,14 +31,12 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from orchestrator.config import Settings
 from orchestrator.db.models import ApiToken, Building, Person, PersonBuilding, WebSession
 from orchestrator.db.session import transaction
 from orchestrator.domain import validation
@@ -63,60 +61,6 @@ TOKEN_PREFIX = "orch_"
 _hasher = PasswordHasher()
 # Verified against when the username is unknown, so that costs what a real check costs.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
-
-
-class DirectoryPerson(Protocol):
-    """What the directory says about someone who signed in (see remote/ldap_directory.py)."""
-
-    @property
-    def username(self) -> str: ...
-    @property
-    def display_name(self) -> str: ...
-    @property
-    def role(self) -> Role: ...
-    @property
-    def buildings(self) -> frozenset[str]: ...
-
-
-class Directory(Protocol):
-    def authenticate(self, username: str, password: str) -> DirectoryPerson:
-        """Raises: SignInFailed, DirectoryUnavailable."""
-        ...
-
-
-def directory_from_settings(settings: Settings) -> Directory | None:
-    """The configured directory, or None for local accounts only.
-
-    Raises:
-        InvalidInput: an LDAP setting that is missing or malformed (named).
-    """
-    if not settings.ldap_url:
-        return None
-    from orchestrator.remote.ldap_directory import (
-        DirectoryConfig,
-        LdapDirectory,
-        parse_role_groups,
-    )
-
-    for name in ("ldap_bind_dn", "ldap_user_base", "ldap_group_base"):
-        if not getattr(settings, name):
-            raise InvalidInput(f"must be set when ldap_url is ({settings.ldap_url})", field=name)
-    if not settings.ldap_role_groups:
-        raise InvalidInput("must map at least one role to a group", field="ldap_role_groups")
-    password = settings.ldap_bind_password
-    return LdapDirectory(
-        DirectoryConfig(
-            url=settings.ldap_url,
-            bind_dn=settings.ldap_bind_dn,
-            bind_password=password.get_secret_value() if password else "",
-            user_base=settings.ldap_user_base,
-            group_base=settings.ldap_group_base,
-            role_groups=parse_role_groups(settings.ldap_role_groups),
-            user_filter=settings.ldap_user_filter,
-            start_tls=settings.ldap_start_tls,
-            ca_file=settings.ldap_ca_file,
-        )
-    )
 
 
 def _sha(value: str) -> str:

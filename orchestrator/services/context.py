@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -14,9 +13,7 @@ from orchestrator.clock import Clock, system_clock
 from orchestrator.config import DEFAULT_DATA_DIR, Settings
 from orchestrator.db.session import make_engine
 from orchestrator.domain.sunset import DEFAULT_LEAD_DAYS, district_today
-
-if TYPE_CHECKING:
-    from orchestrator.services.accounts import Directory
+from orchestrator.services.sign_in_directory import Directory, directory_from_settings
 
 
 @dataclass
@@ -32,7 +29,8 @@ class Context:
     image_store_dir: Path = Path("images")
     """The image store's folder (see services/image_store.py)."""
     directory: Directory | None = None
-    """The district's LDAP / Active Directory, when one is configured (services/accounts.py)."""
+    """The district's LDAP / Active Directory, when one is configured
+    (services/sign_in_directory.py)."""
     lockout_failures: int = 5
     lockout_minutes: int = 15
     session_hours: int = 8
@@ -53,14 +51,8 @@ class Context:
             evidence_dir=settings.data_dir / "evidence",
             secret_key_file=settings.secret_key_file or settings.data_dir / "secret.key",
             image_store_dir=settings.image_store,
-            directory=_directory(settings),
+            directory=directory_from_settings(settings),
             lockout_failures=settings.lockout_failures,
             lockout_minutes=settings.lockout_minutes,
             session_hours=settings.session_hours,
         )
-
-
-def _directory(settings: Settings) -> Directory | None:
-    from orchestrator.services.accounts import directory_from_settings
-
-    return directory_from_settings(settings)

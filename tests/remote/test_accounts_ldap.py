@@ -12,7 +12,7 @@ from orchestrator.config import Settings
 from orchestrator.domain.states import Role
 from orchestrator.errors import DirectoryUnavailable, NoRoleGranted, SignInFailed
 from orchestrator.remote.ldap_directory import LdapDirectory
-from orchestrator.services import accounts, audit, directory
+from orchestrator.services import accounts, audit, directory, sign_in_directory
 from orchestrator.services.context import Context
 from tests.factories import District
 from tests.support.slapd import ROLE_GROUPS, Slapd, group_dn, person_dn, start_slapd
@@ -96,7 +96,7 @@ def test_the_settings_make_the_directory_the_service_signs_in_with(
         ldap_group_base=config.group_base,
         ldap_role_groups=dict(ROLE_GROUPS),
     )
-    made = accounts.directory_from_settings(settings)
+    made = sign_in_directory.directory_from_settings(settings)
     assert made is not None
     person = accounts.authenticate(
         replace(ctx, directory=made), "sam", slapd.people["sam"].password
