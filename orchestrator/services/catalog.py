@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
@@ -42,88 +42,27 @@ from orchestrator.domain.states import (
     Platform,
     State,
 )
-from orchestrator.errors import Conflict, Duplicate, InvalidInput, NotFound, SunsetReached
+from orchestrator.errors import Conflict, Duplicate, InvalidInput, SunsetReached
 from orchestrator.remote.distribution import sha256_file
-from orchestrator.services import audit, hardware
+from orchestrator.services import audit, hardware, test_plans
 from orchestrator.services.context import Context
 from orchestrator.services.directory import get_building
 from orchestrator.services.refs import (
     DISTRICT_SCOPE,
-    REF_PATTERN,
     building_of,
     make_ref,
     ref_of,
 )
+from orchestrator.services.releasables import authorize_maintain, resolve, subject
 from orchestrator.services.transitions import move
-
-if TYPE_CHECKING:
-    from orchestrator.services.test_plans import CarriedPlan
 
 # ---------------------------------------------------------------------------
 # References and reading
 # ---------------------------------------------------------------------------
 
 
-_MAX_ID = 2**31 - 1
-"""The largest catalog id: the id column is an ``integer``."""
-
-
 def version_sort_key(version: str) -> str:
     return ".".join(f"{p:06d}" for p in validation.version(version))
-
-
-def subject(row: Releasable) -> audit.Subject:
-    building = None if row.scope_key == DISTRICT_SCOPE else row.scope_key
-    return audit.Subject(row.kind, ref_of(row), row.id, building)
-
-
-def resolve(session: Session, actor: Actor, kind: Kind, ref: str) -> Releasable:
-    """The thing of ``kind`` named by ``ref`` that the actor may see.
-
-    Things in buildings outside the actor's scope are reported as not found.
-
-    Raises:
-        InvalidInput: ``ref`` is not a reference. NotFound: nothing visible by that name.
-    """
-    ref = ref.strip()
-    row: Releasable | None
-    if ref.startswith("#") and ref[1:].isascii() and ref[1:].isdigit():
-        # An id no row can have is not looked up: PostgreSQL refuses a number past its
-        # integer column as an error, not as "no such row".
-        number = int(ref[1:])
-        row = session.get(Releasable, number) if number <= _MAX_ID else None
-        if row is not None and row.kind != kind.value:
-            row = None
-    else:
-        m = REF_PATTERN.fullmatch(ref)
-        if not m:
-            raise InvalidInput(
-                f"{ref!r} is not a {kind.label} reference (e.g. {_example(kind)}, or #ID)",
-                field="ref",
-            )
-        row = session.exec(
-            select(Releasable).where(
-                Releasable.kind == kind.value,
-                Releasable.scope_key == (m["scope"] or DISTRICT_SCOPE),
-                Releasable.name == m["name"],
-                Releasable.version == m["version"],
-            )
-        ).first()
-    if row is None or not may(actor, Action.READ_CATALOG, building=building_of(row)):
-        raise NotFound(f"no {kind.label} {ref!r} (see 'orchestrator {_group(kind)} list')")
-    return row
-
-
-def _example(kind: Kind) -> str:
-    return {
-        Kind.BASE_IMAGE: "pc-high@2026.1",
-        Kind.CUSTOM_IMAGE: "101/lab@1.0",
-        Kind.PACKAGE: "firefox@128.0 or 101/mathlab@3.1",
-    }[kind]
-
-
-def _group(kind: Kind) -> str:
-    return {Kind.BASE_IMAGE: "base", Kind.CUSTOM_IMAGE: "image", Kind.PACKAGE: "package"}[kind]
 
 
 class ReleasableView(BaseModel):
@@ -774,12 +713,6 @@ def create_package(ctx: Context, actor: Actor, spec: PackageSpec) -> ReleasableV
 # ---------------------------------------------------------------------------
 
 
-def authorize_maintain(actor: Actor, row: Releasable) -> None:
-    """Raises: Refused."""
-    audience = Audience(row.audience) if row.audience else None
-    authorize(actor, maintain_action(Kind(row.kind), audience), building=building_of(row))
-
-
 @dataclass
 class Revision:
     """What to change; None leaves a field as it is."""
@@ -961,7 +894,7 @@ class RebaseResult:
     view: ReleasableView
     dropped_models: list[str]
     dropped_packages: list[str]
-    plan: CarriedPlan
+    plan: test_plans.CarriedPlan
     """The test plan entries carried from the older version, and those left behind."""
 
 
@@ -1069,10 +1002,6 @@ def rebase(
             session.add(ImagePackage(image_id=row.id, package_id=p.id))
         session.flush()
         view = _finish_create(ctx, session, actor, row, "custom_image.rebase")
-        # test_plans builds on this module (resolve, subject), so it is imported
-        # when a rebase runs rather than when the catalog loads.
-        from orchestrator.services import test_plans
-
         plan = test_plans.carry_plan(session, ctx, actor, old, row)
         return RebaseResult(
             view,

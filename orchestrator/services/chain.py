@@ -39,7 +39,7 @@ from orchestrator.errors import (
     Refused,
     SunsetReached,
 )
-from orchestrator.services import audit, catalog, image_store, notices, test_plans
+from orchestrator.services import audit, catalog, image_store, notices, releasables, test_plans
 from orchestrator.services import evidence as evidence_store
 from orchestrator.services.context import Context
 from orchestrator.services.transitions import claim, move
@@ -196,7 +196,7 @@ def status(ctx: Context, actor: Actor, kind: Kind, ref: str) -> ChainStatus:
         NotFound, InvalidInput.
     """
     with transaction(ctx.engine) as session:
-        row = catalog.resolve(session, actor, kind, ref)
+        row = releasables.resolve(session, actor, kind, ref)
         policy = load_policy(session, kind)
         names = _usernames(session)
         decisions = session.exec(
@@ -339,8 +339,8 @@ def submit(ctx: Context, actor: Actor, kind: Kind, ref: str) -> catalog.Releasab
         Refused, NotFound, InvalidTransition (not a draft), SunsetReached, StaleState.
     """
     with transaction(ctx.engine) as session:
-        row = catalog.resolve(session, actor, kind, ref)
-        catalog.authorize_maintain(actor, row)
+        row = releasables.resolve(session, actor, kind, ref)
+        releasables.authorize_maintain(actor, row)
         _check_sunset(session, ctx, row, "submit")
         before = catalog.snapshot(row)
         move(session, row, load_policy(session, kind).submit_event(), ctx.now())
@@ -401,7 +401,7 @@ def record_test(
     account = validation.text(account, field="account", max_len=64)
     inspected = [evidence_store.inspect(p) for p in attachments]
     with transaction(ctx.engine) as session:
-        row = catalog.resolve(session, actor, kind, ref)
+        row = releasables.resolve(session, actor, kind, ref)
         policy = load_policy(session, kind)
         if State(row.state) is not State.TESTING:
             raise Conflict(
@@ -440,7 +440,7 @@ def record_test(
             at=ctx.now(),
             actor=actor,
             action=f"{kind.value}.test",
-            subject=catalog.subject(row),
+            subject=releasables.subject(row),
             digest=row.digest,
             after={
                 "persona": who.value,
@@ -601,7 +601,7 @@ def _decide(
     else:
         doing = publish_verb if expect is Step.PUBLISH else "approve"
     with transaction(ctx.engine) as session:
-        row = catalog.resolve(session, actor, kind, ref)
+        row = releasables.resolve(session, actor, kind, ref)
         policy = load_policy(session, kind)
         step = _pending(policy, row, doing)
         if expect is not None and step.step is not expect:
@@ -664,7 +664,7 @@ def _decide(
                 at=ctx.now(),
                 actor=actor,
                 action=f"{kind.value}.test.override",
-                subject=catalog.subject(row),
+                subject=releasables.subject(row),
                 digest=row.digest,
                 after={"overridden": overridden},
                 reason=reason,
@@ -872,8 +872,8 @@ def _maintain_move(
 ) -> catalog.ReleasableView:
     reason = validation.text(reason, field="reason")
     with transaction(ctx.engine) as session:
-        row = catalog.resolve(session, actor, kind, ref)
-        catalog.authorize_maintain(actor, row)
+        row = releasables.resolve(session, actor, kind, ref)
+        releasables.authorize_maintain(actor, row)
         if event is Event.RETIRE and row.state == State.DRAFT.value:
             event = Event.DISCARD
         before = catalog.snapshot(row)

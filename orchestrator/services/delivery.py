@@ -43,7 +43,7 @@ from orchestrator.domain.policy import Action, Actor, authorize, authorize_step
 from orchestrator.domain.states import Kind, State, Step
 from orchestrator.errors import Conflict, InvalidInput, Refused, SunsetReached
 from orchestrator.remote.distribution import sha256_file
-from orchestrator.services import catalog, chain
+from orchestrator.services import catalog, chain, releasables
 from orchestrator.services.refs import ref_of
 
 PACKAGE_PLAYBOOKS = frozenset({"install_package"})
@@ -207,10 +207,10 @@ def prepare(
             f"{playbook} needs --{wanted} (a released {wanted}, e.g. {example})", field=wanted
         )
     if wanted == "package":
-        row = catalog.resolve(session, actor, Kind.PACKAGE, ref)
+        row = releasables.resolve(session, actor, Kind.PACKAGE, ref)
     else:
         kind = Kind.CUSTOM_IMAGE if "/" in ref else Kind.BASE_IMAGE
-        row = catalog.resolve(session, actor, kind, ref)
+        row = releasables.resolve(session, actor, kind, ref)
     if trial_of is not None:
         _check_trial(session, actor, playbook, row, trial_of, today=today)
     else:
@@ -231,7 +231,7 @@ def _check_trial(
     session: Session, actor: Actor, playbook: str, row: Releasable, image_ref: str, *, today: date
 ) -> None:
     kind = Kind.CUSTOM_IMAGE if "/" in image_ref else Kind.BASE_IMAGE
-    image = catalog.resolve(session, actor, kind, image_ref)
+    image = releasables.resolve(session, actor, kind, image_ref)
     check_under_test(session, actor, image, today=today)
     if playbook == "apply_image" and row.id == image.id:
         return

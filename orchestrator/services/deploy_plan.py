@@ -82,7 +82,7 @@ from orchestrator.domain import validation
 from orchestrator.domain.policy import Action, Actor, authorize_role, may
 from orchestrator.domain.states import Kind, Level, Platform
 from orchestrator.errors import InvalidInput, NotFound, Refused
-from orchestrator.services import catalog, delivery, installed, inventory
+from orchestrator.services import catalog, delivery, installed, inventory, releasables
 from orchestrator.services.context import Context
 from orchestrator.services.refs import building_of, ref_of
 
@@ -456,10 +456,10 @@ def _resolve(
     session: Session, actor: Actor, *, package: str | None, image: str | None
 ) -> Releasable:
     if package is not None:
-        return catalog.resolve(session, actor, Kind.PACKAGE, package)
+        return releasables.resolve(session, actor, Kind.PACKAGE, package)
     assert image is not None
     kind = Kind.CUSTOM_IMAGE if "/" in image else Kind.BASE_IMAGE
-    return catalog.resolve(session, actor, kind, image)
+    return releasables.resolve(session, actor, kind, image)
 
 
 def _gates(

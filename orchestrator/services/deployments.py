@@ -46,7 +46,7 @@ from orchestrator.domain.policy import Action, Actor, authorize, may
 from orchestrator.domain.rollout import ClientState, DeploymentEvent, DeploymentState
 from orchestrator.domain.states import Kind
 from orchestrator.errors import Conflict, InvalidInput, NotFound, SunsetReached
-from orchestrator.services import audit, catalog, deploy_plan, transitions, windows
+from orchestrator.services import audit, catalog, deploy_plan, releasables, transitions, windows
 from orchestrator.services.context import Context
 
 PLAYBOOK_OF = {Kind.PACKAGE: "install_package"}
@@ -267,7 +267,7 @@ def create(
     start = max(now, spec.not_before or now)
     with transaction(ctx.engine) as session:
         kind = plan.kind
-        row = catalog.resolve(session, actor, kind, plan.ref)
+        row = releasables.resolve(session, actor, kind, plan.ref)
         reached = sorted({c.building for c in plan.included})
         firsts, bare = _first_windows(ctx, session, reached, start)
         if bare:

@@ -67,7 +67,7 @@ from orchestrator.imagestore.caibx import Index, decode
 from orchestrator.imagestore.errors import StoreBusy as StoreBusy  # gc's refusal, for callers
 from orchestrator.imagestore.store import ImageStore, VerifyReport
 from orchestrator.remote.distribution import sha256_file
-from orchestrator.services import audit, catalog, vault
+from orchestrator.services import audit, catalog, releasables, vault
 from orchestrator.services.context import Context
 from orchestrator.services.refs import building_of, ref_of
 
@@ -139,8 +139,8 @@ def import_artifact(
         raise NotFound(f"no file {str(path)!r}")
     kind_of_file = artifacts.check(source)
     with transaction(ctx.engine) as session:
-        row = catalog.resolve(session, actor, kind, ref)
-        catalog.authorize_maintain(actor, row)
+        row = releasables.resolve(session, actor, kind, ref)
+        releasables.authorize_maintain(actor, row)
         _check_importable(session, row)
         registered = row.artifact_sha256
         base_name = _manifest_name(session, row.base_id) if row.base_id else None
@@ -185,7 +185,7 @@ def import_artifact(
             shared = store.shared(index, store.index(base_name)).shared_logical_bytes
     now = ctx.now()
     with transaction(ctx.engine) as session:
-        row = catalog.resolve(session, actor, kind, ref)
+        row = releasables.resolve(session, actor, kind, ref)
         stale = _check_importable(session, row)
         if row.artifact_sha256 != actual:
             raise Conflict(f"{ref_of(row)} changed while it was imported: import it again")
@@ -218,7 +218,7 @@ def import_artifact(
             at=now,
             actor=actor,
             action=f"{row.kind}.import",
-            subject=catalog.subject(row),
+            subject=releasables.subject(row),
             after={
                 "index": name,
                 "size": report.size,
@@ -357,7 +357,7 @@ def signed_manifest(ctx: Context, actor: Actor, kind: Kind, ref: str) -> bytes:
     Raises: NotFound (the entry; or not in the store, or not released yet).
     """
     with transaction(ctx.engine) as session:
-        row = catalog.resolve(session, actor, kind, ref)
+        row = releasables.resolve(session, actor, kind, ref)
         m = session.exec(select(ImageManifest).where(ImageManifest.releasable_id == row.id)).first()
         if m is None or m.signed is None:
             why = (
@@ -697,7 +697,7 @@ def _let_go(
             at=ctx.now(),
             actor=actor,
             action=f"{row.kind}.reclaim",
-            subject=catalog.subject(row),
+            subject=releasables.subject(row),
             before={"index": m.index_name, "size": m.size, "signed": m.signed is not None},
             digest=row.digest,
         )

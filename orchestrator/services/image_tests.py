@@ -63,7 +63,16 @@ from orchestrator.remote.persona_checks import (
     RemotePersonaChecker,
     Target,
 )
-from orchestrator.services import audit, catalog, delivery, inventory, runs, test_plans, testing
+from orchestrator.services import (
+    audit,
+    catalog,
+    delivery,
+    inventory,
+    releasables,
+    runs,
+    test_plans,
+    testing,
+)
 from orchestrator.services.context import Context
 from orchestrator.services.refs import ref_of
 
@@ -245,7 +254,7 @@ def _close_abandoned(session: Session, ctx: Context, client: Client) -> None:
             at=ctx.now(),
             actor=SYSTEM_ACTOR,
             action=f"{image.kind}.test_run.interrupted",
-            subject=catalog.subject(image),
+            subject=releasables.subject(image),
             digest=running.digest,
             after={"image_test": running.id, "client": running.client},
             reason=running.reason,
@@ -333,7 +342,7 @@ def _start(ctx: Context, actor: Actor, ref: str, hostname: str) -> _Started:
                 at=now,
                 actor=actor,
                 action=f"{kind.value}.test_run.start",
-                subject=catalog.subject(image),
+                subject=releasables.subject(image),
                 digest=digest,
                 after={
                     "image_test": test.id,
@@ -476,7 +485,7 @@ def _close(
         at=ctx.now(),
         actor=actor,
         action=f"{image.kind}.test_run.finish",
-        subject=catalog.subject(image),
+        subject=releasables.subject(image),
         digest=test.digest,
         after={
             "image_test": test.id,
@@ -623,7 +632,7 @@ def show(ctx: Context, actor: Actor, test_id: int) -> ImageTestView:
             image = session.get(Releasable, test.releasable_id)
             assert image is not None
             try:
-                catalog.resolve(session, actor, Kind(image.kind), f"#{image.id}")
+                releasables.resolve(session, actor, Kind(image.kind), f"#{image.id}")
             except OrchestratorError:
                 test = None
         if test is None:

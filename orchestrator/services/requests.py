@@ -50,7 +50,7 @@ from orchestrator.domain.requests import (
 from orchestrator.domain.rollout import ClientState, DeploymentState
 from orchestrator.domain.states import Kind, Role
 from orchestrator.errors import Conflict, InvalidInput, NotFound, Refused, StaleState
-from orchestrator.services import audit, catalog, deployments
+from orchestrator.services import audit, catalog, deployments, releasables
 from orchestrator.services.context import Context
 from orchestrator.services.directory import visible_building_row
 from orchestrator.services.refs import building_of, ref_of
@@ -782,7 +782,7 @@ def link_item(ctx: Context, actor: Actor, request_id: int, kind: Kind, ref: str)
     now = ctx.now()
     with transaction(ctx.engine) as session:
         r, number = _linkable(session, actor, request_id)
-        item = catalog.resolve(session, actor, kind, ref)
+        item = releasables.resolve(session, actor, kind, ref)
         if kind is Kind.CUSTOM_IMAGE and building_of(item) != number:
             raise InvalidInput(
                 f"{ref_of(item)} is building {building_of(item)}'s image and request "

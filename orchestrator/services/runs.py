@@ -37,11 +37,11 @@ from orchestrator.remote.ansible import (
 from orchestrator.services import (
     agent_bundle,
     audit,
-    catalog,
     delivery,
     image_store,
     installed,
     inventory,
+    releasables,
     staging,
 )
 from orchestrator.services.context import Context
@@ -280,7 +280,7 @@ def _installed_package(session: Session, actor: Actor, run: Run) -> Releasable |
     if run.playbook != "install_package" or not run.delivered:
         return None
     try:
-        return catalog.resolve(session, actor, Kind.PACKAGE, run.delivered)
+        return releasables.resolve(session, actor, Kind.PACKAGE, run.delivered)
     except (InvalidInput, NotFound):  # the run's record matters more than this one
         return None
 

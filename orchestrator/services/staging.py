@@ -62,11 +62,11 @@ from orchestrator.imagestore.store import ImageStore
 from orchestrator.remote import points, ssh
 from orchestrator.services import (
     audit,
-    catalog,
     delivery,
     deployments,
     image_store,
     inventory,
+    releasables,
 )
 from orchestrator.services.context import Context
 from orchestrator.services.credentials import Credentials
@@ -425,7 +425,7 @@ class _Plan:
 def _plan(ctx: Context, actor: Actor, kind: Kind, ref: str, building: str) -> _Plan:
     number = validation.building_number(building)
     with transaction(ctx.engine) as session:
-        row = catalog.resolve(session, actor, kind, ref)
+        row = releasables.resolve(session, actor, kind, ref)
         b = visible_building_row(session, actor, number)
         authorize(actor, Action.RUN_PLAYBOOK, building=number)
         point = _point_of(session, b)

@@ -34,7 +34,7 @@ image's own digest.
 (:data:`Action.EDIT_BASE_TEST_PLAN`). A customized image's own checks: its
 building's tech (SecTec or BTC of that building) and EdTech
 (:data:`Action.EDIT_CUSTOM_TEST_PLAN`). Images of buildings the actor may not
-see are "not found", as in :func:`catalog.resolve`. Everyone who sees an
+see are "not found", as in :func:`releasables.resolve`. Everyone who sees an
 image sees its plan.
 
 **When.** A plan may change while its image is in the chain (draft, in
@@ -81,7 +81,7 @@ from orchestrator.domain.digest import content_digest
 from orchestrator.domain.policy import Action, Actor, authorize
 from orchestrator.domain.states import Kind, Platform, State
 from orchestrator.errors import Conflict, Duplicate, InvalidInput, NotFound
-from orchestrator.services import audit, catalog
+from orchestrator.services import audit, releasables
 from orchestrator.services.context import Context
 from orchestrator.services.refs import REF_PATTERN, building_of, ref_of
 
@@ -409,14 +409,14 @@ def resolve_image(session: Session, actor: Actor, ref: str) -> Releasable:
     if text.startswith("#") and text[1:].isdigit():
         row = session.get(Releasable, int(text[1:]))
         if row is not None and row.kind == Kind.PACKAGE.value:
-            catalog.resolve(session, actor, Kind.PACKAGE, text)  # NotFound if hidden
+            releasables.resolve(session, actor, Kind.PACKAGE, text)  # NotFound if hidden
             raise InvalidInput(
                 f"{text} is a software package ({ref_of(row)}), not an image; test plans "
                 "belong to base and customized images",
                 field="image",
             )
         kind = Kind(row.kind) if row is not None else Kind.BASE_IMAGE
-        return catalog.resolve(session, actor, kind, text)
+        return releasables.resolve(session, actor, kind, text)
     m = REF_PATTERN.fullmatch(text)
     if not m:
         raise InvalidInput(
@@ -425,10 +425,10 @@ def resolve_image(session: Session, actor: Actor, ref: str) -> Releasable:
         )
     kind = Kind.CUSTOM_IMAGE if m["scope"] else Kind.BASE_IMAGE
     try:
-        return catalog.resolve(session, actor, kind, text)
+        return releasables.resolve(session, actor, kind, text)
     except NotFound:
         try:
-            catalog.resolve(session, actor, Kind.PACKAGE, text)
+            releasables.resolve(session, actor, Kind.PACKAGE, text)
         except NotFound:
             pass
         else:
@@ -580,7 +580,7 @@ def _audit(
         at=ctx.now(),
         actor=actor,
         action=action,
-        subject=catalog.subject(image),
+        subject=releasables.subject(image),
         before=before,
         after=after,
         digest=plan_of(session, image).digest,
@@ -827,7 +827,7 @@ def carry_plan(
         InvalidInput: ``new`` is not a version of the same customized image.
         Conflict: ``new``'s plan is frozen, or it has entries of its own already.
     """
-    catalog.authorize_maintain(actor, new)
+    releasables.authorize_maintain(actor, new)
     if (
         old.kind != Kind.CUSTOM_IMAGE.value
         or (new.kind, new.scope_key, new.name) != (old.kind, old.scope_key, old.name)

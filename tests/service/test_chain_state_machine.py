@@ -56,7 +56,7 @@ from orchestrator.errors import (
     Refused,
     SunsetReached,
 )
-from orchestrator.services import audit, catalog, chain
+from orchestrator.services import audit, catalog, chain, releasables
 from orchestrator.services.catalog import CustomImageSpec, PackageSpec, Revision
 from orchestrator.services.chain import CheckResult
 from orchestrator.services.context import Context
@@ -1058,7 +1058,7 @@ def test_released_image_has_approvals_for_the_package_content_it_carries(
         chain.publish(ctx, d["sectec.kim"], Kind.CUSTOM_IMAGE, image)
 
     with transaction(ctx.engine) as s:
-        row = catalog.resolve(s, d["sectec.kim"], Kind.CUSTOM_IMAGE, image)
+        row = releasables.resolve(s, d["sectec.kim"], Kind.CUSTOM_IMAGE, image)
         content = catalog.compute_digest(s, row)
         approved_for_content = {
             dec.step

@@ -70,7 +70,7 @@ Outcomes: ``Y`` allowed (the call succeeds and its effect is checked), ``N`` den
 with :class:`Refused`, ``H`` denied with :class:`NotFound`.
 
 Which cells are NotFound (``H``) and why: the services resolve a reference to an
-existing catalog item through ``catalog.resolve``, which reports items in buildings
+existing catalog item through ``releasables.resolve``, which reports items in buildings
 the actor may not see as not found rather than confirming they exist. So every
 action by a SecTec, BTC or principal on an EXISTING item of another building
 (submit, revise, rebase, review, record/sign off tests, release, read) is ``H``.

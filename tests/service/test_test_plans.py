@@ -17,7 +17,7 @@ from orchestrator.db.models import AuditEntry, TestCheck
 from orchestrator.db.session import transaction
 from orchestrator.domain.states import Kind, State
 from orchestrator.errors import Conflict, Duplicate, InvalidInput, NotFound, Refused
-from orchestrator.services import audit, catalog, test_plans
+from orchestrator.services import audit, catalog, releasables, test_plans
 from orchestrator.services.test_plans import CheckKind, CheckSpec, Origin, Personas
 from tests.factories import District
 
@@ -747,8 +747,8 @@ def test_a_plan_is_never_carried_onto_a_frozen_image_a_planned_one_or_by_an_outs
 
     def carry(username: str, old_ref: str, new_ref: str) -> None:
         with transaction(d.ctx.engine) as s:
-            old = catalog.resolve(s, d["btc.lincoln"], Kind.CUSTOM_IMAGE, old_ref)
-            new = catalog.resolve(s, d["btc.lincoln"], Kind.CUSTOM_IMAGE, new_ref)
+            old = releasables.resolve(s, d["btc.lincoln"], Kind.CUSTOM_IMAGE, old_ref)
+            new = releasables.resolve(s, d["btc.lincoln"], Kind.CUSTOM_IMAGE, new_ref)
             test_plans.carry_plan(s, d.ctx, d[username], old, new)
 
     with pytest.raises(Conflict, match="101/lab@1.1 is released; its test plan is frozen"):

@@ -83,3 +83,44 @@ def test_the_domain_does_no_io_and_reads_no_clock() -> None:
         text = path.read_text()
         for word in forbidden:
             assert word not in text, f"{path.name} uses {word}"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(parts)
+
+
+def _imported_modules(path: Path, known: set[str]) -> set[str]:
+    """Every module of the package ``path`` imports, at its top or inside a function."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name in known)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                found.add(sub if sub in known else node.module)
+    return found & known
+
+
+def _loop_through(graph: dict[str, set[str]], start: str) -> list[str] | None:
+    """A path of imports from ``start`` back to itself, if there is one."""
+    stack = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        here, path = stack.pop()
+        for there in graph[here]:
+            if there == start:
+                return [*path, start]
+            if there not in seen:
+                seen.add(there)
+                stack.append((there, [*path, there]))
+    return None
+
+
+def test_no_module_imports_itself_back_not_even_at_call_time() -> None:
+    paths = {_module_name(p): p for p in MODULES}
+    graph = {name: _imported_modules(p, set(paths)) - {name} for name, p in paths.items()}
+    loops = [loop for name in sorted(graph) if (loop := _loop_through(graph, name))]
+    assert not loops, "import loops: " + "; ".join(" -> ".join(loop) for loop in loops)
