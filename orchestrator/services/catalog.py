@@ -57,7 +57,7 @@ from orchestrator.services.releasables import authorize_maintain, resolve, subje
 from orchestrator.services.transitions import move
 
 # ---------------------------------------------------------------------------
-# References and reading
+# Reading (an entry found by its reference: services/releasables.py)
 # ---------------------------------------------------------------------------
 
 

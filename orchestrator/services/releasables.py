@@ -23,8 +23,8 @@ _MAX_ID = 2**31 - 1
 
 
 def subject(row: Releasable) -> audit.Subject:
-    building = None if row.scope_key == DISTRICT_SCOPE else row.scope_key
-    return audit.Subject(row.kind, ref_of(row), row.id, building)
+    """How the audit log names the entry."""
+    return audit.Subject(row.kind, ref_of(row), row.id, building_of(row))
 
 
 def resolve(session: Session, actor: Actor, kind: Kind, ref: str) -> Releasable:
